@@ -40,7 +40,7 @@ if [[ ! -x "$PY" ]] || ! "$PY" -c 'import sys; assert sys.version_info[:2] == (3
 fi
 
 # 2 packages -----------------------------------------------------------------
-key="$(digest "$ROOT/tools/requirements.txt")"
+key="$(digest "$ROOT"/tools/requirements*.txt)"
 if ! done_before packages "$key"; then
     say "2/5 packages: installing tools/requirements.txt (first time: about 2-4 minutes)"
     "$PY" -m pip install --disable-pip-version-check -q -r "$ROOT/tools/requirements.txt" \
@@ -50,7 +50,7 @@ if ! done_before packages "$key"; then
 fi
 
 # 3 cmake-fix ----------------------------------------------------------------
-key="$(digest "$ROOT/tools/requirements.txt" "$ROOT/tools/bootstrap.sh")"
+key="$(digest "$ROOT"/tools/requirements*.txt "$ROOT/tools/bootstrap.sh")"
 if ! done_before cmake-fix "$key"; then
     say "3/5 cmake-fix: pointing the ROS wheels' cmake exports at this venv's headers"
     "$PY" - > "$LOGS/cmake-fix.log" 2>&1 <<'PYEOF' || fail cmake-fix "could not rewrite the cmake export files"
@@ -75,7 +75,7 @@ PYEOF
 fi
 
 # 4 interfaces ---------------------------------------------------------------
-key="$(digest "$ROOT"/msg/*.msg "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$ROOT/tools/requirements.txt")"
+key="$(digest "$ROOT"/msg/*.msg "$ROOT/CMakeLists.txt" "$ROOT/package.xml" "$ROOT"/tools/requirements*.txt)"
 if ! done_before interfaces "$key" || ! "$PY" -c 'import revqom.msg' 2>/dev/null; then
     say "4/5 interfaces: building msg/ with rosidl into the venv (about 15-40 s)"
     if ! command -v cmake > /dev/null || ! command -v c++ > /dev/null; then
