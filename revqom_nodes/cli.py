@@ -17,6 +17,9 @@ from revqom_nodes import __version__
 
 COMMAND_MODULES: tuple[str, ...] = (
     "revqom_nodes.info",
+    "revqom_nodes.ros.launch_cli",
+    "revqom_nodes.data.cli",
+    "revqom_nodes.bench",
 )
 
 
