@@ -25,6 +25,12 @@ def make_transform(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
     return T
 
 
+def rotation_z(yaw: float) -> np.ndarray:
+    """(3, 3) rotation by ``yaw`` radians about +z."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
 def invert(T: np.ndarray) -> np.ndarray:
     """Inverse of a rigid (4, 4) transform, exact for rotation matrices."""
     R = T[:3, :3]

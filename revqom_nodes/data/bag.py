@@ -1,0 +1,266 @@
+"""DAIR-V2X-C -> ROS 2 bag (mcap or sqlite3) with ``rosbags``; no rclpy needed.
+
+Per cooperative frame (topics and frames as in ``docs/data.md``):
+
+| topic | type | frame_id | stamp |
+|---|---|---|---|
+| /vehicle/lidar/points | sensor_msgs/msg/PointCloud2 | vehicle_lidar | vehicle sweep |
+| /infrastructure/lidar/points | sensor_msgs/msg/PointCloud2 | infrastructure_lidar | infrastructure sweep |
+| /vehicle/pose | geometry_msgs/msg/PoseStamped | world | vehicle sweep |
+| /infrastructure/pose | geometry_msgs/msg/PoseStamped | world | infrastructure sweep |
+| /tf | tf2_msgs/msg/TFMessage (world -> each LiDAR, one message per sweep) | world | that sweep |
+| /ground_truth/boxes | revqom/msg/Detection3DArray (label "vehicle", score 1) | world | vehicle sweep |
+| /cooperative/frame_info | revqom/msg/CooperativeFrameInfo | world | vehicle sweep |
+
+Poses are ``T_world_from_lidar`` as the reader gives them (``system_error_offset``
+applied to the infrastructure; the offset also travels in the frame info). The bag is
+written under a hidden staging folder and moved to its name only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from revqom_nodes.data.dairv2x import DairV2XReader
+from revqom_nodes.data.errors import DatasetError
+from revqom_nodes.data.pointcloud import xyzi_to_cloud_data
+from revqom_nodes.data.transforms import quaternion_from_matrix
+
+log = logging.getLogger(__name__)
+
+WORLD_FRAME = "world"
+LIDAR_FRAMES = {"vehicle": "vehicle_lidar", "infrastructure": "infrastructure_lidar"}
+TOPICS: dict[str, tuple[str, str]] = {
+    "vehicle_points": ("/vehicle/lidar/points", "sensor_msgs/msg/PointCloud2"),
+    "infrastructure_points": ("/infrastructure/lidar/points", "sensor_msgs/msg/PointCloud2"),
+    "vehicle_pose": ("/vehicle/pose", "geometry_msgs/msg/PoseStamped"),
+    "infrastructure_pose": ("/infrastructure/pose", "geometry_msgs/msg/PoseStamped"),
+    "tf": ("/tf", "tf2_msgs/msg/TFMessage"),
+    "ground_truth": ("/ground_truth/boxes", "revqom/msg/Detection3DArray"),
+    "frame_info": ("/cooperative/frame_info", "revqom/msg/CooperativeFrameInfo"),
+}
+STORAGES = ("mcap", "sqlite3")
+GROUND_TRUTH_LABEL = "vehicle"
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion wrote and skipped; ``bytes_written`` is the bag's size on disk."""
+
+    path: Path
+    frames_written: int = 0
+    skipped_ids: list[str] = field(default_factory=list)
+    messages: int = 0
+    bytes_written: int = 0
+    seconds: float = 0.0
+
+    @property
+    def megabytes_per_second(self) -> float:
+        return self.bytes_written / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+def find_msg_dir() -> Path:
+    """The project's ``msg/`` folder: the source tree's, else an installed ``share/revqom/msg``."""
+    candidates = [Path(__file__).resolve().parents[2] / "msg"]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "revqom" / "msg")
+    for candidate in candidates:
+        if (candidate / "Detection3DArray.msg").is_file():
+            return candidate
+    raise DatasetError(f"cannot find the revqom .msg files (looked in {[str(c) for c in candidates]})")
+
+
+def project_typestore(msg_dir: Path | None = None) -> Any:
+    """A rosbags Kilted typestore with the project's ``revqom/msg/*`` types registered."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    types: dict = {}
+    for path in sorted((msg_dir or find_msg_dir()).glob("*.msg")):
+        types.update(get_types_from_msg(path.read_text(encoding="utf-8"), f"revqom/msg/{path.stem}"))
+    store.register(types)
+    return store
+
+
+_MESSAGE_TYPES = (
+    "builtin_interfaces/msg/Time",
+    "std_msgs/msg/Header",
+    "geometry_msgs/msg/Point",
+    "geometry_msgs/msg/Quaternion",
+    "geometry_msgs/msg/Pose",
+    "geometry_msgs/msg/PoseStamped",
+    "geometry_msgs/msg/Vector3",
+    "geometry_msgs/msg/Transform",
+    "geometry_msgs/msg/TransformStamped",
+    "sensor_msgs/msg/PointField",
+    "sensor_msgs/msg/PointCloud2",
+    "tf2_msgs/msg/TFMessage",
+    "revqom/msg/Detection3D",
+    "revqom/msg/Detection3DArray",
+    "revqom/msg/CooperativeFrameInfo",
+)
+
+
+class _Messages:
+    """Builds rosbags message objects from reader output."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.t = {full.rsplit("/", 1)[-1]: store.types[full] for full in _MESSAGE_TYPES}
+
+    def time(self, stamp_us: int) -> Any:
+        return self.t["Time"](sec=int(stamp_us // 1_000_000), nanosec=int(stamp_us % 1_000_000) * 1000)
+
+    def header(self, stamp_us: int, frame_id: str) -> Any:
+        return self.t["Header"](stamp=self.time(stamp_us), frame_id=frame_id)
+
+    def cloud(self, points: np.ndarray, stamp_us: int, frame_id: str) -> Any:
+        fields, point_step, data = xyzi_to_cloud_data(points)
+        return self.t["PointCloud2"](
+            header=self.header(stamp_us, frame_id),
+            height=1,
+            width=len(points),
+            fields=[
+                self.t["PointField"](name=f.name, offset=f.offset, datatype=f.datatype, count=f.count)
+                for f in fields
+            ],
+            is_bigendian=False,
+            point_step=point_step,
+            row_step=point_step * len(points),
+            data=np.frombuffer(data, dtype=np.uint8),
+            is_dense=True,
+        )
+
+    def pose(self, T: np.ndarray, stamp_us: int) -> Any:
+        x, y, z, w = quaternion_from_matrix(T)
+        pose = self.t["Pose"](
+            position=self.t["Point"](x=T[0, 3], y=T[1, 3], z=T[2, 3]),
+            orientation=self.t["Quaternion"](x=x, y=y, z=z, w=w),
+        )
+        return self.t["PoseStamped"](header=self.header(stamp_us, WORLD_FRAME), pose=pose)
+
+    def tf(self, T: np.ndarray, stamp_us: int, child: str) -> Any:
+        x, y, z, w = quaternion_from_matrix(T)
+        transform = self.t["Transform"](
+            translation=self.t["Vector3"](x=T[0, 3], y=T[1, 3], z=T[2, 3]),
+            rotation=self.t["Quaternion"](x=x, y=y, z=z, w=w),
+        )
+        stamped = self.t["TransformStamped"](
+            header=self.header(stamp_us, WORLD_FRAME), child_frame_id=child, transform=transform
+        )
+        return self.t["TFMessage"](transforms=[stamped])
+
+    def boxes(self, boxes: np.ndarray, stamp_us: int) -> Any:
+        detections = [
+            self.t["Detection3D"](
+                label=GROUND_TRUTH_LABEL,
+                score=1.0,
+                center=self.t["Point"](x=x, y=y, z=z),
+                length=l,
+                width=w,
+                height=h,
+                yaw=yaw,
+            )
+            for x, y, z, l, w, h, yaw in np.asarray(boxes, dtype=np.float64).tolist()
+        ]
+        return self.t["Detection3DArray"](
+            header=self.header(stamp_us, WORLD_FRAME), fused_agent_ids=[], detections=detections
+        )
+
+    def frame_info(self, vehicle: Any, infrastructure: Any, offset: tuple[float, float]) -> Any:
+        return self.t["CooperativeFrameInfo"](
+            header=self.header(vehicle.timestamp_us, WORLD_FRAME),
+            vehicle_frame_id=vehicle.frame_id,
+            infrastructure_frame_id=infrastructure.frame_id,
+            vehicle_stamp=self.time(vehicle.timestamp_us),
+            infrastructure_stamp=self.time(infrastructure.timestamp_us),
+            system_error_offset_x=float(offset[0]),
+            system_error_offset_y=float(offset[1]),
+        )
+
+
+def _frame_messages(build: _Messages, frame: Any) -> list[tuple[str, int, Any]]:
+    """(topic key, stamp in ns, message) of one cooperative frame, vehicle first."""
+    out = []
+    for agent in frame.agents:
+        role, stamp = agent.role, agent.timestamp_us
+        out += [
+            (f"{role}_points", stamp, build.cloud(agent.points, stamp, LIDAR_FRAMES[role])),
+            (f"{role}_pose", stamp, build.pose(agent.T_world_from_lidar, stamp)),
+            ("tf", stamp, build.tf(agent.T_world_from_lidar, stamp, LIDAR_FRAMES[role])),
+        ]
+    stamp = frame.ego.timestamp_us
+    out.append(("ground_truth", stamp, build.boxes(frame.boxes_world, stamp)))
+    out.append(
+        ("frame_info", stamp, build.frame_info(frame.agents[0], frame.agents[1], frame.system_error_offset))
+    )
+    return [(key, us * 1000, msg) for key, us, msg in out]
+
+
+def convert_to_bag(
+    root: str | Path,
+    out: str | Path,
+    *,
+    split: str = "all",
+    storage: str = "mcap",
+    strict: bool = False,
+    progress: bool = True,
+    msg_dir: Path | None = None,
+) -> ConversionReport:
+    """Write the frames of a DAIR-V2X-C ``split`` to the bag folder ``out``.
+
+    A frame that fails to read is logged by id, skipped and counted; with ``strict`` the
+    first one stops the run (:class:`DatasetError`) and nothing is left at ``out``.
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+    out = Path(out)
+    if out.exists():
+        raise DatasetError(f"{out}: exists already, not overwriting")
+    reader = DairV2XReader(root, split)
+    build = _Messages(project_typestore(msg_dir))
+    report = ConversionReport(out)
+    started = time.perf_counter()
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        with Writer(staging / out.name, version=Writer.VERSION_LATEST, storage_plugin=plugin) as writer:
+            connections = {
+                key: writer.add_connection(topic, msgtype, typestore=build.store)
+                for key, (topic, msgtype) in TOPICS.items()
+            }
+            for i in tqdm(range(len(reader)), desc="to-bag", unit="frame", disable=not progress):
+                try:
+                    messages = _frame_messages(build, reader[i])
+                except DatasetError as exc:
+                    if strict:
+                        raise
+                    log.warning("skipping %s", exc)
+                    report.skipped_ids.append(reader.frame_ids[i])
+                    continue
+                for key, stamp_ns, msg in messages:
+                    writer.write(connections[key], stamp_ns, build.store.serialize_cdr(msg, TOPICS[key][1]))
+                report.messages += len(messages)
+                report.frames_written += 1
+        os.replace(staging / out.name, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report.seconds = time.perf_counter() - started
+    report.bytes_written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    if report.skipped_ids:
+        log.warning("skipped %d corrupt frame(s): %s", len(report.skipped_ids), ", ".join(report.skipped_ids))
+    return report

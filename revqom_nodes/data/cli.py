@@ -1,0 +1,135 @@
+"""``revqom data {synth,stats,to-bag}``: synthetic datasets, statistics and bag conversion."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from revqom_nodes.data.synthetic import SynthConfig, generate_dataset
+
+    config = SynthConfig(vehicle_beams=args.vehicle_beams, infrastructure_rings=args.infrastructure_rings)
+    summary = generate_dataset(
+        args.out,
+        args.frames,
+        args.seed,
+        scenes=args.scenes,
+        config=config,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(
+        json.dumps(
+            {
+                "root": str(summary.root),
+                "frames": summary.frames,
+                "scenes": summary.scenes,
+                "train": len(summary.train_ids),
+                "val": len(summary.val_ids),
+                "seconds": round(summary.seconds, 2),
+                "frames_per_second": round(summary.frames / summary.seconds, 2),
+            }
+        )
+    )
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from revqom_nodes.data.stats import dataset_stats
+
+    stats = dataset_stats(
+        args.root,
+        args.split,
+        max_frames=args.max_frames,
+        min_points=args.min_points,
+        eval_range=((-args.x_range_m, args.x_range_m), (-args.y_range_m, args.y_range_m)),
+        progress=not args.no_progress,
+    )
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def _to_bag(args: argparse.Namespace) -> int:
+    from revqom_nodes.data.bag import convert_to_bag
+
+    report = convert_to_bag(
+        args.root,
+        args.out,
+        split=args.split,
+        storage=args.storage,
+        strict=args.strict,
+        progress=not args.no_progress,
+    )
+    print(
+        json.dumps(
+            {
+                "bag": str(report.path),
+                "storage": args.storage,
+                "frames": report.frames_written,
+                "skipped": len(report.skipped_ids),
+                "skipped_ids": report.skipped_ids,
+                "messages": report.messages,
+                "megabytes": round(report.bytes_written / 1e6, 2),
+                "seconds": round(report.seconds, 2),
+                "megabytes_per_second": round(report.megabytes_per_second, 2),
+            }
+        )
+    )
+    return 0
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Bad input ends the command with its message and exit status 1, not a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        from revqom_nodes.data.errors import DatasetError
+
+        try:
+            return handler(args)
+        except (DatasetError, ValueError) as exc:
+            log.error("%s", exc)
+            return 1
+
+    return run
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("data", help="DAIR-V2X-C data: synthetic scenes, statistics, ROS 2 bags")
+    verbs = parser.add_subparsers(title="data commands", metavar="VERB", required=True)
+
+    synth = verbs.add_parser("synth", help="write a synthetic dataset in the DAIR-V2X-C layout")
+    synth.add_argument("--out", required=True, help="dataset root to create")
+    synth.add_argument("--frames", type=int, required=True, help="cooperative frames in total")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (same seed, same dataset)")
+    synth.add_argument(
+        "--scenes", type=int, default=None, help="independent sequences (default: 1 per 20 frames)"
+    )
+    synth.add_argument("--vehicle-beams", type=int, default=40, help="beams of the ego LiDAR")
+    synth.add_argument("--infrastructure-rings", type=int, default=150, help="rings of the pole LiDAR")
+    synth.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    synth.add_argument("--no-progress", action="store_true", help="no progress bar")
+    synth.set_defaults(run=_guarded(_synth))
+
+    stats = verbs.add_parser("stats", help="print dataset statistics as one JSON object")
+    stats.add_argument("root", help="DAIR-V2X-C root")
+    stats.add_argument("--split", choices=("train", "val", "all"), default="all")
+    stats.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
+    stats.add_argument("--min-points", type=int, default=5, help="points that make a vehicle visible")
+    stats.add_argument("--x-range-m", type=float, default=100.0, help="evaluation range: |x| around the ego")
+    stats.add_argument("--y-range-m", type=float, default=40.0, help="evaluation range: |y| around the ego")
+    stats.add_argument("--no-progress", action="store_true", help="no progress bar")
+    stats.set_defaults(run=_guarded(_stats))
+
+    to_bag = verbs.add_parser("to-bag", help="convert a DAIR-V2X-C root into a ROS 2 bag")
+    to_bag.add_argument("root", help="DAIR-V2X-C root")
+    to_bag.add_argument("out", help="bag folder to create")
+    to_bag.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    to_bag.add_argument("--split", choices=("train", "val", "all"), default="all")
+    to_bag.add_argument("--strict", action="store_true", help="stop at the first corrupt frame")
+    to_bag.add_argument("--no-progress", action="store_true", help="no progress bar")
+    to_bag.set_defaults(run=_guarded(_to_bag))

@@ -1,0 +1,353 @@
+"""DAIR-V2X-C reader: vehicle-infrastructure frames with poses, points and labels.
+
+The layout and transforms follow ``docs/data.md`` (from the official devkit):
+
+- vehicle pose: ``T_world_from_lidar = T_world_from_novatel @ T_novatel_from_lidar``;
+- infrastructure pose: ``virtuallidar_to_world`` with the pair's ``system_error_offset``
+  added to its translation;
+- cooperative labels: ``world_8_points`` -> (M, 7) boxes in the world frame.
+
+Tolerated real-data variations: ``system_error_offset`` given as ``""``, numbers given
+as strings, type names in any case, missing images (never read), ``label_lidar_std_path``
+or ``label_lidar_path``, ``relative_error`` values ``""``. Only vehicle classes (Car, Van,
+Truck, Bus, any case) are kept, in the cooperative and in the single-side labels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from revqom_nodes.data.errors import DatasetError
+from revqom_nodes.data.pcd import read_pcd
+from revqom_nodes.data.transforms import box_corners, boxes_from_corners, invert, make_transform
+
+log = logging.getLogger(__name__)
+
+VEHICLE_TYPES: frozenset[str] = frozenset({"car", "van", "truck", "bus"})
+SPLITS: tuple[str, ...] = ("train", "val", "all")
+VEHICLE, INFRASTRUCTURE = "vehicle", "infrastructure"
+VEHICLE_SIDE, INFRASTRUCTURE_SIDE = "vehicle-side", "infrastructure-side"
+LABEL_PATH_KEYS: tuple[str, ...] = ("label_lidar_std_path", "label_lidar_path")
+
+
+def is_vehicle_type(name: object) -> bool:
+    """Whether a label type merges into the ``vehicle`` class (Car, Van, Truck, Bus, any case)."""
+    return str(name).strip().lower() in VEHICLE_TYPES
+
+
+@dataclass
+class AgentSample:
+    """One agent's sweep: points (N, 4) float32 in its LiDAR frame, pose (4, 4) float64.
+
+    ``boxes`` (M, 7) float64 and ``labels`` are the agent's single-side vehicle labels in
+    its own LiDAR frame.
+    """
+
+    agent_id: str
+    role: str
+    frame_id: str
+    points: np.ndarray
+    T_world_from_lidar: np.ndarray
+    timestamp_us: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 7)))
+    labels: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CooperativeFrame:
+    """A vehicle-infrastructure pair; ``agents[0]`` is the ego vehicle.
+
+    ``boxes_world`` (M, 7) float64 is the cooperative ground truth (vehicle classes),
+    ``labels`` its original type strings, ``system_error_offset`` (dx, dy) in metres.
+    """
+
+    frame_id: str
+    agents: list[AgentSample]
+    boxes_world: np.ndarray
+    labels: list[str]
+    system_error_offset: tuple[float, float]
+
+    @property
+    def ego(self) -> AgentSample:
+        return self.agents[0]
+
+    def agent(self, agent_id: str) -> AgentSample:
+        for sample in self.agents:
+            if sample.agent_id == agent_id:
+                return sample
+        raise KeyError(
+            f"frame {self.frame_id} has no agent {agent_id!r} (has {[a.agent_id for a in self.agents]})"
+        )
+
+    def boxes_in(self, T_world_from_lidar: np.ndarray) -> np.ndarray:
+        """Cooperative boxes in the frame of a LiDAR with pose ``T_world_from_lidar`` -> (M, 7)."""
+        T = invert(np.asarray(T_world_from_lidar, dtype=np.float64))
+        corners = box_corners(self.boxes_world) @ T[:3, :3].T + T[:3, 3]
+        return boxes_from_corners(corners)
+
+
+def load_json(path: Path, what: str) -> Any:
+    """Parse a JSON file; a missing or malformed file raises :class:`DatasetError` naming it."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return json.load(stream)
+    except FileNotFoundError as exc:
+        raise DatasetError(f"{path}: missing {what}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path}: malformed {what} ({exc})") from exc
+
+
+def _number(value: object, where: str, default: float | None = None) -> float:
+    """A JSON number or numeric string -> float; ``""`` / None gives ``default`` when set."""
+    if (value is None or (isinstance(value, str) and not value.strip())) and default is not None:
+        return default
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{where}: expected a number, got {value!r}") from exc
+
+
+def frame_id_of(path: str) -> str:
+    """The frame id a DAIR path names: ``"vehicle-side/velodyne/015438.pcd"`` -> ``"015438"``."""
+    return Path(str(path)).stem
+
+
+def parse_offset(value: object, where: str) -> tuple[float, float]:
+    """``{"delta_x", "delta_y"}`` (numbers, strings or "") or "" -> (dx, dy) metres."""
+    if value is None or value == "":
+        return 0.0, 0.0
+    if not isinstance(value, dict):
+        raise DatasetError(f'{where}: system_error_offset must be an object or "", got {value!r}')
+    return (_number(value.get("delta_x"), where, 0.0), _number(value.get("delta_y"), where, 0.0))
+
+
+def parse_calibration(data: object, path: Path) -> np.ndarray:
+    """Calibration JSON (flat, or nested under ``"transform"``) -> (4, 4) ``T_dst_from_src``."""
+    if isinstance(data, dict) and isinstance(data.get("transform"), dict):
+        data = data["transform"]
+    try:
+        rotation = np.asarray(data["rotation"], dtype=np.float64).reshape(3, 3)  # type: ignore[index]
+        translation = np.asarray(data["translation"], dtype=np.float64).reshape(3)  # type: ignore[index]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetError(f"{path}: calibration needs rotation (3x3) and translation (3x1): {exc}") from exc
+    return make_transform(rotation, translation)
+
+
+def parse_side_labels(data: object, path: Path) -> tuple[np.ndarray, list[str]]:
+    """Single-side label list -> vehicle boxes (M, 7) in the sensor frame and their type strings."""
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: a label file must hold a JSON list")
+    boxes, types = [], []
+    for i, item in enumerate(data):
+        where = f"{path} (label {i})"
+        try:
+            if not is_vehicle_type(item["type"]):
+                continue
+            dims, loc = item["3d_dimensions"], item["3d_location"]
+            box = [_number(loc[k], where) for k in "xyz"] + [_number(dims[k], where) for k in "lwh"]
+            box.append(_number(item["rotation"], where))
+        except (KeyError, TypeError) as exc:
+            raise DatasetError(f"{where}: missing or malformed field {exc}") from exc
+        if min(box[3:6]) <= 0.0:
+            continue
+        boxes.append(box)
+        types.append(str(item["type"]))
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 7), types
+
+
+def parse_world_labels(data: object, path: Path) -> tuple[np.ndarray, list[str]]:
+    """Cooperative ``label_world`` list -> vehicle boxes (M, 7) in the world frame and types."""
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: a label file must hold a JSON list")
+    corners, types = [], []
+    for i, item in enumerate(data):
+        try:
+            if not is_vehicle_type(item["type"]):
+                continue
+            points = np.asarray(item["world_8_points"], dtype=np.float64).reshape(8, 3)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatasetError(f"{path} (label {i}): missing or malformed world_8_points: {exc}") from exc
+        corners.append(points)
+        types.append(str(item["type"]))
+    boxes = boxes_from_corners(np.asarray(corners).reshape(-1, 8, 3))
+    keep = (boxes[:, 3:6] > 1e-6).all(axis=1)
+    return boxes[keep], [t for t, k in zip(types, keep, strict=True) if k]
+
+
+def _timestamp_us(record: dict, where: str) -> int:
+    value = record.get("pointcloud_timestamp")
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return int(_number(value, f"{where}: pointcloud_timestamp"))
+
+
+def _index_side(path: Path) -> dict[str, dict]:
+    """Side ``data_info.json`` -> {frame id: record}, ids taken from the point-cloud path."""
+    records = load_json(path, "side data_info")
+    if not isinstance(records, list):
+        raise DatasetError(f"{path}: data_info must hold a JSON list")
+    index = {}
+    for record in records:
+        key = (
+            (record.get("pointcloud_path") or record.get("image_path")) if isinstance(record, dict) else None
+        )
+        if not key:
+            raise DatasetError(f"{path}: record without pointcloud_path: {record!r}")
+        index[frame_id_of(key)] = record
+    return index
+
+
+class _Pair(NamedTuple):
+    vehicle_id: str
+    infrastructure_id: str
+    vehicle_points: str
+    infrastructure_points: str
+    label: str
+    offset: tuple[float, float]
+
+
+def _read_split(path: Path) -> set[str]:
+    ids = load_json(path, "split file")
+    if not isinstance(ids, list):
+        raise DatasetError(f"{path}: a split file must hold a JSON list of vehicle frame ids")
+    return {str(i).zfill(6) if isinstance(i, int) else frame_id_of(str(i)) for i in ids}
+
+
+class DairV2XReader:
+    """Frames of a DAIR-V2X-C root for one split (``train``, ``val`` or ``all``).
+
+    Only the JSON indexes are read at construction; ``reader[i]`` reads that frame's
+    point clouds, calibration and labels.
+    """
+
+    def __init__(self, root: str | Path, split: str = "train") -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.root = Path(root)
+        self.split = split
+        info_path = self.root / "cooperative" / "data_info.json"
+        pairs = load_json(info_path, "cooperative data_info")
+        if not isinstance(pairs, list):
+            raise DatasetError(f"{info_path}: data_info must hold a JSON list")
+        self._vehicle_info = _index_side(self.root / VEHICLE_SIDE / "data_info.json")
+        self._infrastructure_info = _index_side(self.root / INFRASTRUCTURE_SIDE / "data_info.json")
+        wanted = None if split == "all" else _read_split(self.root / f"{split}.json")
+        self._pairs: list[_Pair] = []
+        for i, item in enumerate(pairs):
+            try:
+                vehicle_points = item["vehicle_pointcloud_path"]
+                infrastructure_points = item["infrastructure_pointcloud_path"]
+            except (KeyError, TypeError) as exc:
+                raise DatasetError(f"{info_path} (pair {i}): missing point-cloud path {exc}") from exc
+            vehicle_id = frame_id_of(vehicle_points)
+            if wanted is not None and vehicle_id not in wanted:
+                continue
+            label = item.get("cooperative_label_path") or f"cooperative/label_world/{vehicle_id}.json"
+            offset = parse_offset(item.get("system_error_offset"), f"{info_path} (pair {i})")
+            self._pairs.append(
+                _Pair(
+                    vehicle_id,
+                    frame_id_of(infrastructure_points),
+                    vehicle_points,
+                    infrastructure_points,
+                    label,
+                    offset,
+                )
+            )
+        if wanted is not None and len(wanted) > len(self._pairs):
+            log.warning(
+                "%d ids of %s.json have no pair in %s", len(wanted) - len(self._pairs), split, info_path
+            )
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __iter__(self) -> Iterator[CooperativeFrame]:
+        for i in range(len(self)):
+            yield self[i]
+
+    @property
+    def frame_ids(self) -> list[str]:
+        """Vehicle frame ids of this split, in ``cooperative/data_info.json`` order."""
+        return [pair.vehicle_id for pair in self._pairs]
+
+    def pairing(self, index: int) -> tuple[str, str, tuple[float, float]]:
+        """(vehicle id, infrastructure id, system_error_offset) of frame ``index``, no file read."""
+        pair = self._pairs[index]
+        return pair.vehicle_id, pair.infrastructure_id, pair.offset
+
+    def __getitem__(self, index: int) -> CooperativeFrame:
+        pair = self._pairs[index]
+        try:
+            vehicle = self._vehicle(pair)
+            infrastructure = self._infrastructure(pair)
+            label_path = self.root / pair.label
+            boxes, labels = parse_world_labels(load_json(label_path, "cooperative label"), label_path)
+        except DatasetError as exc:
+            raise DatasetError(f"frame {pair.vehicle_id}: {exc}") from exc
+        return CooperativeFrame(pair.vehicle_id, [vehicle, infrastructure], boxes, labels, pair.offset)
+
+    def _side_record(self, side: str, frame_id: str) -> dict:
+        index = self._vehicle_info if side == VEHICLE_SIDE else self._infrastructure_info
+        if frame_id not in index:
+            raise DatasetError(f"{self.root / side / 'data_info.json'}: no record for frame {frame_id}")
+        return index[frame_id]
+
+    def _side_file(self, side: str, record: dict, keys: tuple[str, ...], default: str, what: str) -> Any:
+        relative = next((record[k] for k in keys if record.get(k)), default)
+        return load_json(self.root / side / relative, what), self.root / side / relative
+
+    def _labels(self, side: str, record: dict, default: str) -> tuple[np.ndarray, list[str]]:
+        data, path = self._side_file(side, record, LABEL_PATH_KEYS, default, "single-side label")
+        return parse_side_labels(data, path)
+
+    def _vehicle(self, pair: _Pair) -> AgentSample:
+        fid = pair.vehicle_id
+        record = self._side_record(VEHICLE_SIDE, fid)
+        data, path = self._side_file(
+            VEHICLE_SIDE,
+            record,
+            ("calib_lidar_to_novatel_path",),
+            f"calib/lidar_to_novatel/{fid}.json",
+            "calibration",
+        )
+        T_novatel_from_lidar = parse_calibration(data, path)
+        data, path = self._side_file(
+            VEHICLE_SIDE,
+            record,
+            ("calib_novatel_to_world_path",),
+            f"calib/novatel_to_world/{fid}.json",
+            "calibration",
+        )
+        T_world_from_lidar = parse_calibration(data, path) @ T_novatel_from_lidar
+        boxes, labels = self._labels(VEHICLE_SIDE, record, f"label/lidar/{fid}.json")
+        points = read_pcd(self.root / pair.vehicle_points)
+        stamp = _timestamp_us(record, f"{VEHICLE_SIDE}/data_info.json ({fid})")
+        return AgentSample(VEHICLE, VEHICLE, fid, points, T_world_from_lidar, stamp, boxes, labels)
+
+    def _infrastructure(self, pair: _Pair) -> AgentSample:
+        fid = pair.infrastructure_id
+        record = self._side_record(INFRASTRUCTURE_SIDE, fid)
+        data, path = self._side_file(
+            INFRASTRUCTURE_SIDE,
+            record,
+            ("calib_virtuallidar_to_world_path",),
+            f"calib/virtuallidar_to_world/{fid}.json",
+            "calibration",
+        )
+        T_world_from_lidar = parse_calibration(data, path)
+        T_world_from_lidar[:2, 3] += pair.offset
+        boxes, labels = self._labels(INFRASTRUCTURE_SIDE, record, f"label/virtuallidar/{fid}.json")
+        points = read_pcd(self.root / pair.infrastructure_points)
+        stamp = _timestamp_us(record, f"{INFRASTRUCTURE_SIDE}/data_info.json ({fid})")
+        return AgentSample(
+            INFRASTRUCTURE, INFRASTRUCTURE, fid, points, T_world_from_lidar, stamp, boxes, labels
+        )

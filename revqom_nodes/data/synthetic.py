@@ -1,0 +1,273 @@
+"""Synthetic DAIR-V2X-C look-alike datasets: ``generate_dataset`` and its file layout.
+
+Each scene (sequence) is rendered at 10 Hz (``synth_render``): the ego's 360-degree LiDAR
+at the vehicle stamps and the pole LiDAR at its own clock, a few tens of ms off. Every
+file and field of the DAIR-V2X-C layout is written (``docs/data.md``); images are not (no
+camera model): their paths are listed, as in the real data_info files, but the files are
+absent. The infrastructure calibration is written off by ``system_error_offset``, which
+the pair's ``data_info`` entry corrects. The dataset appears under ``out_dir`` only once
+complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from revqom_nodes.data.errors import DatasetError
+from revqom_nodes.data.lidar import infrastructure_lidar, vehicle_lidar
+from revqom_nodes.data.pcd import write_pcd
+from revqom_nodes.data.synth_render import (
+    SWEEP_PERIOD_US,
+    T_NOVATEL_FROM_LIDAR,
+    RenderedFrame,
+    SideLabels,
+    render_frame,
+)
+from revqom_nodes.data.synth_scene import Scene, make_scene
+from revqom_nodes.data.transforms import box_corners
+
+log = logging.getLogger(__name__)
+
+FIRST_STAMP_US = 1_626_155_000_000_000  # July 2021, like the real recordings
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Generator settings; the defaults are the project's synthetic DAIR-V2X-C."""
+
+    vehicle_beams: int = 40
+    vehicle_azimuth_step_deg: float = 0.3
+    infrastructure_rings: int = 150
+    infrastructure_azimuth_step_deg: float = 0.25
+    road_users: tuple[int, int] = (20, 40)
+    frames_per_scene: int = 20
+    val_fraction: float = 0.2
+    label_min_points: int = 3
+    label_range_m: float = 100.0
+
+
+@dataclass
+class GenerationSummary:
+    """What ``generate_dataset`` wrote."""
+
+    root: Path
+    frames: int
+    scenes: int
+    train_ids: list[str] = field(default_factory=list)
+    val_ids: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _calibration(T: np.ndarray, **extra: object) -> dict:
+    return {"rotation": T[:3, :3].tolist(), "translation": T[:3, 3:4].tolist(), **extra}
+
+
+def _side_label_json(labels: SideLabels) -> list[dict]:
+    return [
+        {
+            "type": kind,
+            "truncated_state": 0,
+            "occluded_state": 0 if n >= 30 else (1 if n >= 10 else 2),
+            "2d_box": {"xmin": 0.0, "ymin": 0.0, "xmax": 0.0, "ymax": 0.0},
+            "3d_dimensions": {"h": h, "w": w, "l": l},
+            "3d_location": {"x": x, "y": y, "z": z},
+            "rotation": yaw,
+        }
+        for (x, y, z, l, w, h, yaw), kind, n in zip(
+            labels.boxes.tolist(), labels.kinds, labels.points.tolist(), strict=True
+        )
+    ]
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _write_frame(
+    root: Path, frame: RenderedFrame, scene: Scene, vehicle_id: str, infra_id: str, batch: tuple[str, str]
+) -> tuple[dict, dict, dict]:
+    """Write one pair's files -> its (cooperative, vehicle, infrastructure) data_info records."""
+    vehicle_dir, infra_dir = root / "vehicle-side", root / "infrastructure-side"
+    write_pcd(vehicle_dir / "velodyne" / f"{vehicle_id}.pcd", frame.vehicle_points)
+    write_pcd(infra_dir / "velodyne" / f"{infra_id}.pcd", frame.infrastructure_points)
+    _write_json(
+        vehicle_dir / "calib" / "lidar_to_novatel" / f"{vehicle_id}.json",
+        {"transform": _calibration(T_NOVATEL_FROM_LIDAR)},
+    )
+    _write_json(
+        vehicle_dir / "calib" / "novatel_to_world" / f"{vehicle_id}.json",
+        _calibration(frame.T_world_from_novatel),
+    )
+    dx, dy = scene.system_error_offset
+    T_calibrated = frame.T_world_from_infrastructure.copy()
+    T_calibrated[:2, 3] -= (dx, dy)  # the calibration error that the pair's offset corrects
+    _write_json(
+        infra_dir / "calib" / "virtuallidar_to_world" / f"{infra_id}.json",
+        _calibration(T_calibrated, relative_error={"delta_x": dx, "delta_y": dy}),
+    )
+    _write_json(
+        vehicle_dir / "label" / "lidar" / f"{vehicle_id}.json", _side_label_json(frame.vehicle_labels)
+    )
+    _write_json(
+        infra_dir / "label" / "virtuallidar" / f"{infra_id}.json",
+        _side_label_json(frame.infrastructure_labels),
+    )
+    world = [
+        {"type": kind, "world_8_points": corners.tolist()}
+        for kind, corners in zip(frame.world_kinds, box_corners(frame.world_boxes), strict=True)
+    ]
+    _write_json(root / "cooperative" / "label_world" / f"{vehicle_id}.json", world)
+    vehicle = {
+        "image_path": f"image/{vehicle_id}.jpg",
+        "image_timestamp": str(frame.vehicle_us + 1_500),
+        "pointcloud_path": f"velodyne/{vehicle_id}.pcd",
+        "pointcloud_timestamp": str(frame.vehicle_us),
+        "calib_lidar_to_novatel_path": f"calib/lidar_to_novatel/{vehicle_id}.json",
+        "calib_novatel_to_world_path": f"calib/novatel_to_world/{vehicle_id}.json",
+        "label_lidar_std_path": f"label/lidar/{vehicle_id}.json",
+        "batch_id": str(scene.index),
+        "batch_start_id": batch[0],
+        "batch_end_id": batch[1],
+        "intersection_loc": scene.name,
+    }
+    infrastructure = {
+        "image_path": f"image/{infra_id}.jpg",
+        "image_timestamp": str(frame.infrastructure_us + 1_500),
+        "pointcloud_path": f"velodyne/{infra_id}.pcd",
+        "pointcloud_timestamp": str(frame.infrastructure_us),
+        "calib_virtuallidar_to_world_path": f"calib/virtuallidar_to_world/{infra_id}.json",
+        "label_lidar_std_path": f"label/virtuallidar/{infra_id}.json",
+        "batch_id": str(scene.index),
+        "intersection_loc": scene.name,
+    }
+    cooperative = {
+        "infrastructure_image_path": f"infrastructure-side/image/{infra_id}.jpg",
+        "infrastructure_pointcloud_path": f"infrastructure-side/velodyne/{infra_id}.pcd",
+        "vehicle_image_path": f"vehicle-side/image/{vehicle_id}.jpg",
+        "vehicle_pointcloud_path": f"vehicle-side/velodyne/{vehicle_id}.pcd",
+        "cooperative_label_path": f"cooperative/label_world/{vehicle_id}.json",
+        "system_error_offset": {"delta_x": dx, "delta_y": dy},
+    }
+    return cooperative, vehicle, infrastructure
+
+
+_DIRECTORIES = (
+    "cooperative/label_world",
+    "vehicle-side/velodyne",
+    "vehicle-side/calib/lidar_to_novatel",
+    "vehicle-side/calib/novatel_to_world",
+    "vehicle-side/label/lidar",
+    "infrastructure-side/velodyne",
+    "infrastructure-side/calib/virtuallidar_to_world",
+    "infrastructure-side/label/virtuallidar",
+)
+
+
+def _frames_per_scene(frames: int, scenes: int | None, config: SynthConfig) -> list[int]:
+    if scenes is None:
+        scenes = max(min(frames, 2), math.ceil(frames / config.frames_per_scene))
+    if not 1 <= scenes <= frames:
+        raise ValueError(f"scenes must be in [1, frames={frames}], got {scenes}")
+    return [frames // scenes + (i < frames % scenes) for i in range(scenes)]
+
+
+def generate_dataset(
+    out_dir: str | os.PathLike,
+    frames: int,
+    seed: int,
+    *,
+    scenes: int | None = None,
+    config: SynthConfig = SynthConfig(),
+    overwrite: bool = False,
+    progress: bool = True,
+) -> GenerationSummary:
+    """Write a synthetic DAIR-V2X-C root with ``frames`` cooperative frames to ``out_dir``.
+
+    Scenes get consecutive frames; the last ``val_fraction`` of the scenes (at least one
+    when there are two or more) form the val split. Deterministic for a given seed and
+    settings. Written into a hidden sibling folder that is renamed when complete.
+    """
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise DatasetError(f"{out}: exists already (use overwrite to replace it)")
+    lengths = _frames_per_scene(frames, scenes, config)
+    n_val = (
+        0 if len(lengths) < 2 else min(len(lengths) - 1, max(1, round(len(lengths) * config.val_fraction)))
+    )
+    started = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    summary = GenerationSummary(out, frames, len(lengths))
+    try:
+        for directory in _DIRECTORIES:
+            (partial / directory).mkdir(parents=True)
+        ids_rng = np.random.default_rng([seed, 1 << 20])
+        next_vehicle, next_infra = 0, int(ids_rng.integers(0, 50))
+        start_us = FIRST_STAMP_US + int(ids_rng.integers(0, 1_000_000_000))
+        cooperative, vehicle_info, infra_info = [], [], []
+        with tqdm(total=frames, desc="synth", unit="frame", disable=not progress) as bar:
+            for index, length in enumerate(lengths):
+                scene = make_scene(
+                    np.random.default_rng([seed, index]),
+                    index,
+                    length,
+                    road_users=config.road_users,
+                    start_us=start_us,
+                )
+                vehicle_model = vehicle_lidar(
+                    beams=config.vehicle_beams, azimuth_step_deg=config.vehicle_azimuth_step_deg
+                )
+                infrastructure_model = infrastructure_lidar(
+                    rings=config.infrastructure_rings,
+                    azimuth_step_deg=config.infrastructure_azimuth_step_deg,
+                    pitch_deg=scene.infrastructure_pitch_deg,
+                )
+                vehicle_ids = [f"{next_vehicle + k:06d}" for k in range(length)]
+                for k in range(length):
+                    frame = render_frame(
+                        scene,
+                        k,
+                        vehicle_model,
+                        infrastructure_model,
+                        seed=seed,
+                        label_min_points=config.label_min_points,
+                        label_range_m=config.label_range_m,
+                    )
+                    batch = (vehicle_ids[0], vehicle_ids[-1])
+                    records = _write_frame(
+                        partial, frame, scene, vehicle_ids[k], f"{next_infra + k:06d}", batch
+                    )
+                    for table, record in zip((cooperative, vehicle_info, infra_info), records, strict=True):
+                        table.append(record)
+                    bar.update()
+                (summary.val_ids if index >= len(lengths) - n_val else summary.train_ids).extend(vehicle_ids)
+                next_vehicle += length + int(ids_rng.integers(1, 40))
+                next_infra += length + int(ids_rng.integers(1, 40))
+                start_us += length * SWEEP_PERIOD_US + int(ids_rng.integers(2_000_000, 5_000_000))
+        _write_json(partial / "cooperative" / "data_info.json", cooperative)
+        _write_json(partial / "vehicle-side" / "data_info.json", vehicle_info)
+        _write_json(partial / "infrastructure-side" / "data_info.json", infra_info)
+        _write_json(partial / "train.json", summary.train_ids)
+        _write_json(partial / "val.json", summary.val_ids)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    summary.seconds = time.perf_counter() - started
+    log.info("wrote %d frames (%d scenes) to %s in %.1f s", frames, len(lengths), out, summary.seconds)
+    return summary
