@@ -1,0 +1,62 @@
+"""Head outputs -> final boxes: score threshold, top-k, decoding, direction, rotated NMS."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from revqom_nodes.data.transforms import transform_boxes
+from revqom_nodes.perception.box_coding import apply_direction, decode_boxes
+from revqom_nodes.perception.config import HeadConfig
+from revqom_nodes.perception.errors import PerceptionError
+from revqom_nodes.perception.nms import rotated_nms
+
+
+class Detections(NamedTuple):
+    """Final detections of one frame."""
+
+    boxes: np.ndarray  # (M, 7) float32 [x, y, z, l, w, h, yaw], metres / radians
+    scores: np.ndarray  # (M,) float32 in [0, 1], decreasing
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 7), np.float32), np.zeros((0,), np.float32))
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, head: HeadConfig) -> Detections:
+    keep = rotated_nms(boxes, scores, iou_threshold=head.nms_iou, max_detections=head.max_detections)
+    return Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32))
+
+
+@torch.no_grad()
+def decode_detections(
+    class_logits: Tensor, box_deltas: Tensor, direction_logits: Tensor, anchors: Tensor, head: HeadConfig
+) -> Detections:
+    """One map's (N,) logits, (N, 7) deltas, (N, 2) direction logits and (N, 7) anchors -> Detections."""
+    scores = class_logits.sigmoid()
+    candidates = torch.nonzero(scores >= head.score_threshold).squeeze(1)
+    if candidates.numel() > head.pre_nms_top_k:
+        top = scores[candidates].topk(head.pre_nms_top_k).indices
+        candidates = candidates[top]
+    boxes = decode_boxes(box_deltas[candidates].float(), anchors[candidates])
+    direction = direction_logits[candidates].argmax(dim=1)
+    boxes[:, 6] = apply_direction(boxes[:, 6], direction)
+    return _nms(boxes.cpu().double().numpy(), scores[candidates].cpu().double().numpy(), head)
+
+
+def merge_detections(
+    per_agent: Sequence[Detections], T_ego_from_agent: Sequence[np.ndarray], head: HeadConfig
+) -> Detections:
+    """Late fusion: each agent's Detections in its own frame -> one set in the ego frame (rotated NMS)."""
+    if len(per_agent) != len(T_ego_from_agent):
+        raise PerceptionError(f"{len(per_agent)} detection sets but {len(T_ego_from_agent)} transforms")
+    pairs = zip(per_agent, T_ego_from_agent, strict=True)
+    boxes = [transform_boxes(np.asarray(T, np.float64), d.boxes) for d, T in pairs]
+    scores = [d.scores.astype(np.float64) for d in per_agent]
+    if not boxes:
+        return Detections.empty()
+    return _nms(np.concatenate(boxes), np.concatenate(scores), head)
