@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCH_MODULES: tuple[str, ...] = ("revqom_nodes.codec.bench", "revqom_nodes.perception.bench")
+BENCH_MODULES: tuple[str, ...] = (
+    "revqom_nodes.codec.bench",
+    "revqom_nodes.perception.bench",
+    "revqom_nodes.ros.bench_pipeline",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -20,6 +20,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "revqom_nodes.ros.launch_cli",
     "revqom_nodes.data.cli",
     "revqom_nodes.bench",
+    "revqom_nodes.training.cli",
+    "revqom_nodes.evaluation.cli",
+    "revqom_nodes.ros.replay_cli",
+    "revqom_nodes.ros.demo",
 )
 
 

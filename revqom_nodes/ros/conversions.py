@@ -1,0 +1,217 @@
+"""ROS 2 messages <-> the runtime's plain types (numpy arrays, 4x4 poses, ``AgentFrame``).
+
+The one place where message fields are read and written; nodes call these and the core.
+PointCloud2 goes through ``revqom_nodes.data.pointcloud`` (vectorised, no per-point loop;
+the same parser the bag converter's tests cover), so there is one code path whether or
+not ``sensor_msgs_py`` is installed.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point, Pose, PoseStamped
+from revqom.msg import Detection3D, Detection3DArray, EncodedBEV
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from revqom_nodes.data.pointcloud import cloud_data_to_xyzi
+from revqom_nodes.data.transforms import box_corners, quaternion_from_matrix
+from revqom_nodes.perception.postprocess import Detections
+from revqom_nodes.runtime.encoder import EncodedSweep
+from revqom_nodes.runtime.frames import AgentFrame, pose_matrix
+from revqom_nodes.runtime.model import RuntimeModel
+
+NS_PER_S = 1_000_000_000
+DETECTION_LABEL = "vehicle"
+# The 12 edges of a box as corner index pairs (corners: 0-3 bottom, 4-7 top).
+BOX_EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7))
+
+
+# ---- time -------------------------------------------------------------------------------
+def stamp_to_ns(stamp: Time) -> int:
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int) -> Time:
+    return Time(sec=int(ns // NS_PER_S), nanosec=int(ns % NS_PER_S))
+
+
+def cdr_header_stamp_ns(raw: bytes) -> int:
+    """Stamp of a serialized message whose first field is a ``std_msgs/Header`` (no deserializing).
+
+    CDR: 4 encapsulation bytes (byte 1 odd = little endian), then ``int32 sec, uint32 nanosec``.
+    """
+    if len(raw) < 12:
+        raise ValueError(f"serialized message of {len(raw)} bytes is too short for a header")
+    sec, nanosec = struct.unpack("<iI" if raw[1] & 1 else ">iI", raw[4:12])
+    return sec * NS_PER_S + nanosec
+
+
+# ---- clouds and poses -------------------------------------------------------------------
+def cloud_to_points(msg: PointCloud2) -> np.ndarray:
+    """PointCloud2 -> (N, 4) float32 ``x, y, z, intensity``; DatasetError for bad fields or sizes."""
+    return cloud_data_to_xyzi(
+        msg.fields,
+        msg.point_step,
+        msg.data,
+        width=msg.width,
+        height=msg.height,
+        row_step=msg.row_step,
+        is_bigendian=msg.is_bigendian,
+    )
+
+
+def pose_to_matrix(pose: Pose) -> np.ndarray:
+    """geometry_msgs/Pose -> (4, 4) float64 (all NaN when the pose is not finite or degenerate)."""
+    p, q = pose.position, pose.orientation
+    return pose_matrix((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+
+
+def matrix_to_pose(T: np.ndarray) -> Pose:
+    """(4, 4) rigid transform -> geometry_msgs/Pose."""
+    x, y, z, w = (float(v) for v in quaternion_from_matrix(T))
+    pose = Pose()
+    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in T[:3, 3])
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = x, y, z, w
+    return pose
+
+
+def pose_stamped_to_matrix(msg: PoseStamped) -> tuple[int, np.ndarray]:
+    """PoseStamped -> (stamp ns, (4, 4) pose)."""
+    return stamp_to_ns(msg.header.stamp), pose_to_matrix(msg.pose)
+
+
+# ---- EncodedBEV -------------------------------------------------------------------------
+def make_encoded_bev(
+    sweep: EncodedSweep,
+    model: RuntimeModel,
+    *,
+    agent_id: str,
+    role: int,
+    sequence: int,
+    header: Header,
+    T_world_from_lidar: np.ndarray,
+) -> EncodedBEV:
+    """An agent's message for one sweep: header (sweep stamp, LiDAR frame), pose, grid, codec, payload."""
+    height, width = model.grid.bev_shape
+    msg = EncodedBEV()
+    msg.header = header
+    msg.agent_id = agent_id
+    msg.role = role
+    msg.sequence = sequence % (1 << 32)
+    msg.lidar_pose = matrix_to_pose(T_world_from_lidar)
+    msg.height, msg.width = height, width
+    msg.cell_size_m = float(model.grid.cell_size_m)
+    msg.codebook_size = model.settings.codebook_size
+    msg.num_quantizers = model.settings.num_quantizers
+    msg.codebook_id = model.codebook_id
+    msg.encoding = int(sweep.encoding)
+    msg.payload = sweep.payload  # bytes: assigning a numpy array costs milliseconds
+    return msg
+
+
+def encoded_bev_to_frame(msg: EncodedBEV, received_ns: int = 0, source_ns: int = 0) -> AgentFrame:
+    """EncodedBEV -> AgentFrame (no checks here: ``runtime.validation`` does them)."""
+    return AgentFrame(
+        agent_id=msg.agent_id,
+        role=msg.role,
+        sequence=msg.sequence,
+        stamp_ns=stamp_to_ns(msg.header.stamp),
+        frame_id=msg.header.frame_id,
+        T_world_from_lidar=pose_to_matrix(msg.lidar_pose),
+        height=msg.height,
+        width=msg.width,
+        cell_size_m=msg.cell_size_m,
+        codebook_size=msg.codebook_size,
+        num_quantizers=msg.num_quantizers,
+        codebook_id=msg.codebook_id,
+        encoding=msg.encoding,
+        payload=msg.payload,
+        received_ns=received_ns,
+        source_ns=source_ns,
+    )
+
+
+# ---- detections -------------------------------------------------------------------------
+def detections_to_msg(
+    detections: Detections, header: Header, fused_agent_ids: Sequence[str]
+) -> Detection3DArray:
+    """Detections (boxes (M, 7), scores (M,)) -> Detection3DArray in ``header``'s frame."""
+    msg = Detection3DArray(header=header, fused_agent_ids=list(fused_agent_ids))
+    for (x, y, z, l, w, h, yaw), score in zip(
+        detections.boxes.tolist(), detections.scores.tolist(), strict=True
+    ):
+        msg.detections.append(
+            Detection3D(
+                label=DETECTION_LABEL,
+                score=float(score),
+                center=Point(x=x, y=y, z=z),
+                length=l,
+                width=w,
+                height=h,
+                yaw=yaw,
+            )
+        )
+    return msg
+
+
+def msg_to_boxes(msg: Detection3DArray) -> tuple[np.ndarray, np.ndarray]:
+    """Detection3DArray -> boxes (M, 7) float64 ``[x, y, z, l, w, h, yaw]`` and scores (M,)."""
+    boxes = [[d.center.x, d.center.y, d.center.z, d.length, d.width, d.height, d.yaw] for d in msg.detections]
+    return np.asarray(boxes, np.float64).reshape(-1, 7), np.asarray(
+        [d.score for d in msg.detections], np.float64
+    )
+
+
+def score_color(score: float, alpha: float = 1.0) -> ColorRGBA:
+    """Low scores red, high scores green (clamped to [0, 1])."""
+    s = min(max(float(score), 0.0), 1.0) if math.isfinite(score) else 0.0
+    return ColorRGBA(r=1.0 - s, g=s, b=0.2, a=alpha)
+
+
+def boxes_to_markers(
+    boxes: np.ndarray,
+    scores: np.ndarray | None,
+    header: Header,
+    namespace: str,
+    *,
+    color: ColorRGBA | None = None,
+    line_width_m: float = 0.15,
+) -> MarkerArray:
+    """A DELETEALL, then per box a LINE_LIST outline (coloured by score, or ``color``) and a TEXT label."""
+    markers = MarkerArray()
+    markers.markers.append(Marker(header=header, ns=namespace, action=Marker.DELETEALL))
+    corners = box_corners(boxes) if len(boxes) else np.zeros((0, 8, 3))
+    for i, box_corners_i in enumerate(corners):
+        score = 1.0 if scores is None else float(scores[i])
+        outline = Marker(header=header, ns=namespace, id=2 * i, type=Marker.LINE_LIST, action=Marker.ADD)
+        outline.pose.orientation.w = 1.0
+        outline.scale.x = line_width_m
+        outline.color = color if color is not None else score_color(score)
+        outline.points = [
+            Point(x=float(c[0]), y=float(c[1]), z=float(c[2]))
+            for edge in BOX_EDGES
+            for c in box_corners_i[list(edge)]
+        ]
+        label = Marker(
+            header=header,
+            ns=namespace,
+            id=2 * i + 1,
+            type=Marker.TEXT_VIEW_FACING,
+            action=Marker.ADD,
+            text=f"{DETECTION_LABEL} {score:.2f}",
+        )
+        label.pose.position = Point(
+            x=float(boxes[i][0]), y=float(boxes[i][1]), z=float(boxes[i][2] + boxes[i][5] / 2 + 0.5)
+        )
+        label.pose.orientation.w = 1.0
+        label.scale.z = 1.0
+        label.color = outline.color
+        markers.markers += [outline, label]
+    return markers

@@ -1,0 +1,261 @@
+"""``revqom demo``: the whole multi-process scenario on a small scenario, then a summary.
+
+Steps: (1) a seeded synthetic DAIR-V2X-C scenario (or ``--data ROOT``), (2) its ROS 2 bag,
+(3) ``launch/scenario.launch.xml`` through the project's launch runner (replay, two agent
+nodes, the fusion node, the recorder) until the bag ends, (4) the summary: frames,
+detections, AP@0.3/0.5/0.7 (the ``revqom eval`` protocol and range), bytes per agent per
+frame (packed and entropy) against raw float32 features, latency p50/p95 per stage.
+
+Outputs under ``--out``: ``metrics.json``, ``events.jsonl`` (the recorder's log),
+``launch.log`` (every node's output), ``bev/frame_*.png``, ``bev_montage.png``, ``bev.gif``,
+and the generated ``dataset/`` and ``bag/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEMO_SEED = 20_260_001  # a scenario no training run uses (training seeds are small integers)
+DEFAULT_FRAMES = 24
+BUNDLED_MODEL = "models/synthetic_k64.pt"
+PICTURES = 4  # frames rendered as separate PNGs (evenly spaced); the GIF has every frame
+GIF_FRAMES = 40
+
+
+def resolve_model_path(requested: str | None) -> Path:
+    from revqom_nodes.ros.launch_substitutions import package_share_directory
+
+    path = Path(requested) if requested else package_share_directory("revqom") / BUNDLED_MODEL
+    if not path.is_file():
+        hint = "" if requested else " (the bundled model; train one with `revqom train` or pass --model)"
+        raise FileNotFoundError(f"model file {path} does not exist{hint}")
+    return path
+
+
+def _model_config(model: Path) -> Any:
+    """The model file's DetectorConfig, refused early (with the reason) when the runtime cannot run it."""
+    from revqom_nodes.model_file import read_model_file
+    from revqom_nodes.perception.config import DetectorConfig
+
+    config = DetectorConfig.from_dict(read_model_file(model)["config"]["model"])
+    if config.mode != "cooperative" or config.codec is None:
+        raise ValueError(
+            f"{model}: the runtime sends codebook indices: it needs a cooperative model with a "
+            f"codec (this one: mode {config.mode}, codec {'set' if config.codec else 'none'})"
+        )
+    return config
+
+
+def _dataset(args: argparse.Namespace, out: Path) -> tuple[Path, str]:
+    """The DAIR-V2X-C root and split to run on (generating the synthetic one when needed)."""
+    if args.data:
+        return Path(args.data), args.split
+    from revqom_nodes.data.synthetic import generate_dataset
+
+    root = out / "dataset"
+    log.info("generating a synthetic scenario: %d frames, seed %d -> %s", args.frames, args.seed, root)
+    generate_dataset(root, args.frames, args.seed, scenes=1, overwrite=True)
+    return root, "all"
+
+
+def _run_scenario(args: argparse.Namespace, bag: Path, model: Path, out: Path) -> int:
+    from revqom_nodes.ros.launch_file import find_launch_file, parse_launch_file
+    from revqom_nodes.ros.launch_runner import run
+
+    sync_wait_ms = max(500.0, 100.0 / args.rate * 1.5 + 1000.0)  # a sweep period plus encoding time
+    arguments = {
+        "bag": str(bag.resolve()),
+        "model": str(model.resolve()),
+        "rate": str(args.rate),
+        "encoding": args.encoding,
+        "device": args.device,
+        "threads": str(args.threads),
+        "record": "true",
+        "out_dir": str(out.resolve()),
+        "sync_wait_ms": str(sync_wait_ms),
+        "exit_delay": str(sync_wait_ms / 1e3 + 3.0),
+    }
+    nodes = parse_launch_file(find_launch_file("scenario.launch.xml"), arguments)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    log_path = out / "launch.log"
+    log.info(
+        "launching %s (%d nodes, rate %g); node output in %s",
+        "scenario.launch.xml",
+        len(nodes),
+        args.rate,
+        log_path,
+    )
+    with open(log_path, "w", encoding="utf-8") as stream:
+        return run(nodes, stdout=stream, stderr=stream)
+
+
+def _ground_truth(root: Path, split: str) -> tuple[Any, list[Any]]:
+    from revqom_nodes.data.dairv2x import DairV2XReader
+    from revqom_nodes.runtime.report import GroundTruthFrame
+
+    reader = DairV2XReader(root, split)
+    frames = [reader[i] for i in range(len(reader))]
+    truth = [
+        GroundTruthFrame(f.frame_id, f.ego.timestamp_us * 1000, f.boxes_in(f.ego.T_world_from_lidar))
+        for f in frames
+    ]
+    return frames, truth
+
+
+def _pictures(
+    frames: list[Any], detections: dict[int, Any], range_m: list[float], out: Path
+) -> dict[str, str]:
+    import numpy as np
+
+    from revqom_nodes.data.transforms import invert, transform_points
+    from revqom_nodes.runtime.render import render_bev, write_gif, write_montage
+
+    paths = []
+    step = max(1, -(-len(frames) // GIF_FRAMES))
+    for frame in frames[::step]:
+        T_ego_from_world = invert(frame.ego.T_world_from_lidar)
+        points = [transform_points(T_ego_from_world @ a.T_world_from_lidar, a.points) for a in frame.agents]
+        record = detections.get(frame.ego.timestamp_us * 1000, {"boxes": [], "scores": []})
+        boxes = np.asarray(record["boxes"], np.float64).reshape(-1, 7)
+        title = (
+            f"frame {frame.frame_id}: {len(boxes)} detections, {len(frame.boxes_world)} ground-truth boxes"
+        )
+        paths.append(
+            render_bev(
+                out / "bev" / f"frame_{frame.frame_id}.png",
+                points,
+                frame.boxes_in(frame.ego.T_world_from_lidar),
+                boxes,
+                np.asarray(record["scores"]),
+                range_m=range_m,
+                title=title,
+            )
+        )
+    chosen = [
+        paths[round(i * (len(paths) - 1) / max(PICTURES - 1, 1))] for i in range(min(PICTURES, len(paths)))
+    ]
+    return {
+        "frames": str(out / "bev"),
+        "montage": str(write_montage(chosen, out / "bev_montage.png")),
+        "gif": str(write_gif(paths, out / "bev.gif")),
+    }
+
+
+def _print_summary(metrics: dict[str, Any]) -> None:
+    ap = metrics["ap"]
+    lines = [
+        f"revqom demo: {metrics['frames']} frames, {metrics['detections']} detections "
+        f"({metrics['frames_with_detections_message']} frames published, "
+        f"{metrics['frames_fused_with_partners']} fused with the infrastructure)",
+        f"  AP@0.3 {ap['0.3']:.3f}   AP@0.5 {ap['0.5']:.3f}   AP@0.7 {ap['0.7']:.3f}   "
+        f"({metrics['ground_truth_boxes']} ground-truth boxes, range {metrics['eval_range_m']})",
+        "  bytes per agent per frame:",
+    ]
+    for agent_id, b in metrics["bytes_per_agent"].items():
+        entropy = (
+            "-"
+            if b["entropy"] is None
+            else f"{b['entropy']:.0f} B ({b['compression_vs_raw']['entropy']:.0f}x)"
+        )
+        lines.append(
+            f"    {agent_id:15s} packed {b['packed']} B ({b['compression_vs_raw']['packed']:.0f}x)   "
+            f"entropy {entropy}   raw float32 {b['raw_float32']} B"
+        )
+    lines.append("  latency ms (p50 / p95):")
+    for stage, s in metrics["latency_ms"].items():
+        values = "n/a" if s["p50"] is None else f"{s['p50']:.1f} / {s['p95']:.1f}  (n={s['count']})"
+        lines.append(f"    {stage:12s} {values}")
+    rejected = {k: v for k, v in metrics["rejected"].items() if v}
+    lines.append(f"  rejected messages: {rejected or 'none'}")
+    print("\n".join(lines))
+
+
+def _run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from revqom_nodes.model_file import ModelFileError
+
+    try:
+        model = resolve_model_path(args.model)
+        config = _model_config(model)
+        root, split = _dataset(args, out)
+    except (FileNotFoundError, ValueError, ModelFileError) as exc:
+        log.error("%s", exc)
+        return 1
+    from revqom_nodes.data.bag import convert_to_bag
+
+    bag = out / "bag"
+    shutil.rmtree(bag, ignore_errors=True)
+    report = convert_to_bag(root, bag, split=split, progress=False)
+    log.info("bag: %d frames, %.1f MB -> %s", report.frames_written, report.bytes_written / 1e6, bag)
+    events_path = out / "events.jsonl"
+    events_path.unlink(missing_ok=True)
+    status = _run_scenario(args, bag, model, out)
+    if status != 0:
+        log.error("the scenario ended with status %d; see %s", status, out / "launch.log")
+    if not events_path.is_file():
+        log.error("the recorder wrote nothing (%s)", events_path)
+        return 1
+
+    from revqom_nodes.evaluation.runner import eval_range
+    from revqom_nodes.runtime.report import RunEvents, detections_by_stamp, summarize_run
+
+    range_m, note = eval_range(config.grid)
+    events = RunEvents.load(events_path)
+    frames, truth = _ground_truth(root, split)
+    metrics = summarize_run(events, truth, range_m=range_m, channels=config.backbone.bev_channels)
+    metrics.update(
+        {
+            "model": model.stem,
+            "model_file": str(model),
+            "data": str(root),
+            "split": split,
+            "encoding": args.encoding,
+            "rate": args.rate,
+            "eval_range_note": note,
+            "launch_status": status,
+            "pictures": _pictures(frames, detections_by_stamp(events), list(range_m), out),
+        }
+    )
+    metrics["seconds"] = round(time.perf_counter() - started, 1)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    _print_summary(metrics)
+    print(f"  outputs: {out}/metrics.json, {out}/bev.gif, {out}/bev_montage.png ({metrics['seconds']} s)")
+    return 0 if status == 0 and not metrics["missing_frames"] else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the whole ROS 2 scenario on a small synthetic (or given) dataset and summarise it",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data", help="DAIR-V2X-C root (default: generate a synthetic scenario)")
+    parser.add_argument("--split", choices=("train", "val", "all"), default="val", help="split of --data")
+    parser.add_argument("--out", default="out/demo", help="output directory")
+    parser.add_argument(
+        "--frames", type=int, default=DEFAULT_FRAMES, help="synthetic frames to generate (not with --data)"
+    )
+    parser.add_argument("--seed", type=int, default=DEMO_SEED, help="seed of the synthetic scenario")
+    parser.add_argument("--model", help=f"model file (default: the bundled {BUNDLED_MODEL})")
+    parser.add_argument("--encoding", choices=("packed", "entropy"), default="entropy")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.25,
+        help="replay speed; low enough that every sweep gets encoded and fused",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads per node")
+    parser.set_defaults(run=_run)

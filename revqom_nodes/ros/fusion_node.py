@@ -1,0 +1,224 @@
+"""``fusion_node``: every agent's EncodedBEV -> fused 3D detections in the ego LiDAR frame.
+
+Reception callbacks (the executor's thread) validate and buffer messages in an ``Inbox``;
+a worker thread fuses each ego frame with each other agent's paired message (see
+``runtime/inbox.py`` for the pairing and ``fusion.sync_wait_ms``), so reception never waits
+on inference. Per ego frame it publishes a Detection3DArray (reliable; ego LiDAR frame, ego
+sweep stamp), a MarkerArray for RViz and a FusionStatus. Rejected messages are counted by
+reason and logged (rate-limited); the node keeps running whatever it receives.
+
+Parameters: see ``config/fusion.param.yaml`` and docs/runtime.md.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from collections.abc import Callable
+
+import rclpy
+import torch
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.subscription import MessageInfo
+from revqom.msg import Detection3DArray, EncodedBEV, FusionStatus
+from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
+
+from revqom_nodes.ros.conversions import (
+    boxes_to_markers,
+    detections_to_msg,
+    encoded_bev_to_frame,
+    ns_to_stamp,
+)
+from revqom_nodes.ros.parameters import declare
+from revqom_nodes.ros.qos import ENCODED_BEV_QOS, MARKER_QOS, RESULT_QOS
+from revqom_nodes.runtime.errors import RuntimeConfigError
+from revqom_nodes.runtime.frames import AgentFrame
+from revqom_nodes.runtime.fusion import FusionEngine, FusionResult
+from revqom_nodes.runtime.inbox import Inbox
+from revqom_nodes.runtime.latency import RateLimiter
+from revqom_nodes.runtime.model import load_runtime_model
+from revqom_nodes.runtime.validation import Expectations, Rejected
+
+LOG_INTERVAL_S = 5.0
+
+
+class FusionNode(Node):
+    """Fuses the ego's and its partners' encoded BEV maps and publishes detections."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__("fusion_node", **kwargs)
+        model_path = declare(self, "model.path", "", "model file (.pt)")
+        device = declare(self, "device", "auto", "auto, cpu or cuda[:N]")
+        threads = declare(self, "torch.num_threads", 0, "PyTorch CPU threads; 0 keeps its default")
+        ego_id = declare(self, "fusion.ego_agent_id", "vehicle", "agent whose frames trigger fusion")
+        agent_ids = declare(
+            self,
+            "fusion.agent_ids",
+            ["vehicle", "infrastructure"],
+            "agent ids, parallel to fusion.agent_topics, the ego included",
+        )
+        topics = declare(
+            self,
+            "fusion.agent_topics",
+            ["/vehicle/encoded_bev", "/infrastructure/encoded_bev"],
+            "EncodedBEV topic of each agent",
+        )
+        max_age_ms = declare(self, "fusion.max_age_ms", 150.0, "largest |agent - ego| sweep stamp gap, ms")
+        sync_wait_ms = declare(
+            self, "fusion.sync_wait_ms", 200.0, "how long an ego frame waits for its partners' messages, ms"
+        )
+        sweep_period_ms = declare(
+            self,
+            "fusion.sweep_period_ms",
+            100.0,
+            "the agents' LiDAR sweep period, ms (0: always wait for a later sweep)",
+        )
+        buffer_size = declare(self, "fusion.buffer_size", 4, "messages held per agent")
+        comm_range_m = declare(
+            self,
+            "fusion.comm_range_m",
+            0.0,
+            "partners farther from the ego are not fused, m; 0 takes the model file's",
+        )
+        detections_topic = declare(self, "output.detections_topic", "detections", "Detection3DArray output")
+        markers_topic = declare(self, "output.markers_topic", "markers", "MarkerArray output for RViz")
+        status_topic = declare(self, "output.status_topic", "fusion_status", "FusionStatus output")
+
+        if not model_path:
+            raise RuntimeConfigError("parameter model.path is required")
+        if len(agent_ids) != len(topics):
+            raise RuntimeConfigError(
+                f"fusion.agent_ids {agent_ids} and fusion.agent_topics {topics} differ in length"
+            )
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.model = load_runtime_model(model_path, device)
+        self.engine = FusionEngine(self.model, comm_range_m if comm_range_m > 0 else None)
+        self.inbox = Inbox(
+            Expectations.of(self.model),
+            agent_ids=agent_ids,
+            ego_agent_id=ego_id,
+            max_age_ms=max_age_ms,
+            sync_wait_ms=sync_wait_ms,
+            sweep_period_ms=sweep_period_ms,
+            buffer_size=buffer_size,
+        )
+        self.frames_published = 0
+        self._dropped_reported = 0
+        self.limiter = RateLimiter(LOG_INTERVAL_S)
+        self._wake = threading.Condition()
+        self._stopping = False
+
+        # Subscriptions first: once the publishers are visible the node is ready (the replay waits for them).
+        for agent_id, topic in zip(agent_ids, topics, strict=True):
+            self.create_subscription(EncodedBEV, topic, self._receiver(agent_id), ENCODED_BEV_QOS)
+        self.detections_pub = self.create_publisher(Detection3DArray, detections_topic, RESULT_QOS)
+        self.markers_pub = self.create_publisher(MarkerArray, markers_topic, MARKER_QOS)
+        self.status_pub = self.create_publisher(FusionStatus, status_topic, RESULT_QOS)
+        self._worker = threading.Thread(target=self._work, name="fusion", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"fusing {list(zip(agent_ids, topics, strict=True))} (ego {ego_id}) on {self.model.device}, "
+            f"max_age_ms {max_age_ms:g}, sync_wait_ms {sync_wait_ms:g}, "
+            f"codebook {self.model.codebook_id[:12]}"
+        )
+
+    # ---- reception ----------------------------------------------------------------------
+    def _receiver(self, topic_agent_id: str) -> Callable[[EncodedBEV, MessageInfo], None]:
+        def receive(msg: EncodedBEV, info: MessageInfo) -> None:
+            frame = encoded_bev_to_frame(msg, info["received_timestamp"], info["source_timestamp"])
+            try:
+                self.inbox.receive(frame, topic_agent_id)
+            except Rejected as rejected:
+                if self.limiter.allow(rejected.reason.value):
+                    counts = self.inbox.rejected_counts()[rejected.reason.value]
+                    self.get_logger().warning(
+                        f"rejected a message on the {topic_agent_id} topic: {rejected} ({counts} so far)"
+                    )
+                return
+            with self._wake:
+                self._wake.notify()
+
+        return receive
+
+    # ---- fusion worker ------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping:
+                    ego, wait_s = self.inbox.next_ego()
+                    if ego is not None:
+                        break
+                    self._wake.wait(None if math.isinf(wait_s) else wait_s)
+                if self._stopping:
+                    return
+            self._fuse(ego)
+
+    def _fuse(self, ego: AgentFrame) -> None:
+        dropped = self.inbox.ego_frames_dropped
+        if dropped > self._dropped_reported and self.limiter.allow("ego_frames_dropped"):
+            self._dropped_reported = dropped
+            self.get_logger().warning(f"fusion is behind the ego's frames: {dropped} dropped so far")
+        partners = self.inbox.partners_of(ego)
+        try:
+            result = self.engine.fuse(ego, partners)
+        except Exception as exc:  # a failure in one frame must not stop the node
+            if self.limiter.allow("fusion_error"):
+                self.get_logger().error(f"fusion of ego frame {ego.stamp_ns} failed: {exc!r}")
+            return
+        header = Header(stamp=ns_to_stamp(ego.stamp_ns), frame_id=ego.frame_id)
+        self.detections_pub.publish(detections_to_msg(result.detections, header, result.fused_agent_ids))
+        self.frames_published += 1
+        self.markers_pub.publish(
+            boxes_to_markers(result.detections.boxes, result.detections.scores, header, "detections")
+        )
+        self.status_pub.publish(self._status(header, ego, partners, result))
+
+    def _status(
+        self, header: Header, ego: AgentFrame, partners: list[AgentFrame | None], result: FusionResult
+    ) -> FusionStatus:
+        frames = [ego, *partners]
+        counts = self.inbox.rejected_counts()
+        return FusionStatus(
+            header=header,
+            agent_ids=list(self.inbox.agent_ids),
+            fused=[agent_id in result.fused_agent_ids for agent_id in self.inbox.agent_ids],
+            message_age_ms=[math.nan if f is None else f.age_ms(ego.stamp_ns) for f in frames],
+            bytes_received=self.inbox.bytes_received(),
+            frames_published=self.frames_published,
+            rejected_reasons=list(counts),
+            rejected_counts=list(counts.values()),
+            decode_fuse_ms=result.decode_fuse_ms,
+        )
+
+    def destroy_node(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        self._worker.join(timeout=10.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = FusionNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except RuntimeConfigError as exc:
+        rclpy.logging.get_logger("fusion_node").error(str(exc))
+        return 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""``AgentEncoder``: one agent's sweep -> the payload of its EncodedBEV message.
+
+Stages (each timed): voxelize + sparse backbone -> BEV map (1, C, H, W) ("bev"), bottleneck +
+residual VQ -> indices (1, Q, H, W) ("quantize"), wire format -> bytes ("pack"). Every agent
+runs this, the ego included: its own map goes through the codec too, as in training.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from revqom_nodes.codec.wire import Encoding, encode_payload
+from revqom_nodes.runtime.errors import RuntimeConfigError
+from revqom_nodes.runtime.model import RuntimeModel
+
+ENCODINGS: dict[str, Encoding] = {"packed": Encoding.PACKED, "entropy": Encoding.ENTROPY}
+
+
+def parse_encoding(name: str) -> Encoding:
+    """``packed`` or ``entropy`` -> Encoding; RuntimeConfigError listing the valid names."""
+    try:
+        return ENCODINGS[str(name).strip().lower()]
+    except KeyError:
+        raise RuntimeConfigError(f"unknown encoding {name!r}; valid: {list(ENCODINGS)}") from None
+
+
+class EncodedSweep(NamedTuple):
+    """What the agent publishes for one sweep, with the time each stage took (milliseconds)."""
+
+    payload: bytes
+    encoding: Encoding  # the one used: ENTROPY falls back to PACKED when not smaller
+    indices: np.ndarray  # (Q, H, W) int64
+    bev_ms: float
+    quantize_ms: float
+    pack_ms: float
+
+    @property
+    def encode_ms(self) -> float:
+        """Points -> payload, all stages."""
+        return self.bev_ms + self.quantize_ms + self.pack_ms
+
+
+def _now_ms(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() * 1e3
+
+
+class AgentEncoder:
+    """Encodes sweeps with a RuntimeModel's backbone and codec (inference only)."""
+
+    def __init__(self, model: RuntimeModel, encoding: Encoding = Encoding.PACKED) -> None:
+        if encoding is Encoding.ENTROPY and model.entropy_tables is None:
+            raise RuntimeConfigError(
+                f"{model.source or 'model'}: entropy encoding needs the codec state's frequency tables, "
+                "and this model has none (use packed)"
+            )
+        self.model = model
+        self.encoding = Encoding(encoding)
+
+    @torch.no_grad()
+    def encode(self, points: np.ndarray) -> EncodedSweep:
+        """(N, 4) float32 ``x, y, z, intensity`` in the agent's LiDAR frame -> EncodedSweep."""
+        detector, device = self.model.detector, self.model.device
+        start = _now_ms(device)
+        cloud = torch.as_tensor(np.ascontiguousarray(points, dtype=np.float32)).to(device)
+        bev = detector.bev_features(cloud)
+        after_bev = _now_ms(device)
+        indices = detector.codec.encode(bev)[0].cpu().numpy()
+        after_quantize = _now_ms(device)
+        payload, used = encode_payload(
+            indices, self.model.settings.codebook_size, self.encoding, self.model.entropy_tables
+        )
+        after_pack = _now_ms(device)
+        return EncodedSweep(
+            payload, used, indices, after_bev - start, after_quantize - after_bev, after_pack - after_quantize
+        )

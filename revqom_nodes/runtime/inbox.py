@@ -1,0 +1,219 @@
+"""``Inbox``: the fusion node's received messages, its counters, and which ego frame to fuse next.
+
+Thread-safe: reception callbacks call ``receive``, the fusion worker ``next_ego`` and
+``partners_of``. Memory is bounded: at most ``buffer_size`` validated frames per configured
+agent and ``max_pending`` ego frames; messages from unknown agents are counted only.
+
+Pairing rule (deterministic, so that a live run matches the offline evaluation):
+for an ego frame E and another agent, the candidates are that agent's held frames with
+``|stamp - E.stamp| <= max_age_ms``; the one closest in time to E is fused (the newer on a
+tie). Live, with nothing from the future yet, that is the agent's newest message. An ego
+frame is fused once every other agent has a frame that no later one can beat (stamped at or
+after E, or less than half of ``sweep_period_ms`` before E: the agent's next sweep comes a
+period later), or has gone quiet, or ``sync_wait_ms`` after E arrived, whichever is first.
+An agent goes quiet when a wait for it times out with nothing to fuse, and is awake again
+with its next message. For runs that must match the offline evaluation frame by frame,
+``sync_wait_ms`` must cover the agent's sweep period plus its encoding time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from revqom_nodes.runtime.errors import RuntimeConfigError
+from revqom_nodes.runtime.frames import NS_PER_MS, AgentFrame
+from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason, check_frame
+
+log = logging.getLogger(__name__)
+
+TIME_JUMP_NS = 1_000_000_000  # a stamp this far behind the last one is a restart (a looping replay)
+
+
+@dataclass
+class _Agent:
+    frames: deque[AgentFrame]
+    last_stamp_ns: int | None = None
+    bytes_received: int = 0
+    accepted: int = 0
+    quiet: bool = False
+
+
+@dataclass
+class _Pending:
+    frame: AgentFrame
+    deadline_ns: int
+    waited_for: set[str] = field(default_factory=set)
+
+
+class Inbox:
+    """Validated frames of the configured agents (ego first in ``agent_ids``)."""
+
+    def __init__(
+        self,
+        expect: Expectations,
+        *,
+        agent_ids: Sequence[str],
+        ego_agent_id: str,
+        max_age_ms: float,
+        sync_wait_ms: float = 0.0,
+        sweep_period_ms: float = 0.0,
+        buffer_size: int = 4,
+        max_pending: int = 4,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        if ego_agent_id not in agent_ids:
+            raise RuntimeConfigError(f"ego agent {ego_agent_id!r} is not among the agents {list(agent_ids)}")
+        if len(set(agent_ids)) != len(agent_ids):
+            raise RuntimeConfigError(f"agent ids must be unique, got {list(agent_ids)}")
+        if not max_age_ms > 0 or sync_wait_ms < 0 or buffer_size < 1 or max_pending < 1:
+            raise RuntimeConfigError(
+                f"need max_age_ms > 0, sync_wait_ms >= 0, buffer_size >= 1, max_pending >= 1; got "
+                f"{max_age_ms}, {sync_wait_ms}, {buffer_size}, {max_pending}"
+            )
+        self.expect = expect
+        self.ego_agent_id = ego_agent_id
+        self.agent_ids = [ego_agent_id, *[a for a in agent_ids if a != ego_agent_id]]
+        self.max_age_ns = int(max_age_ms * NS_PER_MS)
+        self.sync_wait_ns = int(sync_wait_ms * NS_PER_MS)
+        self.sweep_period_ns = int(sweep_period_ms * NS_PER_MS)
+        self._clock_ns = clock_ns
+        self._agents = {a: _Agent(deque(maxlen=buffer_size)) for a in self.agent_ids}
+        self._pending: deque[_Pending] = deque(maxlen=max_pending)
+        self._newest_ego_ns: int | None = None
+        self._rejected: Counter[RejectReason] = Counter({reason: 0 for reason in RejectReason})
+        self._lock = threading.Lock()
+        self.ego_frames_dropped = 0  # pending ego frames pushed out by newer ones
+        self.time_jumps = 0
+
+    # ---- reception ----------------------------------------------------------------------
+    def receive(self, frame: AgentFrame, topic_agent_id: str | None = None) -> None:
+        """Validate and keep ``frame``, or raise ``Rejected`` (and count its reason).
+
+        ``topic_agent_id``: the agent configured for the topic the frame came on (a frame
+        claiming another id is an unknown agent there); None accepts any configured agent.
+        """
+        try:
+            self._receive(frame, topic_agent_id)
+        except Rejected as rejected:
+            with self._lock:
+                self._rejected[rejected.reason] += 1
+            raise
+
+    def _receive(self, frame: AgentFrame, topic_agent_id: str | None) -> None:
+        agent_id = frame.agent_id
+        if agent_id not in self._agents or (topic_agent_id is not None and agent_id != topic_agent_id):
+            expected = topic_agent_id or self.agent_ids
+            raise Rejected(RejectReason.UNKNOWN_AGENT, f"agent {agent_id[:64]!r} (expected {expected})")
+        frame.indices = check_frame(frame, self.expect)
+        with self._lock:
+            state = self._agents[agent_id]
+            if agent_id == self.ego_agent_id:
+                self._accept_ego(frame, state)
+            else:
+                self._accept_other(frame, state)
+            state.frames.append(frame)
+            state.last_stamp_ns = frame.stamp_ns
+            state.bytes_received += frame.payload_bytes
+            state.accepted += 1
+            state.quiet = False
+
+    def _check_order(self, frame: AgentFrame, state: _Agent) -> bool:
+        """True when the frame restarts the agent's clock (a jump back of TIME_JUMP_NS or more)."""
+        last = state.last_stamp_ns
+        if last is None or frame.stamp_ns > last:
+            return False
+        if frame.stamp_ns > last - TIME_JUMP_NS:
+            raise Rejected(
+                RejectReason.OUT_OF_ORDER,
+                f"{frame.agent_id} stamp {frame.stamp_ns} ns is not after its last {last} ns",
+            )
+        return True
+
+    def _accept_ego(self, frame: AgentFrame, state: _Agent) -> None:
+        if self._check_order(frame, state):
+            log.warning(
+                "ego time jumped back %.3f s: clearing every buffer",
+                (state.last_stamp_ns - frame.stamp_ns) / 1e9,
+            )
+            self.time_jumps += 1
+            for agent in self._agents.values():
+                agent.frames.clear()
+                agent.last_stamp_ns = None
+            self._pending.clear()
+        if len(self._pending) == self._pending.maxlen:
+            self.ego_frames_dropped += 1
+        self._pending.append(_Pending(frame, self._clock_ns() + self.sync_wait_ns))
+        self._newest_ego_ns = frame.stamp_ns
+
+    def _accept_other(self, frame: AgentFrame, state: _Agent) -> None:
+        newest_ego = self._newest_ego_ns
+        if newest_ego is not None and frame.stamp_ns < newest_ego - self.max_age_ns:
+            raise Rejected(
+                RejectReason.STALE,
+                f"{frame.agent_id} sweep is {(newest_ego - frame.stamp_ns) / 1e6:.1f} "
+                f"ms older than the newest ego sweep (max_age_ms {self.max_age_ns / 1e6:g})",
+            )
+        if self._check_order(frame, state):
+            state.frames.clear()
+
+    # ---- fusion side --------------------------------------------------------------------
+    def next_ego(self) -> tuple[AgentFrame | None, float]:
+        """(the oldest pending ego frame, if it may be fused now, else None; seconds to wait)."""
+        with self._lock:
+            if not self._pending:
+                return None, float("inf")
+            pending = self._pending[0]
+            now = self._clock_ns()
+            waiting = [a for a in self.agent_ids[1:] if self._waits_for(a, pending.frame.stamp_ns)]
+            if waiting and now < pending.deadline_ns:
+                return None, (pending.deadline_ns - now) / 1e9
+            for agent_id in waiting:  # timed out: quiet unless it has something to fuse with this frame
+                state = self._agents[agent_id]
+                state.quiet = self._select(state.frames, pending.frame.stamp_ns) is None
+            self._pending.popleft()
+            return pending.frame, 0.0
+
+    def _waits_for(self, agent_id: str, ego_stamp_ns: int) -> bool:
+        state = self._agents[agent_id]
+        if state.quiet:
+            return False
+        half_period = self.sweep_period_ns / 2
+        return not any(
+            f.stamp_ns >= ego_stamp_ns or ego_stamp_ns - f.stamp_ns < half_period for f in state.frames
+        )
+
+    def partners_of(self, ego: AgentFrame) -> list[AgentFrame | None]:
+        """For each other agent (``agent_ids[1:]``), the frame to fuse with ``ego``, or None."""
+        with self._lock:
+            return [self._select(self._agents[a].frames, ego.stamp_ns) for a in self.agent_ids[1:]]
+
+    def _select(self, frames: Sequence[AgentFrame], ego_stamp_ns: int) -> AgentFrame | None:
+        best = None
+        for frame in frames:
+            distance = abs(frame.stamp_ns - ego_stamp_ns)
+            if distance <= self.max_age_ns and (
+                best is None or distance <= abs(best.stamp_ns - ego_stamp_ns)
+            ):
+                best = frame
+        return best
+
+    # ---- diagnostics --------------------------------------------------------------------
+    def rejected_counts(self) -> dict[str, int]:
+        """Every reason (also those never seen, as 0) -> messages rejected for it."""
+        with self._lock:
+            return {reason.value: self._rejected[reason] for reason in RejectReason}
+
+    def bytes_received(self) -> list[int]:
+        """Payload bytes accepted so far, per agent in ``agent_ids`` order."""
+        with self._lock:
+            return [self._agents[a].bytes_received for a in self.agent_ids]
+
+    def held_frames(self) -> int:
+        """Frames held in the per-agent buffers (the memory bound's subject)."""
+        with self._lock:
+            return sum(len(state.frames) for state in self._agents.values())

@@ -1,0 +1,134 @@
+"""Message conversions: clouds, poses, EncodedBEV, detections, markers, serialized stamps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+rclpy = pytest.importorskip("rclpy")
+
+from builtin_interfaces.msg import Time  # noqa: E402
+from rclpy.serialization import serialize_message  # noqa: E402
+from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+from visualization_msgs.msg import Marker  # noqa: E402
+
+from revqom_nodes.data.errors import DatasetError  # noqa: E402
+from revqom_nodes.data.pointcloud import xyzi_to_cloud_data  # noqa: E402
+from revqom_nodes.data.transforms import make_transform, rotation_z  # noqa: E402
+from revqom_nodes.perception.postprocess import Detections  # noqa: E402
+from revqom_nodes.ros.conversions import (  # noqa: E402
+    boxes_to_markers,
+    cdr_header_stamp_ns,
+    cloud_to_points,
+    detections_to_msg,
+    encoded_bev_to_frame,
+    make_encoded_bev,
+    matrix_to_pose,
+    msg_to_boxes,
+    ns_to_stamp,
+    pose_to_matrix,
+    stamp_to_ns,
+)
+
+
+def make_cloud(points: np.ndarray, stamp_ns: int = 1_626_155_000_123_456_789) -> PointCloud2:
+    fields, point_step, data = xyzi_to_cloud_data(points)
+    msg = PointCloud2(
+        height=1,
+        width=len(points),
+        point_step=point_step,
+        row_step=point_step * len(points),
+        is_bigendian=False,
+        is_dense=True,
+    )
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.fields = [
+        PointField(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count) for f in fields
+    ]
+    msg.data = data
+    return msg
+
+
+def test_cloud_round_trip_and_bad_clouds():
+    points = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    msg = make_cloud(points)
+    np.testing.assert_array_equal(cloud_to_points(msg), points)
+    truncated = make_cloud(points)
+    truncated.data = bytes(msg.data)[:-5]
+    with pytest.raises(DatasetError, match="bytes"):
+        cloud_to_points(truncated)
+    no_z = make_cloud(points)
+    no_z.fields = [f for f in no_z.fields if f.name != "z"]
+    with pytest.raises(DatasetError, match="z"):
+        cloud_to_points(no_z)
+
+
+def test_stamps_and_serialized_header():
+    stamp = 1_626_155_000_987_654_321
+    assert stamp_to_ns(ns_to_stamp(stamp)) == stamp
+    msg = make_cloud(np.zeros((3, 4), np.float32), stamp)
+    assert cdr_header_stamp_ns(serialize_message(msg)) == stamp
+    with pytest.raises(ValueError):
+        cdr_header_stamp_ns(b"\x00\x01")
+
+
+def test_pose_round_trip_keeps_float64_world_coordinates():
+    T = make_transform(rotation_z(2.5), [2803.123456789, -1234.987654321, 6.25])
+    np.testing.assert_allclose(pose_to_matrix(matrix_to_pose(T)), T, atol=1e-12)
+
+
+def test_encoded_bev_round_trip(tiny_model, sweeps):
+    from revqom_nodes.runtime.encoder import AgentEncoder
+    from revqom_nodes.runtime.validation import Expectations, check_frame
+
+    sweep = AgentEncoder(tiny_model).encode(sweeps["infrastructure"])
+    T = make_transform(rotation_z(-0.7), [2806.0, -1196.0, 6.0])
+    header = Header(stamp=Time(sec=1_626_155_000, nanosec=5), frame_id="infrastructure_lidar")
+    msg = make_encoded_bev(
+        sweep,
+        tiny_model,
+        agent_id="infrastructure",
+        role=1,
+        sequence=2**32 + 3,
+        header=header,
+        T_world_from_lidar=T,
+    )
+    assert bytes(msg.payload) == sweep.payload
+    frame = encoded_bev_to_frame(msg, received_ns=7, source_ns=6)
+    assert (frame.agent_id, frame.sequence, frame.stamp_ns, frame.received_ns) == (
+        "infrastructure",
+        3,
+        1_626_155_000_000_000_005,
+        7,
+    )
+    np.testing.assert_allclose(frame.T_world_from_lidar, T, atol=1e-9)
+    np.testing.assert_array_equal(check_frame(frame, Expectations.of(tiny_model)), sweep.indices)
+
+
+def test_detections_and_markers():
+    boxes = np.array(
+        [[5.0, 1.0, -1.0, 4.5, 2.0, 1.6, 0.3], [-8.0, 3.0, -1.0, 4.0, 1.8, 1.5, -1.2]], np.float32
+    )
+    scores = np.array([0.9, 0.2], np.float32)
+    header = Header(frame_id="vehicle_lidar", stamp=Time(sec=3))
+    msg = detections_to_msg(Detections(boxes, scores), header, ["vehicle", "infrastructure"])
+    assert msg.header.frame_id == "vehicle_lidar" and list(msg.fused_agent_ids) == [
+        "vehicle",
+        "infrastructure",
+    ]
+    got_boxes, got_scores = msg_to_boxes(msg)
+    np.testing.assert_allclose(got_boxes, boxes, atol=1e-6)
+    np.testing.assert_allclose(got_scores, scores, atol=1e-6)
+    markers = boxes_to_markers(boxes, scores, header, "detections").markers
+    assert markers[0].action == Marker.DELETEALL
+    outlines = [m for m in markers if m.type == Marker.LINE_LIST]
+    labels = [m for m in markers if m.type == Marker.TEXT_VIEW_FACING]
+    assert len(outlines) == len(labels) == 2 and all(len(m.points) == 24 for m in outlines)
+    assert outlines[0].color.g > outlines[1].color.g  # the higher score is greener
+    assert labels[0].text == "vehicle 0.90"
+    assert len({(m.ns, m.id) for m in markers[1:]}) == 4
+    empty = boxes_to_markers(np.zeros((0, 7)), np.zeros(0), header, "detections").markers
+    assert [m.action for m in empty] == [Marker.DELETEALL]

@@ -1,0 +1,263 @@
+"""A running fusion node under bad input and a lost agent, over real DDS.
+
+The test process plays the ego (good EncodedBEV frames) and an attacker (malformed frames on
+the infrastructure topic); a child process plays the roadside unit and is killed mid-run.
+The node must count and log every rejection reason, keep publishing correct detections,
+keep its memory bounded under a flood, and report the lost agent in its status.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+BAD_KINDS = ("truncated", "codebook", "oversize", "nan_pose", "encoding", "intruder", "stale", "codec")
+EXPECTED_REASONS = (
+    "malformed_payload",
+    "codebook_mismatch",
+    "grid_mismatch",
+    "bad_pose",
+    "unknown_encoding",
+    "unknown_agent",
+    "stale",
+    "codec_mismatch",
+)
+
+
+def _poses() -> tuple[np.ndarray, np.ndarray]:
+    from revqom_nodes.data.transforms import make_transform, rotation_z
+
+    return (
+        make_transform(rotation_z(0.3), [2800.0, -1200.0, 1.9]),
+        make_transform(rotation_z(-1.2), [2806.0, -1196.0, 6.0]),
+    )
+
+
+def _bad(message, kind: str):
+    from rclpy.serialization import deserialize_message, serialize_message
+    from revqom.msg import EncodedBEV
+
+    bad = deserialize_message(serialize_message(message), EncodedBEV)
+    if kind == "truncated":
+        bad.payload = bytes(message.payload)[:-3]
+    elif kind == "codebook":
+        bad.codebook_id = "0f" * 32
+    elif kind == "oversize":
+        bad.height = bad.width = 65535
+    elif kind == "nan_pose":
+        bad.lidar_pose.position.x = math.nan
+    elif kind == "encoding":
+        bad.encoding = 7
+    elif kind == "intruder":
+        bad.agent_id = "intruder"
+    elif kind == "codec":
+        bad.num_quantizers = 5
+    return bad
+
+
+def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env: dict[str, str]) -> None:
+    rclpy = pytest.importorskip("rclpy")
+    import psutil
+    from rclpy.node import Node
+    from rclpy.serialization import serialize_message
+    from revqom.msg import Detection3DArray, FusionStatus
+    from std_msgs.msg import Header
+
+    from revqom_nodes.codec.wire import Encoding
+    from revqom_nodes.ros.conversions import encoded_bev_to_frame, make_encoded_bev, msg_to_boxes, ns_to_stamp
+    from revqom_nodes.ros.qos import ENCODED_BEV_QOS, RESULT_QOS
+    from revqom_nodes.runtime.encoder import AgentEncoder
+    from revqom_nodes.runtime.fusion import FusionEngine
+    from revqom_nodes.runtime.validation import Expectations, check_frame
+    from tests.runtime.tiny_model import save_tiny_model, tiny_cloud
+
+    model = save_tiny_model(tmp_path / "tiny.pt")
+    T_vehicle, T_infra = _poses()
+    ego_sweep = AgentEncoder(model, Encoding.PACKED).encode(tiny_cloud(1))
+    infra_sweep = AgentEncoder(model, Encoding.ENTROPY).encode(tiny_cloud(2, height_m=6.0))
+    ego_msg = make_encoded_bev(
+        ego_sweep,
+        model,
+        agent_id="vehicle",
+        role=0,
+        sequence=0,
+        header=Header(frame_id="vehicle_lidar"),
+        T_world_from_lidar=T_vehicle,
+    )
+    infra_msg = make_encoded_bev(
+        infra_sweep,
+        model,
+        agent_id="infrastructure",
+        role=1,
+        sequence=0,
+        header=Header(frame_id="infrastructure_lidar"),
+        T_world_from_lidar=T_infra,
+    )
+    expect = Expectations.of(model)
+    frames = [encoded_bev_to_frame(m) for m in (ego_msg, infra_msg)]
+    for frame in frames:
+        frame.indices = check_frame(frame, expect)
+    engine = FusionEngine(model)
+    expected = {
+        True: engine.fuse(frames[0], [frames[1]]).detections,
+        False: engine.fuse(frames[0], []).detections,
+    }
+    (tmp_path / "infra.cdr").write_bytes(serialize_message(infra_msg))
+
+    log_path = tmp_path / "fusion.log"
+    with open(log_path, "w") as log:
+        fusion = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "revqom_nodes.ros.fusion_node",
+                "--ros-args",
+                "-r",
+                "__node:=fusion",
+                "-p",
+                f"model.path:={tmp_path / 'tiny.pt'}",
+                "-p",
+                "device:=cpu",
+                "-p",
+                "fusion.sync_wait_ms:=300.0",
+                "-p",
+                "output.detections_topic:=/fusion/detections",
+                "-p",
+                "output.status_topic:=/fusion/status",
+                "-p",
+                "output.markers_topic:=/fusion/markers",
+            ],
+            cwd=ROOT,
+            env=ros_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    infra = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.ros.publish_agent_frames",
+            str(tmp_path / "infra.cdr"),
+            "/infrastructure/encoded_bev",
+            "0.1",
+        ],
+        cwd=ROOT,
+        env=ros_env,
+    )
+    detections: dict[int, Detection3DArray] = {}
+    statuses: list[FusionStatus] = []
+    rclpy.init()
+    try:
+        node = Node("fusion_test")
+        ego_pub = node.create_publisher(type(ego_msg), "/vehicle/encoded_bev", ENCODED_BEV_QOS)
+        attack_pub = node.create_publisher(type(ego_msg), "/infrastructure/encoded_bev", ENCODED_BEV_QOS)
+        node.create_subscription(
+            Detection3DArray,
+            "/fusion/detections",
+            lambda m: detections.setdefault(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m),
+            RESULT_QOS,
+        )
+        node.create_subscription(FusionStatus, "/fusion/status", statuses.append, RESULT_QOS)
+
+        def spin_for(seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                rclpy.spin_once(node, timeout_sec=0.01)
+
+        deadline = time.monotonic() + 120.0
+        while (
+            node.count_publishers("/fusion/detections") == 0
+            or node.count_subscribers("/vehicle/encoded_bev") == 0
+        ):
+            assert fusion.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the fusion node did not come up"
+            spin_for(0.2)
+        spin_for(1.0)
+
+        sent: list[int] = []
+
+        def send_ego() -> None:
+            stamp = time.time_ns()
+            ego_msg.header.stamp = ns_to_stamp(stamp)
+            ego_msg.sequence += 1
+            ego_pub.publish(ego_msg)
+            sent.append(stamp)
+
+        for k in range(2 * len(BAD_KINDS)):  # good ego frames, one malformed message after each
+            send_ego()
+            spin_for(0.05)
+            kind = BAD_KINDS[k % len(BAD_KINDS)]
+            attack = _bad(infra_msg, kind)
+            attack.header.stamp = ns_to_stamp(time.time_ns() - (5 * 10**9 if kind == "stale" else 0))
+            attack_pub.publish(attack)
+            spin_for(0.35)
+
+        process = psutil.Process(fusion.pid)
+        rss_before = process.memory_info().rss
+        for k in range(400):  # a flood of unknown agents and oversize claims
+            attack = _bad(infra_msg, "oversize" if k % 2 else "intruder")
+            attack.agent_id = f"intruder{k}" if k % 2 == 0 else attack.agent_id
+            attack_pub.publish(attack)
+            spin_for(0.005)
+        spin_for(1.0)
+        rss_growth_mb = (process.memory_info().rss - rss_before) / 2**20
+
+        infra.send_signal(signal.SIGKILL)  # the roadside unit dies mid-run
+        infra.wait(timeout=10)
+        lost_from = len(sent)
+        for _ in range(6):
+            send_ego()
+            spin_for(0.4)
+        spin_for(1.0)
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+        if infra.poll() is None:
+            infra.kill()
+        fusion.send_signal(signal.SIGINT)
+        try:
+            code = fusion.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            fusion.kill()
+            code = None
+    output = log_path.read_text()
+    assert code == 0, output[-3000:]
+
+    assert sorted(detections) == sent, "a good ego frame got no detections"
+    counts = dict(zip(statuses[-1].rejected_reasons, statuses[-1].rejected_counts, strict=True))
+    for reason in EXPECTED_REASONS:
+        assert counts[reason] >= 1, (reason, counts)
+        assert f"rejected a message on the infrastructure topic: {reason}" in output
+    assert counts["unknown_agent"] + counts["grid_mismatch"] > 100  # the flood was counted...
+    assert output.count("rejected a message") < 40  # ...and logged rate-limited
+    assert rss_growth_mb < 30, f"RSS grew {rss_growth_mb:.1f} MB under the flood"
+
+    by_stamp = {s.header.stamp.sec * 10**9 + s.header.stamp.nanosec: s for s in statuses}
+    fused_infra = 0
+    for stamp in sent:
+        status = by_stamp[stamp]
+        with_infra = bool(status.fused[1])
+        fused_infra += with_infra
+        boxes, scores = msg_to_boxes(detections[stamp])
+        reference = expected[with_infra]
+        np.testing.assert_allclose(boxes, reference.boxes, atol=1e-3)
+        np.testing.assert_allclose(scores, reference.scores, atol=1e-4)
+        assert list(detections[stamp].fused_agent_ids) == (
+            ["vehicle", "infrastructure"] if with_infra else ["vehicle"]
+        )
+    assert fused_infra >= lost_from // 2  # the roadside unit was fused while it was alive
+    for stamp in sent[-3:]:  # and reported missing after it died
+        status = by_stamp[stamp]
+        assert list(status.agent_ids) == ["vehicle", "infrastructure"]
+        assert list(status.fused) == [True, False] and math.isnan(status.message_age_ms[1])
+        assert status.bytes_received[1] > 0

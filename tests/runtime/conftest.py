@@ -1,0 +1,69 @@
+"""Fixtures of the runtime tests: the tiny model and encoded frames made with it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from revqom_nodes.codec.wire import Encoding
+from revqom_nodes.runtime.encoder import AgentEncoder
+from revqom_nodes.runtime.frames import AgentFrame
+from revqom_nodes.runtime.model import RuntimeModel
+from tests.runtime.tiny_model import build_tiny_model, tiny_cloud
+
+MS = 1_000_000
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> RuntimeModel:
+    return build_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def sweeps() -> dict[str, np.ndarray]:
+    return {"vehicle": tiny_cloud(1), "infrastructure": tiny_cloud(2, height_m=6.0)}
+
+
+@pytest.fixture
+def make_frame(tiny_model: RuntimeModel, sweeps: dict[str, np.ndarray]) -> Callable[..., AgentFrame]:
+    """``make_frame(agent_id, stamp_ms, T=None, encode_with=PACKED, **overrides) -> AgentFrame``.
+
+    Agents other than vehicle and infrastructure send the vehicle's sweep.
+    """
+    encoders = {e: AgentEncoder(tiny_model, e) for e in Encoding}
+    cache: dict[tuple[str, Encoding], object] = {}
+
+    def make(
+        agent_id: str = "vehicle",
+        stamp_ms: float = 1000.0,
+        T: np.ndarray | None = None,
+        encode_with: Encoding = Encoding.PACKED,
+        **overrides: object,
+    ) -> AgentFrame:
+        key = (agent_id if agent_id in sweeps else "vehicle", encode_with)
+        if key not in cache:
+            cache[key] = encoders[encode_with].encode(sweeps[key[0]])
+        sweep = cache[key]
+        height, width = tiny_model.grid.bev_shape
+        fields = dict(
+            agent_id=agent_id,
+            role=0 if agent_id == "vehicle" else 1,
+            sequence=int(stamp_ms),
+            stamp_ns=int(stamp_ms * MS),
+            frame_id=f"{agent_id}_lidar",
+            T_world_from_lidar=np.eye(4) if T is None else T,
+            height=height,
+            width=width,
+            cell_size_m=tiny_model.grid.cell_size_m,
+            codebook_size=tiny_model.settings.codebook_size,
+            num_quantizers=tiny_model.settings.num_quantizers,
+            codebook_id=tiny_model.codebook_id,
+            encoding=int(sweep.encoding),
+            payload=sweep.payload,
+        )
+        fields.update(overrides)
+        return AgentFrame(**fields)
+
+    return make

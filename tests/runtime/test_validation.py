@@ -1,0 +1,66 @@
+"""Every kind of bad EncodedBEV content is rejected with its own reason; good frames decode exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from revqom_nodes.codec.wire import Encoding
+from revqom_nodes.runtime.encoder import AgentEncoder
+from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason, check_frame, is_rigid
+
+
+@pytest.mark.parametrize("encoding", list(Encoding))
+def test_good_frame_decodes_to_the_sent_indices(tiny_model, sweeps, make_frame, encoding):
+    sent = AgentEncoder(tiny_model, encoding).encode(sweeps["vehicle"]).indices
+    frame = make_frame(encode_with=encoding)
+    assert frame.encoding == int(encoding)
+    np.testing.assert_array_equal(check_frame(frame, Expectations.of(tiny_model)), sent)
+    assert frame.decode_ms > 0
+
+
+NAN_POSE = np.full((4, 4), np.nan)
+SHEARED = np.eye(4)
+SHEARED[0, 1] = 0.5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"codebook_id": "ab" * 32}, RejectReason.CODEBOOK_MISMATCH),
+        ({"codebook_id": "not-a-hash"}, RejectReason.CODEBOOK_MISMATCH),
+        ({"codebook_size": 64}, RejectReason.CODEC_MISMATCH),
+        ({"num_quantizers": 3}, RejectReason.CODEC_MISMATCH),
+        ({"height": 65535, "width": 65535}, RejectReason.GRID_MISMATCH),
+        ({"width": 16}, RejectReason.GRID_MISMATCH),
+        ({"cell_size_m": 0.4}, RejectReason.GRID_MISMATCH),
+        ({"cell_size_m": float("nan")}, RejectReason.GRID_MISMATCH),
+        ({"encoding": 7}, RejectReason.UNKNOWN_ENCODING),
+        ({"T_world_from_lidar": NAN_POSE}, RejectReason.BAD_POSE),
+        ({"T_world_from_lidar": SHEARED}, RejectReason.BAD_POSE),
+        ({"payload": b"\x00" * 10}, RejectReason.MALFORMED_PAYLOAD),
+        ({"payload": b""}, RejectReason.MALFORMED_PAYLOAD),
+        ({"payload": b"\xff" * 1024, "encoding": 1}, RejectReason.MALFORMED_PAYLOAD),
+    ],
+)
+def test_each_defect_has_its_reason(tiny_model, make_frame, overrides, reason):
+    with pytest.raises(Rejected) as caught:
+        check_frame(make_frame(**overrides), Expectations.of(tiny_model))
+    assert caught.value.reason is reason
+    assert caught.value.detail
+
+
+def test_truncated_payload_is_malformed(tiny_model, make_frame):
+    frame = make_frame()
+    frame.payload = frame.payload[:-1]
+    with pytest.raises(Rejected) as caught:
+        check_frame(frame, Expectations.of(tiny_model))
+    assert caught.value.reason is RejectReason.MALFORMED_PAYLOAD
+
+
+def test_is_rigid():
+    T = np.eye(4)
+    T[:3, 3] = (2800.0, -1200.0, 5.0)
+    assert is_rigid(T)
+    assert not is_rigid(np.diag([2.0, 1.0, 1.0, 1.0]))
+    assert not is_rigid(np.eye(3))
