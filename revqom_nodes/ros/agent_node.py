@@ -18,10 +18,8 @@ import time
 from collections import deque
 
 import numpy as np
-import rclpy
 import torch
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from revqom.msg import AgentStatus, EncodedBEV
 from sensor_msgs.msg import PointCloud2
@@ -32,6 +30,7 @@ from revqom_nodes.ros.conversions import (
     pose_stamped_to_matrix,
     stamp_to_ns,
 )
+from revqom_nodes.ros.lifecycle import run_node
 from revqom_nodes.ros.parameters import declare
 from revqom_nodes.ros.qos import ENCODED_BEV_QOS, POSE_QOS, RESULT_QOS, SENSOR_QOS
 from revqom_nodes.runtime.encoder import AgentEncoder, parse_encoding
@@ -204,21 +203,7 @@ class AgentNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = AgentNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeConfigError as exc:
-        rclpy.logging.get_logger("agent_node").error(str(exc))
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(AgentNode, "agent_node", args)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-import rclpy
 import torch
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.subscription import MessageInfo
 from revqom.msg import Detection3DArray, EncodedBEV, FusionStatus
@@ -32,6 +30,7 @@ from revqom_nodes.ros.conversions import (
     encoded_bev_to_frame,
     ns_to_stamp,
 )
+from revqom_nodes.ros.lifecycle import run_node
 from revqom_nodes.ros.parameters import declare
 from revqom_nodes.ros.qos import ENCODED_BEV_QOS, MARKER_QOS, RESULT_QOS
 from revqom_nodes.runtime.errors import RuntimeConfigError
@@ -203,21 +202,7 @@ class FusionNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = FusionNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeConfigError as exc:
-        rclpy.logging.get_logger("fusion_node").error(str(exc))
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(FusionNode, "fusion_node", args)
 
 
 if __name__ == "__main__":

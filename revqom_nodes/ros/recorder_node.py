@@ -18,14 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.subscription import MessageInfo
 from revqom.msg import AgentStatus, Detection3DArray, EncodedBEV, FusionStatus
 from sensor_msgs.msg import PointCloud2
 
 from revqom_nodes.ros.conversions import cdr_header_stamp_ns, msg_to_boxes, stamp_to_ns
+from revqom_nodes.ros.lifecycle import run_node
 from revqom_nodes.ros.parameters import declare
 from revqom_nodes.ros.qos import ENCODED_BEV_QOS, RESULT_QOS, SENSOR_QOS
 from revqom_nodes.runtime.errors import RuntimeConfigError
@@ -149,21 +148,7 @@ class RecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RecorderNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeConfigError as exc:
-        rclpy.logging.get_logger("recorder_node").error(str(exc))
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(RecorderNode, "recorder_node", args)
 
 
 if __name__ == "__main__":

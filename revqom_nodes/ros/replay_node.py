@@ -19,8 +19,7 @@ import sys
 import threading
 import time
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from rclpy.task import Future
@@ -30,6 +29,7 @@ from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import MarkerArray
 
 from revqom_nodes.ros.conversions import boxes_to_markers, msg_to_boxes, ns_to_stamp
+from revqom_nodes.ros.lifecycle import run_node
 from revqom_nodes.ros.parameters import declare
 from revqom_nodes.ros.qos import CLOCK_QOS, MARKER_QOS, POSE_QOS, RESULT_QOS, SENSOR_QOS
 from revqom_nodes.runtime.errors import RuntimeConfigError
@@ -179,26 +179,15 @@ class ReplayNode(Node):
         super().destroy_node()
 
 
+def _spin_until_bag_ends(node: ReplayNode) -> int:
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.spin_until_future_complete(node.done)
+    return 0 if node.done.done() and node.done.exception() is None else 1
+
+
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    status = 0
-    try:
-        node = ReplayNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin_until_future_complete(node.done)
-        status = 0 if node.done.done() and node.done.exception() is None else 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeConfigError as exc:
-        rclpy.logging.get_logger("replay_node").error(str(exc))
-        status = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return status
+    return run_node(ReplayNode, "replay_node", args, spin=_spin_until_bag_ends)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,44 @@
+"""The one `main` every revqom node shares: init, build, spin, clean shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+
+from revqom_nodes.runtime.errors import RuntimeConfigError
+
+
+def run_node(
+    make_node: Callable[[], Node],
+    logger_name: str,
+    args: list[str] | None = None,
+    spin: Callable[[Node], int] | None = None,
+) -> int:
+    """Run one node until it finishes or is interrupted; returns the exit status.
+
+    ``spin(node) -> status`` defaults to ``rclpy.spin`` (status 0). Ctrl-C and an
+    external shutdown end the node cleanly with status 0; a configuration error
+    (bad parameter, unreadable model) is logged and gives status 1.
+    """
+    rclpy.init(args=args)
+    node = None
+    status = 0
+    try:
+        node = make_node()
+        if spin is None:
+            rclpy.spin(node)
+        else:
+            status = spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        status = 0
+    except RuntimeConfigError as exc:
+        rclpy.logging.get_logger(logger_name).error(str(exc))
+        status = 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return status
