@@ -1,6 +1,6 @@
 """DAIR-V2X-C -> ROS 2 bag (mcap or sqlite3) with ``rosbags``; no rclpy needed.
 
-Per cooperative frame (topics and frames as in ``docs/data.md``):
+Per cooperative frame (topics and frames as in README.md, "ROS 2 bag layout"):
 
 | topic | type | frame_id | stamp |
 |---|---|---|---|

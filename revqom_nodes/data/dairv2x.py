@@ -1,6 +1,6 @@
 """DAIR-V2X-C reader: vehicle-infrastructure frames with poses, points and labels.
 
-The layout and transforms follow ``docs/data.md`` (from the official devkit):
+The layout and transforms follow the official devkit (summarised in README.md, "Data"):
 
 - vehicle pose: ``T_world_from_lidar = T_world_from_novatel @ T_novatel_from_lidar``;
 - infrastructure pose: ``virtuallidar_to_world`` with the pair's ``system_error_offset``

@@ -2,7 +2,7 @@
 
 Each scene (sequence) is rendered at 10 Hz (``synth_render``): the ego's 360-degree LiDAR
 at the vehicle stamps and the pole LiDAR at its own clock, a few tens of ms off. Every
-file and field of the DAIR-V2X-C layout is written (``docs/data.md``); images are not (no
+file and field of the DAIR-V2X-C layout is written (README.md, "Data"); images are not (no
 camera model): their paths are listed, as in the real data_info files, but the files are
 absent. The infrastructure calibration is written off by ``system_error_offset``, which
 the pair's ``data_info`` entry corrects. The dataset appears under ``out_dir`` only once

@@ -7,7 +7,7 @@ and encodes it, so pose reception never waits on inference. A bad cloud (wrong f
 truncated data), a missing pose or a failed encoding is logged (rate-limited), counted in
 ``frames_failed`` and skipped: the node keeps running.
 
-Parameters: see ``config/agent.param.yaml`` and docs/runtime.md.
+Parameters: see ``config/agent.param.yaml`` and the node tables in README.md.
 """
 
 from __future__ import annotations

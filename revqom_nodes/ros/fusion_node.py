@@ -7,7 +7,7 @@ on inference. Per ego frame it publishes a Detection3DArray (reliable; ego LiDAR
 sweep stamp), a MarkerArray for RViz and a FusionStatus. Rejected messages are counted by
 reason and logged (rate-limited); the node keeps running whatever it receives.
 
-Parameters: see ``config/fusion.param.yaml`` and docs/runtime.md.
+Parameters: see ``config/fusion.param.yaml`` and the node tables in README.md.
 """
 
 from __future__ import annotations
