@@ -89,7 +89,7 @@ if ! done_before interfaces "$key" || ! "$PY" -c 'import revqom.msg' 2>/dev/null
     (
         export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
         cmake -S "$ROOT" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$VENV" \
-            -DPython3_EXECUTABLE="$PY" -DREVQOM_INSTALL_PYTHON_PACKAGE=OFF \
+            -DPython3_EXECUTABLE="$PY" -DREVQOM_INTERFACES_ONLY=ON \
             -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release \
         && cmake --build "$BUILD" -j "$(nproc)" && cmake --install "$BUILD"
     ) > "$LOGS/interfaces.log" 2>&1 || fail interfaces "cmake build of msg/ failed"
