@@ -1,0 +1,149 @@
+"""``revqom eval``: AP and bytes on the wire of model files on a DAIR-V2X-C split.
+
+One model: ``revqom eval --model M --data ROOT [--split val] --out OUT.json [--frames N] [--late]``.
+Several: ``revqom eval --sweep M1 M2 M3:late ... --data ROOT --out-dir DIR`` writes one
+``NAME.json`` per model, ``results.md`` (markdown table) and ``rate_accuracy.png``. A
+``:late`` suffix (or ``--late`` for one model) runs an ego-only model as late fusion.
+``revqom eval --tabulate OUT1.json OUT2.json ... --out-dir DIR`` makes the table and the plot
+from earlier results without evaluating again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _spec(text: str, late: bool) -> tuple[Path, bool]:
+    if text.endswith(":late"):
+        return Path(text[: -len(":late")]), True
+    return Path(text), late
+
+
+def _evaluate_one(path: Path, late: bool, frames: Any, device: str, progress: bool) -> dict[str, Any]:
+    from revqom_nodes.evaluation.runner import evaluate_model
+    from revqom_nodes.model_file import load_model
+
+    loaded = load_model(path, device, mode="late" if late else None)
+    name = path.stem + ("_late" if late else "")
+    result = evaluate_model(loaded, frames, name=name, progress=progress)
+    result["model_file"] = str(path)
+    return result
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    keys = ("model", "mode", "ap", "frames", "bytes_per_agent_frame", "bpp", "eval_range_m",
+            "entropy_bits_per_stage")
+    return {k: result[k] for k in keys if k in result}
+
+
+def _write(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result) + "\n", encoding="utf-8")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from revqom_nodes.data.dairv2x import DairV2XReader
+    from revqom_nodes.data.errors import DatasetError
+    from revqom_nodes.evaluation.errors import EvaluationError
+    from revqom_nodes.model_file import ModelFileError
+
+    if sum(bool(x) for x in (args.model, args.sweep, args.tabulate)) != 1:
+        log.error("give exactly one of --model, --sweep or --tabulate")
+        return 2
+    if args.tabulate:
+        if not args.out_dir:
+            log.error("--tabulate needs --out-dir DIR")
+            return 2
+        results = [json.loads(Path(p).read_text(encoding="utf-8")) for p in args.tabulate]
+        _report(results, Path(args.out_dir))
+        return 0
+    if not args.data:
+        log.error("--model and --sweep need --data ROOT")
+        return 2
+    if args.model and not args.out:
+        log.error("--model needs --out OUT.json")
+        return 2
+    if args.sweep and not args.out_dir:
+        log.error("--sweep needs --out-dir DIR")
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        reader = DairV2XReader(args.data, args.split)
+        count = len(reader) if args.frames is None else min(args.frames, len(reader))
+        frames = [reader[i] for i in range(count)] if count <= 64 else _Lazy(reader, count)
+        if args.model:
+            path, late = _spec(args.model, args.late)
+            result = _evaluate_one(path, late, frames, device, not args.no_progress)
+            _write(result, Path(args.out))
+            print(json.dumps(_summary(result), indent=2))
+            if result["eval_range_note"]:
+                log.warning("%s", result["eval_range_note"])
+            return 0
+        out_dir = Path(args.out_dir)
+        results = []
+        for text in args.sweep:
+            path, late = _spec(text, False)
+            result = _evaluate_one(path, late, frames, device, not args.no_progress)
+            _write(result, out_dir / f"{result['model']}.json")
+            results.append(result)
+            print(json.dumps(_summary(result)))
+        _report(results, out_dir)
+        return 0
+    except (ModelFileError, EvaluationError, DatasetError, OSError) as exc:
+        log.error("%s", exc)
+        return 1
+
+
+def _report(results: list[dict[str, Any]], out_dir: Path) -> None:
+    """results.md (table and range notes) and rate_accuracy.png in ``out_dir``."""
+    from revqom_nodes.evaluation.report import markdown_table, rate_accuracy_plot
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(results)
+    notes = sorted({r["eval_range_note"] for r in results if r["eval_range_note"]})
+    notes_text = "".join(f"\nNote: {n}\n" for n in notes)
+    (out_dir / "results.md").write_text(table + notes_text, encoding="utf-8")
+    rate_accuracy_plot(results, out_dir / "rate_accuracy.png")
+    print(table)
+
+
+class _Lazy:
+    """The first ``count`` frames of a reader, read on demand (a sequence for the runner)."""
+
+    def __init__(self, reader: Any, count: int) -> None:
+        self.reader, self.count = reader, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return self.reader[index]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("eval", help="AP (OpenCOOD protocol) and bytes on the wire of model files")
+    parser.add_argument("--model", help="model file (models/NAME.pt); NAME.pt:late runs it as late fusion")
+    parser.add_argument("--sweep", nargs="+", help="several model files (each may end in :late)")
+    parser.add_argument("--tabulate", nargs="+", help="earlier OUT.json files: table and plot only")
+    parser.add_argument("--data", help="DAIR-V2X-C root (for --model and --sweep)")
+    parser.add_argument("--split", choices=("train", "val", "all"), default="val")
+    parser.add_argument("--out", help="OUT.json for --model")
+    parser.add_argument("--out-dir", help="folder for --sweep: NAME.json, results.md, rate_accuracy.png")
+    parser.add_argument("--frames", type=int, default=None, help="only the first N frames")
+    parser.add_argument("--late", action="store_true", help="late fusion with an ego-only model")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run)

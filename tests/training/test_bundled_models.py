@@ -1,0 +1,50 @@
+"""Every bundled model in models/ loads, its identity hashes recompute to the stored ones, its
+provenance file matches it, it is under 20 MB, and the K=64 model evaluates end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from revqom_nodes.data.dairv2x import DairV2XReader
+from revqom_nodes.evaluation.runner import evaluate_model
+from revqom_nodes.model_file import load_model, model_identity, read_model_file
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+BUNDLED = sorted(MODELS_DIR.glob("*.pt"))
+REQUIRED = ("synthetic_k64", "synthetic_ego", "synthetic_raw")
+MAX_BYTES = 20 * 1024 * 1024
+
+torch.set_num_threads(1)
+
+
+def test_required_models_are_bundled() -> None:
+    assert {p.stem for p in BUNDLED} >= set(REQUIRED)
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=[p.stem for p in BUNDLED])
+def test_bundled_model_identity(path: Path) -> None:
+    assert path.stat().st_size < MAX_BYTES
+    loaded = load_model(path)  # recomputes the codebook id (codec state) and the model id, or raises
+    raw = read_model_file(path)
+    assert model_identity(raw["config"], raw["state_dict"]) == raw["model_id"] == loaded.model_id
+    provenance = json.loads(path.with_name(f"{path.stem}.provenance.json").read_text())
+    assert provenance["model_id"] == loaded.model_id
+    assert provenance["codebook_id"] == loaded.codebook_id
+    assert provenance["git"]["commit"] and provenance["command"].startswith("revqom train")
+    if loaded.codec_state is not None:
+        assert loaded.codec_state.codebook_id == loaded.codebook_id
+        assert loaded.codec_state.entropy_tables is not None
+
+
+@pytest.mark.skipif(not (MODELS_DIR / "synthetic_k64.pt").is_file(), reason="no bundled K=64 model")
+def test_bundled_k64_evaluates_on_generated_frames(tiny_root: Path) -> None:
+    loaded = load_model(MODELS_DIR / "synthetic_k64.pt")
+    reader = DairV2XReader(tiny_root, "all")
+    result = evaluate_model(loaded, [reader[0], reader[1]], name="synthetic_k64", progress=False)
+    assert result["frames"] == 2 and result["mode"] == "revqom"
+    assert 0 < result["bytes_per_agent_frame"]["entropy"] <= result["bytes_per_agent_frame"]["packed"]
+    assert set(result["ap"]) == {"0.3", "0.5", "0.7"}
