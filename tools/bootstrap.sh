@@ -107,4 +107,8 @@ if ! done_before editable "$key" || [[ ! -x "$VENV/bin/revqom" ]]; then
     mark_done editable "$key"
 fi
 
+"$PY" -c 'import revqom.msg, revqom_nodes.cli' > "$LOGS/check.log" 2>&1 || {
+    rm -f "$STAMPS/interfaces" "$STAMPS/editable"
+    fail check "the environment is incomplete: 'import revqom.msg, revqom_nodes.cli' fails"
+}
 say "environment ready: $VENV"
