@@ -9,36 +9,32 @@ import sys
 import time
 from pathlib import Path
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from revqom.msg import EncodedBEV
 
 from revqom_nodes.ros.conversions import ns_to_stamp
+from revqom_nodes.ros.lifecycle import run_node
 from revqom_nodes.ros.qos import ENCODED_BEV_QOS
 
 
-def main() -> None:
+def main() -> int:
     path, topic, period_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
     message = deserialize_message(Path(path).read_bytes(), EncodedBEV)
-    rclpy.init()
-    node = Node("fake_agent")
-    publisher = node.create_publisher(EncodedBEV, topic, ENCODED_BEV_QOS)
 
-    def publish() -> None:
-        message.header.stamp = ns_to_stamp(time.time_ns())
-        message.sequence += 1
-        publisher.publish(message)
+    def make_node() -> Node:
+        node = Node("fake_agent")
+        publisher = node.create_publisher(EncodedBEV, topic, ENCODED_BEV_QOS)
 
-    node.create_timer(period_s, publish)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+        def publish() -> None:
+            message.header.stamp = ns_to_stamp(time.time_ns())
+            message.sequence += 1
+            publisher.publish(message)
+
+        node.create_timer(period_s, publish)
+        return node
+
+    return run_node(make_node, "fake_agent")
 
 
 if __name__ == "__main__":

@@ -2,26 +2,22 @@
 
 import sys
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
+from revqom_nodes.ros.lifecycle import run_node
 from tests.ros.encoded_bev_sample import make_encoded_bev
 
 
-def main() -> None:
-    rclpy.init()
-    node = Node("roundtrip_publisher")
-    publisher = node.create_publisher(type(make_encoded_bev()), "roundtrip/encoded_bev", 10)
+def main() -> int:
     message = make_encoded_bev()
-    node.create_timer(0.05, lambda: publisher.publish(message))
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+
+    def make_node() -> Node:
+        node = Node("roundtrip_publisher")
+        publisher = node.create_publisher(type(message), "roundtrip/encoded_bev", 10)
+        node.create_timer(0.05, lambda: publisher.publish(message))
+        return node
+
+    return run_node(make_node, "roundtrip_publisher")
 
 
 if __name__ == "__main__":
