@@ -13,6 +13,7 @@ import importlib
 BENCH_MODULES: tuple[str, ...] = (
     "revqom_nodes.codec.bench",
     "revqom_nodes.perception.bench",
+    "revqom_nodes.evaluation.parity",
     "revqom_nodes.ros.bench_pipeline",
 )
 

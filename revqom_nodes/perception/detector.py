@@ -41,6 +41,7 @@ class FrameInput(NamedTuple):
 
     points: list[Tensor]  # A clouds (N_a, 4) float32 x, y, z, intensity, own LiDAR frame, ego first
     T_ego_from_agent: Tensor  # (A, 4, 4) float64; entry 0 is the identity
+    valid: Tensor | None = None  # (A, H, W) bool: cells of each agent's own map that arrived; None: all
 
 
 class DetectorOutput(NamedTuple):
@@ -69,14 +70,20 @@ def _as_array(values: np.ndarray | Tensor) -> np.ndarray:
 
 
 def make_frame_input(
-    points: Sequence[np.ndarray | Tensor], T_ego_from_agent: Sequence[np.ndarray] | Tensor
+    points: Sequence[np.ndarray | Tensor],
+    T_ego_from_agent: Sequence[np.ndarray] | Tensor,
+    valid: np.ndarray | Tensor | None = None,
 ) -> FrameInput:
-    """Numpy or torch clouds and poses -> FrameInput (float32 points, float64 poses)."""
+    """Numpy or torch clouds, poses and optional validity (A, H, W) -> FrameInput (float32 points,
+    float64 poses, bool validity)."""
     clouds = [torch.as_tensor(_as_array(p), dtype=torch.float32) for p in points]
     T = as_transforms(T_ego_from_agent)
     if T.shape[0] != len(clouds):
         raise PerceptionError(f"{len(clouds)} point clouds but {T.shape[0]} transforms")
-    return FrameInput(points=clouds, T_ego_from_agent=T)
+    mask = None if valid is None else torch.as_tensor(_as_array(valid), dtype=torch.bool)
+    if mask is not None and (mask.dim() != 3 or mask.shape[0] != len(clouds)):
+        raise PerceptionError(f"validity must be ({len(clouds)}, H, W), got {tuple(mask.shape)}")
+    return FrameInput(points=clouds, T_ego_from_agent=T, valid=mask)
 
 
 class CooperativeDetector(nn.Module):
@@ -204,8 +211,10 @@ class CooperativeDetector(nn.Module):
             coded = self.codec(maps)
             maps, codec_losses, perplexity = coded.bev, coded.losses, coded.perplexity
         fused = [
-            self._fuse(frame_maps, frame_poses, None)
-            for frame_maps, frame_poses in zip(maps.split(counts), poses.split(counts), strict=True)
+            self._fuse(frame_maps, frame_poses, None if frame.valid is None else frame.valid.to(self.device))
+            for frame_maps, frame_poses, frame in zip(
+                maps.split(counts), poses.split(counts), batch, strict=True
+            )
         ]
         identity = torch.eye(4, dtype=torch.float64).expand(len(batch), 4, 4)
         return DetectorOutput(

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from revqom_nodes.data.transforms import make_transform, rotation_z, transform_boxes, wrap_angle
-from revqom_nodes.training.config import AugmentConfig
+from revqom_nodes.training.config import AugmentConfig, SliceDropoutConfig
 
 _MIRROR = np.diag([1.0, -1.0, 1.0, 1.0])
 
@@ -36,6 +36,7 @@ class SceneSample(NamedTuple):
     points: list[np.ndarray]  # A clouds (N_a, 4) float32, own LiDAR frame, ego first
     T_ego_from_agent: np.ndarray  # (A, 4, 4) float64, entry 0 the identity
     gt_boxes: np.ndarray  # (M, 7) float64 in the ego frame
+    valid: np.ndarray | None = None  # (A, H, W) bool cells that arrived, own grids; None: all
 
 
 class SceneTransform(NamedTuple):
@@ -76,3 +77,19 @@ def apply_transform(sample: SceneSample, transform: SceneTransform) -> SceneSamp
         poses[:, :3, 3] *= transform.scale
         boxes[:, :6] *= transform.scale
     return SceneSample(sample.frame_id, points, poses, boxes)
+
+
+def draw_slice_valid(
+    num_agents: int, bev_shape: tuple[int, int], config: SliceDropoutConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """Per-cell validity (A, H, W) bool of a lossy link (``SliceDropoutConfig``): the ego's map
+    (entry 0) is whole; every other agent loses whole row-major runs of cells."""
+    height, width = bev_shape
+    cells = height * width
+    num_slices = -(-cells // config.cells_per_slice)
+    valid = np.ones((num_agents, cells), dtype=bool)
+    for agent in range(1, num_agents):
+        drop_probability = rng.uniform(0.0, config.max_drop_probability)
+        lost = rng.random(num_slices) < drop_probability
+        valid[agent] = np.repeat(~lost, config.cells_per_slice)[:cells]
+    return valid.reshape(num_agents, height, width)

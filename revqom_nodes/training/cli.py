@@ -37,7 +37,8 @@ def _run(args: argparse.Namespace) -> int:
         reader = DairV2XReader(config.data.root, config.data.split)
         common = {"max_agents": config.train.max_agents, "comm_range_m": config.train.comm_range_m,
                   "seed": config.train.seed}
-        dataset = CooperativeDataset(reader, config.model.grid, augment=config.train.augment, **common)
+        dataset = CooperativeDataset(reader, config.model.grid, augment=config.train.augment,
+                                     slice_dropout=config.train.slice_dropout, **common)
         out_dir = Path(args.out) if args.out else DEFAULT_OUT / config.name
         result = train(config, dataset, out_dir, resume=args.resume, info=info, progress=not args.no_progress,
                        stop_at=args.stop_at)
@@ -52,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
                                      metrics=result.metrics, world_size=info.world_size)
         target = Path(args.export) if args.export else REPO_ROOT / "models" / f"{config.name}.pt"
         model_path, provenance_path = export_model(
-            result.detector.to("cpu") if info.device.type != "cpu" else result.detector, config, target,
+            result.detector, config, target,
             provenance=provenance, dataset=plain, progress=not args.no_progress,
         )
         log.info("model %s, provenance %s", model_path, provenance_path)

@@ -52,6 +52,24 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class SliceDropoutConfig:
+    """Training for lossy links (augment.py ``draw_slice_valid``): every non-ego agent's map is cut
+    into runs of ``cells_per_slice`` cells in row-major order, like the slices of
+    codec/slices.py, and each run is lost with probability p, p drawn uniformly in
+    [0, max_drop_probability] per agent and frame; fusion ignores the lost cells."""
+
+    max_drop_probability: float = 0.5
+    cells_per_slice: int = 512
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_drop_probability <= 1.0:
+            raise TrainingError(f"max_drop_probability must be in [0, 1], got {self.max_drop_probability}")
+        if isinstance(self.cells_per_slice, bool) or not isinstance(self.cells_per_slice, int) \
+                or self.cells_per_slice < 1:
+            raise TrainingError(f"cells_per_slice must be a positive int, got {self.cells_per_slice!r}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, data sampling, checkpointing and logging of one training run."""
 
@@ -72,6 +90,7 @@ class TrainConfig:
     log_interval: int = 20  # steps between log lines
     entropy_table_frames: int | None = None  # training frames measured for the entropy tables; None: all
     init_from: str | None = None  # model file whose matching weights start the run (relative: to the repo)
+    slice_dropout: SliceDropoutConfig | None = None  # None: every agent's map arrives whole
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "max_agents", "checkpoint_interval", "log_interval")
@@ -159,6 +178,10 @@ def _train_config(values: Mapping[str, Any]) -> TrainConfig:
         augment = values["augment"] or {}
         _check_keys({f.name for f in fields(AugmentConfig)}, augment, "train.augment")
         values["augment"] = AugmentConfig(**augment)
+    if values.get("slice_dropout") is not None:
+        dropout = values["slice_dropout"]
+        _check_keys({f.name for f in fields(SliceDropoutConfig)}, dropout, "train.slice_dropout")
+        values["slice_dropout"] = SliceDropoutConfig(**dropout)
     return TrainConfig(**values)
 
 

@@ -4,9 +4,10 @@
 within ``comm_range_m`` of the ego's (in the ground plane), expresses every agent's pose as
 ``T_ego_from_agent`` and the cooperative ground truth (vehicle class) in the ego frame, kept
 where the box centre lies inside the model's BEV grid. ``CooperativeDataset`` wraps a reader
-for a ``torch.utils.data.DataLoader``: it draws the augmentation (augment.py) from a
-generator seeded by (seed, epoch, index), so any sample can be reproduced, also after a
-resume, and crops each cloud to the grid's range (what the voxelizer would drop anyway).
+for a ``torch.utils.data.DataLoader``: it draws the augmentation and the slice dropout
+(augment.py) from generators seeded by (seed, epoch, index), so any sample can be
+reproduced, also after a resume, and crops each cloud to the grid's range (what the
+voxelizer would drop anyway).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from revqom_nodes.data.dairv2x import CooperativeFrame
 from revqom_nodes.data.transforms import invert
 from revqom_nodes.perception.detector import FrameInput, make_frame_input
 from revqom_nodes.perception.grid import BevGrid
-from revqom_nodes.training.augment import SceneSample, apply_transform, draw_transform
-from revqom_nodes.training.config import AugmentConfig
+from revqom_nodes.training.augment import SceneSample, apply_transform, draw_slice_valid, draw_transform
+from revqom_nodes.training.config import AugmentConfig, SliceDropoutConfig
 
 
 def boxes_in_grid(boxes: np.ndarray, grid: BevGrid) -> np.ndarray:
@@ -61,7 +62,7 @@ def frame_to_sample(
 
 def to_frame_input(sample: SceneSample) -> FrameInput:
     """SceneSample -> the detector's FrameInput (float32 points, float64 poses)."""
-    return make_frame_input(sample.points, sample.T_ego_from_agent)
+    return make_frame_input(sample.points, sample.T_ego_from_agent, sample.valid)
 
 
 class CooperativeDataset(Dataset):
@@ -76,6 +77,7 @@ class CooperativeDataset(Dataset):
         comm_range_m: float,
         augment: AugmentConfig | None,
         seed: int = 0,
+        slice_dropout: SliceDropoutConfig | None = None,
     ) -> None:
         self.reader = reader
         self.grid = grid
@@ -83,6 +85,7 @@ class CooperativeDataset(Dataset):
         self.comm_range_m = comm_range_m
         self.augment = augment
         self.seed = seed
+        self.slice_dropout = slice_dropout
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -100,6 +103,10 @@ class CooperativeDataset(Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, index])
             sample = apply_transform(sample, draw_transform(self.augment, rng))
             sample = sample._replace(gt_boxes=sample.gt_boxes[boxes_in_grid(sample.gt_boxes, self.grid)])
+        if self.slice_dropout is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            valid = draw_slice_valid(len(sample.points), self.grid.bev_shape, self.slice_dropout, rng)
+            sample = sample._replace(valid=valid)
         return sample._replace(points=[crop_to_grid(p, self.grid) for p in sample.points])
 
 
