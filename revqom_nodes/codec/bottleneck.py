@@ -28,11 +28,13 @@ class Bottleneck(nn.Module):
 
 
 class PostAffineDecoder(nn.Module):
-    """Conv1x1(Cr -> Cr) + ReLU, Conv1x1(Cr -> C) + ReLU, GroupNorm: (B, Cr, H, W) -> (B, C, H, W)."""
+    """ConvKxK(Cr -> Cr) + ReLU, Conv1x1(Cr -> C) + ReLU, GroupNorm: (B, Cr, H, W) -> (B, C, H, W);
+    K = ``decoder_kernel_size`` (1 in the reference), zero padding keeps H and W."""
 
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(config.reduced_channels, config.reduced_channels, kernel_size=1)
+        k, reduced = config.decoder_kernel_size, config.reduced_channels
+        self.conv1 = nn.Conv2d(reduced, reduced, kernel_size=k, padding=k // 2)
         self.conv2 = nn.Conv2d(config.reduced_channels, config.channels, kernel_size=1)
         self.norm = nn.GroupNorm(config.decoder_norm_groups, config.channels)
 

@@ -22,6 +22,9 @@ _FLOAT_FIELDS = (
 )
 
 
+LATER_FIELDS = {"decoder_kernel_size": 1}  # field -> default: left out of to_dict at the default
+
+
 @dataclass(frozen=True, kw_only=True)
 class CodecConfig:
     """Settings of the bottleneck, residual VQ and post-affine decoder.
@@ -40,6 +43,9 @@ class CodecConfig:
     bottleneck_groups, decoder_groups: requested GroupNorm groups (reference: 2 and 16); the
         groups used are gcd(requested, channels) so that they always divide the channel count
         (e.g. Cr = 1 gives 1 group); see ``bottleneck_norm_groups`` / ``decoder_norm_groups``.
+    decoder_kernel_size: kernel of the decoder's first conv (1 in the reference; 3 lets the
+        receiver use the neighbouring cells' codes). Added after the first models: ``to_dict``
+        leaves it out at its default, so that those models' codebook ids stay valid.
     """
 
     channels: int = 256
@@ -53,6 +59,7 @@ class CodecConfig:
     codebook_init_std: float = 0.02
     bottleneck_groups: int = 2
     decoder_groups: int = 16
+    decoder_kernel_size: int = 1
 
     def __post_init__(self) -> None:
         for name in (
@@ -62,6 +69,7 @@ class CodecConfig:
             "num_quantizers",
             "bottleneck_groups",
             "decoder_groups",
+            "decoder_kernel_size",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -81,6 +89,8 @@ class CodecConfig:
             object.__setattr__(self, name, float(value))  # 1 and 1.0 hash alike in the codebook id
             if value < 0:
                 raise ValueError(f"CodecConfig.{name} must be >= 0, got {value!r}")
+        if self.decoder_kernel_size % 2 == 0:
+            raise ValueError(f"decoder_kernel_size must be odd, got {self.decoder_kernel_size}")
         if self.ema_decay >= 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -103,8 +113,10 @@ class CodecConfig:
         return math.gcd(self.decoder_groups, self.channels)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain ints and floats, in field order (JSON- and ``torch.load(weights_only=True)``-safe)."""
-        return dataclasses.asdict(self)
+        """Plain ints and floats, in field order (JSON- and ``torch.load(weights_only=True)``-safe);
+        fields added later (``LATER_FIELDS``) only where they differ from their defaults."""
+        values = dataclasses.asdict(self)
+        return {k: v for k, v in values.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodecConfig:

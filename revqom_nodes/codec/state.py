@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from revqom_nodes.codec.bottleneck import PostAffineDecoder
-from revqom_nodes.codec.config import CodecConfig
+from revqom_nodes.codec.config import LATER_FIELDS, CodecConfig
 from revqom_nodes.codec.entropy import validate_frequency_tables
 from revqom_nodes.codec.errors import CodecStateError, WireFormatError
 
@@ -177,8 +177,11 @@ class CodecState:
             )
         settings = data["settings"]
         fields = {f.name for f in dataclasses.fields(CodecConfig)}
-        if not isinstance(settings, dict) or set(settings) != fields:
-            raise CodecStateError(f"codec settings must have exactly the keys {sorted(fields)}")
+        required = fields - set(LATER_FIELDS)  # fields added later may be absent (their defaults)
+        if not isinstance(settings, dict) or not required <= set(settings) <= fields:
+            raise CodecStateError(
+                f"codec settings must have the keys {sorted(required)}, optionally {sorted(LATER_FIELDS)}"
+            )
         try:
             config = CodecConfig.from_dict(settings)
         except (TypeError, ValueError) as exc:

@@ -69,8 +69,11 @@ class HeadConfig:
     nms_iou: float = 0.15
     pre_nms_top_k: int = 512
     max_detections: int = 100
+    blocks: int = 0  # 3x3 conv blocks on the (fused) map before the 1x1 outputs: spatial context
 
     def __post_init__(self) -> None:
+        if isinstance(self.blocks, bool) or not isinstance(self.blocks, int) or self.blocks < 0:
+            raise PerceptionError(f"head blocks must be an int >= 0, got {self.blocks!r}")
         if not 0.0 <= self.negative_iou <= self.positive_iou <= 1.0:
             raise PerceptionError(
                 f"need 0 <= negative_iou <= positive_iou <= 1, got {self.negative_iou}, {self.positive_iou}"

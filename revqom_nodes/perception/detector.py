@@ -112,7 +112,8 @@ class CooperativeDetector(nn.Module):
             if config.mode == "cooperative"
             else None
         )
-        self.head = AnchorHead(channels=channels, num_rotations=len(config.head.anchor_rotations))
+        self.head = AnchorHead(channels=channels, num_rotations=len(config.head.anchor_rotations),
+                               blocks=config.head.blocks)
         self.register_buffer("anchors", make_anchors(config.grid, config.head), persistent=False)
 
     @property

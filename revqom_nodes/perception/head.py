@@ -58,11 +58,17 @@ def make_anchors(grid: BevGrid, head: HeadConfig) -> Tensor:
 
 
 class AnchorHead(nn.Module):
-    """BEV (S, C, H, W) -> HeadOutput: class logit, box deltas and direction logits per anchor."""
+    """BEV (S, C, H, W) -> ``blocks`` 3x3 conv blocks (spatial context after fusion) -> 1x1 convs ->
+    HeadOutput: class logit, box deltas and direction logits per anchor."""
 
-    def __init__(self, *, channels: int, num_rotations: int) -> None:
+    def __init__(self, *, channels: int, num_rotations: int, blocks: int = 0) -> None:
         super().__init__()
         self.num_rotations = num_rotations
+        layers: list[nn.Module] = []
+        for _ in range(blocks):
+            layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                       nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01), nn.ReLU()]
+        self.blocks = nn.Sequential(*layers)
         self.classification = nn.Conv2d(channels, num_rotations, 1)
         self.regression = nn.Conv2d(channels, num_rotations * BOX_SIZE, 1)
         self.direction = nn.Conv2d(channels, num_rotations * NUM_DIRECTION_BINS, 1)
@@ -72,6 +78,7 @@ class AnchorHead(nn.Module):
 
     def forward(self, bev: Tensor) -> HeadOutput:
         num_maps = bev.shape[0]
+        bev = self.blocks(bev)
 
         def flat(x: Tensor, size: int) -> Tensor:  # (S, R * size, H, W) -> (S, H * W * R, size)
             return x.permute(0, 2, 3, 1).reshape(num_maps, -1, size)

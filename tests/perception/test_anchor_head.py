@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from revqom_nodes.perception.config import HeadConfig
+from revqom_nodes.perception.errors import PerceptionError
 from revqom_nodes.perception.grid import BevGrid
 from revqom_nodes.perception.head import AnchorHead, HeadOutput, make_anchors
 from revqom_nodes.perception.targets import (
@@ -96,3 +97,19 @@ def test_perfect_prediction_has_near_zero_regression_loss():
     bad_terms = detection_loss_terms(bad, [targets], HEAD)
     assert good_terms.regression < 1e-6 and good_terms.direction < 1e-6
     assert all(g < b for g, b in zip(good_terms, bad_terms, strict=True))
+
+
+def test_head_blocks_add_spatial_context_and_keep_the_output_layout():
+    torch.manual_seed(0)
+    plain = AnchorHead(channels=8, num_rotations=2)
+    context = AnchorHead(channels=8, num_rotations=2, blocks=2).eval()
+    assert len(plain.blocks) == 0 and sum(p.numel() for p in context.blocks.parameters()) > 0
+    bev = torch.zeros(1, 8, 6, 7)
+    out = context(bev)
+    assert out.class_logits.shape == plain(bev).class_logits.shape == (1, 6 * 7 * 2)
+    poked = bev.clone()
+    poked[0, :, 3, 3] = 1.0
+    changed = (context(poked).class_logits - out.class_logits).reshape(6, 7, 2).abs().sum(-1)
+    assert changed[3, 4] > 0 and changed[0, 0] == 0  # reaches two cells, not three
+    with pytest.raises(PerceptionError):
+        HeadConfig(blocks=-1)
