@@ -9,6 +9,8 @@ ENTROPY: Q little-endian uint32 stage lengths in bytes, then the Q range-coded s
 
 Everything else (H, W, Q, K, encoding, codebook id) travels in the message fields beside the
 payload; ``decode_payload`` checks them and the payload before allocating anything sized by them.
+``encode_cells`` / ``decode_cells`` apply the same format to a (Q, N) run of cells in row-major
+order (a slice, ``codec/slices.py``); the whole map is the run of all H * W cells.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from revqom_nodes.codec.entropy import decode_stage, encode_stage, validate_freq
 from revqom_nodes.codec.errors import WireFormatError
 
 MAX_GRID_SIZE = 4096
+MAX_CELLS = MAX_GRID_SIZE * MAX_GRID_SIZE  # cells in one run (a slice or a whole map)
 STAGE_LENGTH_BYTES = 4
 _HEX_ID = re.compile(r"[0-9a-f]{64}")
 
@@ -184,16 +187,35 @@ def encode_payload(
         )
     Q, H, W = indices.shape
     _check_shape(H, W, Q, codebook_size)
+    return encode_cells(indices.reshape(Q, H * W), codebook_size, encoding, frequency_tables)
+
+
+def encode_cells(
+    indices: np.ndarray,
+    codebook_size: int,
+    encoding: Encoding = Encoding.PACKED,
+    frequency_tables: np.ndarray | None = None,
+) -> tuple[bytes, Encoding]:
+    """(Q, N) indices of a run of N cells (row-major order over (H, W)) -> (payload, encoding used).
+
+    The payload of the whole map is this with N = H * W; a slice (codec/slices.py) is a shorter run.
+    """
+    indices = np.asarray(indices)
+    if indices.ndim != 2 or indices.dtype.kind not in "iu":
+        raise WireFormatError(f"indices must be a (Q, N) integer array, got {indices.shape} {indices.dtype}")
+    Q, N = indices.shape
+    _check_int("num_cells", N, 1, MAX_CELLS)
+    _check_int("num_quantizers", Q, 1, MAX_NUM_QUANTIZERS)
+    _check_int("codebook_size", codebook_size, 2, MAX_CODEBOOK_SIZE)
     encoding = _check_encoding(encoding)
     _check_range(indices, codebook_size)
-    flat = indices.reshape(-1)
-    packed = pack_indices(flat, bits_per_index(codebook_size))
+    packed = pack_indices(indices.reshape(-1), bits_per_index(codebook_size))
     if encoding is Encoding.PACKED:
         return packed, Encoding.PACKED
     if frequency_tables is None:
         raise WireFormatError("ENTROPY encoding needs frequency tables; this codec state has none")
     tables = validate_frequency_tables(frequency_tables, Q, codebook_size)
-    streams = [encode_stage(indices[q].reshape(-1), tables[q]) for q in range(Q)]
+    streams = [encode_stage(indices[q], tables[q]) for q in range(Q)]
     header = np.array([len(s) for s in streams], dtype="<u4").tobytes()
     payload = header + b"".join(streams)
     if len(payload) < len(packed):
@@ -217,30 +239,54 @@ def decode_payload(
     Raises WireFormatError for every violation, before allocating anything sized by the fields.
     """
     H, W, Q, K = _check_shape(height, width, num_quantizers, codebook_size)
+    values = decode_cells(
+        payload,
+        num_cells=H * W,
+        num_quantizers=Q,
+        codebook_size=K,
+        encoding=encoding,
+        frequency_tables=frequency_tables,
+    )
+    return values.reshape(Q, H, W)
+
+
+def decode_cells(
+    payload: Any,
+    *,
+    num_cells: int,
+    num_quantizers: int,
+    codebook_size: int,
+    encoding: Encoding | int,
+    frequency_tables: np.ndarray | None = None,
+) -> np.ndarray:
+    """Payload of a run of N cells -> (Q, N) int64 indices in [0, K); the checks of ``decode_payload``."""
+    N = _check_int("num_cells", num_cells, 1, MAX_CELLS)
+    Q = _check_int("num_quantizers", num_quantizers, 1, MAX_NUM_QUANTIZERS)
+    K = _check_int("codebook_size", codebook_size, 2, MAX_CODEBOOK_SIZE)
     encoding = _check_encoding(encoding)
     try:
         data = np.frombuffer(payload, dtype=np.uint8)
     except (TypeError, ValueError) as exc:
         raise WireFormatError(f"payload must be bytes-like, got {type(payload).__name__}") from exc
-    expected = packed_size(H, W, Q, K)
+    bits = bits_per_index(K)
+    expected = (N * Q * bits + 7) // 8
     if encoding is Encoding.PACKED:
         if data.size != expected:
             raise WireFormatError(
-                f"PACKED payload is {data.size} bytes, expected {expected} for H={H} W={W} Q={Q} K={K}"
+                f"PACKED payload is {data.size} bytes, expected {expected} for {N} cells, Q={Q} K={K}"
             )
-        bits = bits_per_index(K)
-        pad = expected * 8 - H * W * Q * bits
+        pad = expected * 8 - N * Q * bits
         if pad and int(data[-1]) & ((1 << pad) - 1):
             raise WireFormatError(f"PACKED payload has nonzero padding in its last {pad} bits")
-        values = unpack_indices(data, H * W * Q, bits)
+        values = unpack_indices(data, N * Q, bits)
         if K & (K - 1):  # b bits can hold values >= K only when K is not a power of two
             _check_range(values, K)
-        return values.reshape(Q, H, W)
-    return _decode_entropy(data, H, W, Q, K, expected, frequency_tables)
+        return values.reshape(Q, N)
+    return _decode_entropy(data, N, Q, K, expected, frequency_tables)
 
 
 def _decode_entropy(
-    data: np.ndarray, H: int, W: int, Q: int, K: int, packed_bytes: int, frequency_tables: np.ndarray | None
+    data: np.ndarray, N: int, Q: int, K: int, packed_bytes: int, frequency_tables: np.ndarray | None
 ) -> np.ndarray:
     if frequency_tables is None:
         raise WireFormatError("ENTROPY payload received but this codec state has no frequency tables")
@@ -260,10 +306,10 @@ def _decode_entropy(
             f"but {data.size - header_bytes} bytes follow the header"
         )
     offsets = header_bytes + np.concatenate([[0], np.cumsum(lengths)])
-    stages = [decode_stage(data[offsets[q] : offsets[q + 1]].tobytes(), H * W, tables[q]) for q in range(Q)]
+    stages = [decode_stage(data[offsets[q] : offsets[q + 1]].tobytes(), N, tables[q]) for q in range(Q)]
     values = np.stack(stages)
     _check_range(values, K)
-    return values.reshape(Q, H, W)
+    return values
 
 
 def check_codebook_id(received: str, expected: str) -> None:

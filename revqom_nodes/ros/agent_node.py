@@ -63,6 +63,9 @@ class AgentNode(Node):
         pose_wait_ms = declare(self, "pose.wait_ms", 100.0, "how long a sweep waits for its pose, ms")
         pose_max_age_ms = declare(self, "pose.max_age_ms", 200.0, "oldest usable pose before a sweep, ms")
         output_topic = declare(self, "output.topic", "encoded_bev", "EncodedBEV output")
+        slice_bytes = declare(
+            self, "output.slice_bytes", 0, "largest payload of one message, bytes; 0: the whole map in one"
+        )
         status_topic = declare(self, "output.status_topic", "agent_status", "AgentStatus output")
 
         if role not in ROLES:
@@ -73,7 +76,7 @@ class AgentNode(Node):
             torch.set_num_threads(threads)
         self.role = ROLES[role]
         self.model = load_runtime_model(model_path, device)
-        self.encoder = AgentEncoder(self.model, parse_encoding(encoding))
+        self.encoder = AgentEncoder(self.model, parse_encoding(encoding), slice_bytes)
         self.static_pose = self._static_pose(static_pose)
         self.poses = PoseBuffer(max_age_ms=pose_max_age_ms)
         self.pose_wait_s = pose_wait_ms / 1e3
@@ -97,7 +100,9 @@ class AgentNode(Node):
             f"agent {self.agent_id} ({role}) on {self.model.device}: {self.encoded_pub.topic_name} "
             f"<- {self.resolve_topic_name(input_topic)}, pose "
             f"{'static' if self.static_pose is not None else self.resolve_topic_name(pose_topic)}, "
-            f"{self.encoder.encoding.name.lower()} payloads, codebook {self.model.codebook_id[:12]}"
+            f"{self.encoder.encoding.name.lower()} payloads"
+            f"{f' in slices of <= {slice_bytes} B' if slice_bytes else ''}, "
+            f"codebook {self.model.codebook_id[:12]}"
         )
 
     @staticmethod
@@ -162,19 +167,22 @@ class AgentNode(Node):
             self._fail(type(exc).__name__, f"sweep {stamp_ns} skipped: {exc}")
             return
         self.sequence += 1
-        self.encoded_pub.publish(
-            make_encoded_bev(
-                sweep,
-                self.model,
-                agent_id=self.agent_id,
-                role=self.role,
-                sequence=self.sequence,
-                header=msg.header,
-                T_world_from_lidar=T,
+        for slice_index in range(len(sweep.slices)):  # back to back: the receiver relies on it
+            self.encoded_pub.publish(
+                make_encoded_bev(
+                    sweep,
+                    self.model,
+                    agent_id=self.agent_id,
+                    role=self.role,
+                    sequence=self.sequence,
+                    header=msg.header,
+                    T_world_from_lidar=T,
+                    slice_index=slice_index,
+                )
             )
-        )
         self.frames_encoded += 1
-        self._publish_status(msg.header, sweep.encode_ms, len(sweep.payload), int(sweep.encoding))
+        encoding = max(int(s.encoding) for s in sweep.slices)  # ENTROPY when any slice is
+        self._publish_status(msg.header, sweep.encode_ms, sweep.payload_bytes, encoding)
 
     def _fail(self, kind: str, detail: str) -> None:
         self.frames_failed += 1

@@ -97,8 +97,11 @@ def make_encoded_bev(
     sequence: int,
     header: Header,
     T_world_from_lidar: np.ndarray,
+    slice_index: int = 0,
 ) -> EncodedBEV:
-    """An agent's message for one sweep: header (sweep stamp, LiDAR frame), pose, grid, codec, payload."""
+    """The message of slice ``slice_index`` of a sweep: header (sweep stamp, LiDAR frame), pose,
+    grid, codec, slice fields, payload. A sweep of one slice (the whole map) has one message."""
+    piece = sweep.slices[slice_index]
     height, width = model.grid.bev_shape
     msg = EncodedBEV()
     msg.header = header
@@ -111,8 +114,12 @@ def make_encoded_bev(
     msg.codebook_size = model.settings.codebook_size
     msg.num_quantizers = model.settings.num_quantizers
     msg.codebook_id = model.codebook_id
-    msg.encoding = int(sweep.encoding)
-    msg.payload = sweep.payload  # bytes: assigning a numpy array costs milliseconds
+    msg.encoding = int(piece.encoding)
+    msg.slice_index = slice_index
+    msg.num_slices = len(sweep.slices)
+    msg.first_cell = piece.first_cell
+    msg.num_cells = piece.num_cells
+    msg.payload = piece.payload  # bytes: assigning a numpy array costs milliseconds
     return msg
 
 
@@ -135,6 +142,10 @@ def encoded_bev_to_frame(msg: EncodedBEV, received_ns: int = 0, source_ns: int =
         payload=msg.payload,
         received_ns=received_ns,
         source_ns=source_ns,
+        slice_index=msg.slice_index,
+        num_slices=msg.num_slices,
+        first_cell=msg.first_cell,
+        num_cells=msg.num_cells,
     )
 
 

@@ -4,8 +4,9 @@ Reception callbacks (the executor's thread) validate and buffer messages in an `
 a worker thread fuses each ego frame with each other agent's paired message (see
 ``runtime/inbox.py`` for the pairing and ``fusion.sync_wait_ms``), so reception never waits
 on inference. Per ego frame it publishes a Detection3DArray (reliable; ego LiDAR frame, ego
-sweep stamp), a MarkerArray for RViz and a FusionStatus. Rejected messages are counted by
-reason and logged (rate-limited); the node keeps running whatever it receives.
+sweep stamp), a MarkerArray for RViz and a FusionStatus (with the share of each agent's cells
+that arrived, when agents send their maps in slices). Rejected messages, bad slices included,
+are counted by reason and logged (rate-limited); the node keeps running whatever it receives.
 
 Parameters: see ``config/fusion.param.yaml`` and the node tables in README.md.
 """
@@ -75,7 +76,7 @@ class FusionNode(Node):
             100.0,
             "the agents' LiDAR sweep period, ms (0: always wait for a later sweep)",
         )
-        buffer_size = declare(self, "fusion.buffer_size", 4, "messages held per agent")
+        buffer_size = declare(self, "fusion.buffer_size", 4, "frames (each with its slices) held per agent")
         comm_range_m = declare(
             self,
             "fusion.comm_range_m",
@@ -181,12 +182,16 @@ class FusionNode(Node):
     ) -> FusionStatus:
         frames = [ego, *partners]
         counts = self.inbox.rejected_counts()
+        fused = [agent_id in result.fused_agent_ids for agent_id in self.inbox.agent_ids]
         return FusionStatus(
             header=header,
             agent_ids=list(self.inbox.agent_ids),
-            fused=[agent_id in result.fused_agent_ids for agent_id in self.inbox.agent_ids],
+            fused=fused,
             message_age_ms=[math.nan if f is None else f.age_ms(ego.stamp_ns) for f in frames],
             bytes_received=self.inbox.bytes_received(),
+            cells_received_fraction=[
+                f.cells_received_fraction if used else 0.0 for f, used in zip(frames, fused, strict=True)
+            ],
             frames_published=self.frames_published,
             rejected_reasons=list(counts),
             rejected_counts=list(counts.values()),

@@ -100,6 +100,7 @@ class RecorderNode(Node):
             fused=list(msg.fused),
             message_age_ms=[_finite(a) for a in msg.message_age_ms],
             bytes_received=list(msg.bytes_received),
+            cells_received_fraction=list(msg.cells_received_fraction),
             frames_published=msg.frames_published,
             rejected=dict(zip(msg.rejected_reasons, msg.rejected_counts, strict=True)),
             decode_fuse_ms=msg.decode_fuse_ms,

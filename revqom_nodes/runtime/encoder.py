@@ -1,8 +1,10 @@
-"""``AgentEncoder``: one agent's sweep -> the payload of its EncodedBEV message.
+"""``AgentEncoder``: one agent's sweep -> the payloads of its EncodedBEV messages.
 
 Stages (each timed): voxelize + sparse backbone -> BEV map (1, C, H, W) ("bev"), bottleneck +
-residual VQ -> indices (1, Q, H, W) ("quantize"), wire format -> bytes ("pack"). Every agent
-runs this, the ego included: its own map goes through the codec too, as in training.
+residual VQ -> indices (1, Q, H, W) ("quantize"), wire format cut into slices of at most
+``slice_bytes`` payload bytes each -> bytes ("pack"; ``slice_bytes`` 0: the whole map in one
+slice). Every agent runs this, the ego included: its own map goes through the codec too, as in
+training.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from revqom_nodes.codec.wire import Encoding, encode_payload
+from revqom_nodes.codec.errors import WireFormatError
+from revqom_nodes.codec.slices import Slice, cut_slices, packed_cells_per_slice
+from revqom_nodes.codec.wire import Encoding
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.model import RuntimeModel
 
@@ -31,12 +35,16 @@ def parse_encoding(name: str) -> Encoding:
 class EncodedSweep(NamedTuple):
     """What the agent publishes for one sweep, with the time each stage took (milliseconds)."""
 
-    payload: bytes
-    encoding: Encoding  # the one used: ENTROPY falls back to PACKED when not smaller
+    slices: list[Slice]  # in cell order, covering the map once; one message each
     indices: np.ndarray  # (Q, H, W) int64
     bev_ms: float
     quantize_ms: float
     pack_ms: float
+
+    @property
+    def payload_bytes(self) -> int:
+        """The frame's payload bytes, all slices together."""
+        return sum(len(s.payload) for s in self.slices)
 
     @property
     def encode_ms(self) -> float:
@@ -51,16 +59,32 @@ def _now_ms(device: torch.device) -> float:
 
 
 class AgentEncoder:
-    """Encodes sweeps with a RuntimeModel's backbone and codec (inference only)."""
+    """Encodes sweeps with a RuntimeModel's backbone and codec (inference only).
 
-    def __init__(self, model: RuntimeModel, encoding: Encoding = Encoding.PACKED) -> None:
+    slice_bytes: the largest payload of one message (0: the whole map in one message).
+    """
+
+    def __init__(
+        self, model: RuntimeModel, encoding: Encoding = Encoding.PACKED, slice_bytes: int = 0
+    ) -> None:
         if encoding is Encoding.ENTROPY and model.entropy_tables is None:
             raise RuntimeConfigError(
                 f"{model.source or 'model'}: entropy encoding needs the codec state's frequency tables, "
                 "and this model has none (use packed)"
             )
+        if slice_bytes < 0:
+            raise RuntimeConfigError(
+                f"slice_bytes must be >= 0 (0: the whole map in one message), got {slice_bytes}"
+            )
+        if slice_bytes:
+            settings = model.settings
+            try:
+                packed_cells_per_slice(slice_bytes, settings.num_quantizers, settings.codebook_size)
+            except WireFormatError as exc:
+                raise RuntimeConfigError(f"slice_bytes: {exc}") from None
         self.model = model
         self.encoding = Encoding(encoding)
+        self.slice_bytes = int(slice_bytes)
 
     @torch.no_grad()
     def encode(self, points: np.ndarray) -> EncodedSweep:
@@ -72,10 +96,14 @@ class AgentEncoder:
         after_bev = _now_ms(device)
         indices = detector.codec.encode(bev)[0].cpu().numpy()
         after_quantize = _now_ms(device)
-        payload, used = encode_payload(
-            indices, self.model.settings.codebook_size, self.encoding, self.model.entropy_tables
+        slices = cut_slices(
+            indices,
+            self.model.settings.codebook_size,
+            self.slice_bytes,
+            self.encoding,
+            self.model.entropy_tables,
         )
         after_pack = _now_ms(device)
         return EncodedSweep(
-            payload, used, indices, after_bev - start, after_quantize - after_bev, after_pack - after_quantize
+            slices, indices, after_bev - start, after_quantize - after_bev, after_pack - after_quantize
         )

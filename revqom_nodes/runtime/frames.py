@@ -19,11 +19,15 @@ NS_PER_MS = 1_000_000
 
 @dataclass
 class AgentFrame:
-    """One EncodedBEV message.
+    """One EncodedBEV message (a slice of a map, or the whole map as its only slice).
 
     stamp_ns: the LiDAR sweep time; T_world_from_lidar: (4, 4) float64 sender pose (may be
     anything a sender wrote, NaN included: validation checks it); payload: bytes-like;
-    received_ns / source_ns: wall-clock receive and publish times (0 when unknown).
+    received_ns / source_ns: wall-clock receive and publish times (0 when unknown);
+    slice_index, num_slices, first_cell, num_cells: the message's share of the map (cells in
+    row-major order over (H, W); num_cells None means H * W, the whole map in one message).
+    The inbox hands fusion one frame per sweep, with ``indices`` assembled from its slices
+    and ``valid`` marking the cells that arrived.
     """
 
     agent_id: str
@@ -42,12 +46,28 @@ class AgentFrame:
     payload: Any
     received_ns: int = 0
     source_ns: int = 0
-    indices: np.ndarray | None = field(default=None, repr=False)  # (Q, H, W) once validated
-    decode_ms: float = 0.0  # payload -> indices, measured by validation
+    slice_index: int = 0
+    num_slices: int = 1
+    first_cell: int = 0
+    num_cells: int | None = None
+    indices: np.ndarray | None = field(
+        default=None, repr=False
+    )  # (Q, H, W) int64 once validated, 0 where missing
+    valid: np.ndarray | None = field(default=None, repr=False)  # (H, W) bool cells received; None: every cell
+    decode_ms: float = 0.0  # payload -> indices, measured by validation (summed over a frame's slices)
+
+    def __post_init__(self) -> None:
+        if self.num_cells is None:
+            self.num_cells = int(self.height) * int(self.width)
 
     @property
     def payload_bytes(self) -> int:
         return len(self.payload)
+
+    @property
+    def cells_received_fraction(self) -> float:
+        """Share of the map's cells this frame holds: 1.0 unless ``valid`` marks some missing."""
+        return 1.0 if self.valid is None else float(self.valid.mean())
 
     def age_ms(self, reference_stamp_ns: int) -> float:
         """reference - this stamp, milliseconds (positive when this sweep is older)."""

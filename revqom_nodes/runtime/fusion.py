@@ -1,9 +1,10 @@
 """``FusionEngine``: the ego's and its partners' validated frames -> detections in the ego frame.
 
-Stages: codebook gather + post-affine decoder for every map (on the model's device) -> relative
-poses ``T_ego_from_agent = inv(T_world_from_ego) @ T_world_from_agent``
--> warp into the ego grid, fusion, head, NMS (``CooperativeDetector.detect_from_bev``).
-The same calls as the offline ``detect``, so a live frame and its offline twin agree.
+Stages: codebook gather + post-affine decoder for every map (on the model's device; cells whose
+slices were lost are zeroed) -> relative poses ``T_ego_from_agent = inv(T_world_from_ego) @
+T_world_from_agent`` -> warp into the ego grid, fusion that ignores each map's missing cells,
+head, NMS (``CooperativeDetector.detect_from_bev`` with the per-agent validity). The same calls
+as the offline ``detect``, so a live frame and its offline twin agree.
 """
 
 from __future__ import annotations
@@ -54,17 +55,24 @@ class FusionEngine:
 
     @torch.no_grad()
     def fuse(self, ego: AgentFrame, partners: Sequence[AgentFrame | None]) -> FusionResult:
-        """Frames carry their ``indices`` (set by validation); None partners are left out."""
+        """Frames carry their ``indices`` (set by validation or the inbox) and ``valid`` (None: every
+        cell arrived); None partners are left out."""
         frames = [ego, *[p for p in partners if p is not None and self.in_range(ego, p)]]
         if any(f.indices is None for f in frames):
             raise RuntimeConfigError("fuse() takes validated frames (their indices are missing)")
         device = self.model.device
         start = time.perf_counter()
         detector = self.model.detector
-        # One map at a time, as each arrives in its own message and as ``revqom eval`` rebuilds them.
+        # One map at a time, as each arrives in its own messages and as ``revqom eval`` rebuilds them.
         maps = [detector.decode_indices(torch.from_numpy(f.indices[None]).to(device)) for f in frames]
+        valid = [None if f.valid is None else torch.from_numpy(f.valid).to(device) for f in frames]
+        maps = [
+            bev if mask is None else bev * mask.to(bev.dtype) for bev, mask in zip(maps, valid, strict=True)
+        ]
         poses = relative_poses(ego, frames[1:])
-        detections = detector.detect_from_bev(maps, poses)
+        detections = detector.detect_from_bev(
+            maps, poses, valid if any(v is not None for v in valid) else None
+        )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         elapsed_ms = (time.perf_counter() - start) * 1e3 + sum(f.decode_ms for f in frames)

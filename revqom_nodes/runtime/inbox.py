@@ -1,8 +1,15 @@
 """``Inbox``: the fusion node's received messages, its counters, and which ego frame to fuse next.
 
 Thread-safe: reception callbacks call ``receive``, the fusion worker ``next_ego`` and
-``partners_of``. Memory is bounded: at most ``buffer_size`` validated frames per configured
-agent and ``max_pending`` ego frames; messages from unknown agents are counted only.
+``partners_of``. Memory is bounded: at most ``buffer_size`` frames per configured agent, each
+one fixed-size ``SliceAssembly``, and ``max_pending`` ego frames; messages from unknown agents
+are counted only.
+
+Slices: messages with the same agent id, stamp and sequence are the slices of one frame (the
+whole map is its one slice). The first slice makes the frame (usable from then on); later
+ones fill its assembly. A frame is settled when all its slices arrived, or when a slice of
+the agent's next frame arrived (senders publish a frame's slices back to back, so the missing
+ones are lost). Fusion gets a snapshot: ``indices`` assembled, ``valid`` the cells received.
 
 Pairing rule (deterministic, so that a live run matches the offline evaluation):
 for an ego frame E and another agent, the candidates are that agent's held frames with
@@ -10,7 +17,8 @@ for an ego frame E and another agent, the candidates are that agent's held frame
 tie). Live, with nothing from the future yet, that is the agent's newest message. An ego
 frame is fused once every other agent has a frame that no later one can beat (stamped at or
 after E, or less than half of ``sweep_period_ms`` before E: the agent's next sweep comes a
-period later), or has gone quiet, or ``sync_wait_ms`` after E arrived, whichever is first.
+period later) and that frame is settled, or has gone quiet, or ``sync_wait_ms`` after E's
+first slice arrived, whichever is first; E itself waits the same way for its own slices.
 An agent goes quiet when a wait for it times out with nothing to fuse, and is awake again
 with its next message. For runs that must match the offline evaluation frame by frame,
 ``sync_wait_ms`` must cover the agent's sweep period plus its encoding time.
@@ -18,6 +26,7 @@ with its next message. For runs that must match the offline evaluation frame by 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -25,18 +34,44 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from revqom_nodes.codec.slices import SliceAssembly, SliceError
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.frames import NS_PER_MS, AgentFrame
-from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason, check_frame
+from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason, check_slice
 
 log = logging.getLogger(__name__)
 
 TIME_JUMP_NS = 1_000_000_000  # a stamp this far behind the last one is a restart (a looping replay)
+POSE_TOLERANCE = 1e-9  # the slices of one frame repeat the same pose
+
+
+@dataclass
+class _Held:
+    """One frame being assembled: its first slice's message and the cells received so far."""
+
+    frame: AgentFrame
+    assembly: SliceAssembly
+    closed: bool = False  # a later frame of the agent started: no more slices will come
+
+    @property
+    def settled(self) -> bool:
+        return self.closed or self.assembly.complete
+
+    def snapshot(self) -> AgentFrame:
+        """The frame for fusion: a copy of the indices so far, ``valid`` None when every cell arrived."""
+        valid = self.assembly.valid
+        return dataclasses.replace(
+            self.frame,
+            indices=self.assembly.indices.copy(),
+            valid=None if valid.all() else valid.copy(),
+        )
 
 
 @dataclass
 class _Agent:
-    frames: deque[AgentFrame]
+    frames: deque[_Held]
     last_stamp_ns: int | None = None
     bytes_received: int = 0
     accepted: int = 0
@@ -45,7 +80,7 @@ class _Agent:
 
 @dataclass
 class _Pending:
-    frame: AgentFrame
+    held: _Held
     deadline_ns: int
     waited_for: set[str] = field(default_factory=set)
 
@@ -109,18 +144,81 @@ class Inbox:
         if agent_id not in self._agents or (topic_agent_id is not None and agent_id != topic_agent_id):
             expected = topic_agent_id or self.agent_ids
             raise Rejected(RejectReason.UNKNOWN_AGENT, f"agent {agent_id[:64]!r} (expected {expected})")
-        frame.indices = check_frame(frame, self.expect)
+        cells = check_slice(frame, self.expect)
         with self._lock:
             state = self._agents[agent_id]
-            if agent_id == self.ego_agent_id:
-                self._accept_ego(frame, state)
+            held = next(
+                (
+                    h
+                    for h in state.frames
+                    if (h.frame.stamp_ns, h.frame.sequence) == (frame.stamp_ns, frame.sequence)
+                ),
+                None,
+            )
+            if held is not None:
+                self._add_slice(held, frame, cells)
             else:
-                self._accept_other(frame, state)
-            state.frames.append(frame)
-            state.last_stamp_ns = frame.stamp_ns
+                self._start_frame(frame, cells, state)
             state.bytes_received += frame.payload_bytes
             state.accepted += 1
             state.quiet = False
+
+    def _start_frame(self, frame: AgentFrame, cells: np.ndarray, state: _Agent) -> None:
+        if frame.agent_id == self.ego_agent_id:
+            self._accept_ego(frame, state)
+        else:
+            self._accept_other(frame, state)
+        expect = self.expect
+        assembly = SliceAssembly(expect.num_quantizers, expect.height, expect.width, frame.num_slices)
+        assembly.add(
+            frame.first_cell,
+            frame.num_cells,
+            cells,
+            slice_index=frame.slice_index,
+            num_slices=frame.num_slices,
+        )
+        for older in state.frames:
+            older.closed = True
+        held = _Held(frame, assembly)
+        state.frames.append(held)
+        state.last_stamp_ns = frame.stamp_ns
+        if frame.agent_id == self.ego_agent_id:
+            if len(self._pending) == self._pending.maxlen:
+                self.ego_frames_dropped += 1
+            self._pending.append(_Pending(held, self._clock_ns() + self.sync_wait_ns))
+            self._newest_ego_ns = frame.stamp_ns
+
+    @staticmethod
+    def _add_slice(held: _Held, frame: AgentFrame, cells: np.ndarray) -> None:
+        assembly = held.assembly
+        if frame.num_slices != assembly.num_slices:
+            raise Rejected(
+                RejectReason.BAD_SLICE,
+                f"{frame.agent_id} slice says num_slices {frame.num_slices}, "
+                f"its frame's first said {assembly.num_slices}",
+            )
+        if assembly.has(frame.slice_index):
+            raise Rejected(
+                RejectReason.OUT_OF_ORDER,
+                f"{frame.agent_id} slice {frame.slice_index} of sweep {frame.stamp_ns} is a duplicate",
+            )
+        if not np.allclose(
+            frame.T_world_from_lidar, held.frame.T_world_from_lidar, rtol=0.0, atol=POSE_TOLERANCE
+        ):
+            raise Rejected(
+                RejectReason.BAD_SLICE, f"{frame.agent_id} slices of sweep {frame.stamp_ns} differ in pose"
+            )
+        try:
+            assembly.add(
+                frame.first_cell,
+                frame.num_cells,
+                cells,
+                slice_index=frame.slice_index,
+                num_slices=frame.num_slices,
+            )
+        except SliceError as exc:
+            raise Rejected(RejectReason.BAD_SLICE, f"{frame.agent_id}: {exc}") from None
+        held.frame.decode_ms += frame.decode_ms
 
     def _check_order(self, frame: AgentFrame, state: _Agent) -> bool:
         """True when the frame restarts the agent's clock (a jump back of TIME_JUMP_NS or more)."""
@@ -145,10 +243,6 @@ class Inbox:
                 agent.frames.clear()
                 agent.last_stamp_ns = None
             self._pending.clear()
-        if len(self._pending) == self._pending.maxlen:
-            self.ego_frames_dropped += 1
-        self._pending.append(_Pending(frame, self._clock_ns() + self.sync_wait_ns))
-        self._newest_ego_ns = frame.stamp_ns
 
     def _accept_other(self, frame: AgentFrame, state: _Agent) -> None:
         newest_ego = self._newest_ego_ns
@@ -168,38 +262,44 @@ class Inbox:
             if not self._pending:
                 return None, float("inf")
             pending = self._pending[0]
+            ego_stamp_ns = pending.held.frame.stamp_ns
             now = self._clock_ns()
-            waiting = [a for a in self.agent_ids[1:] if self._waits_for(a, pending.frame.stamp_ns)]
-            if waiting and now < pending.deadline_ns:
+            waiting = [a for a in self.agent_ids[1:] if self._waits_for(a, ego_stamp_ns)]
+            if (waiting or not pending.held.settled) and now < pending.deadline_ns:
                 return None, (pending.deadline_ns - now) / 1e9
             for agent_id in waiting:  # timed out: quiet unless it has something to fuse with this frame
                 state = self._agents[agent_id]
-                state.quiet = self._select(state.frames, pending.frame.stamp_ns) is None
+                state.quiet = self._select(state.frames, ego_stamp_ns) is None
             self._pending.popleft()
-            return pending.frame, 0.0
+            return pending.held.snapshot(), 0.0
 
     def _waits_for(self, agent_id: str, ego_stamp_ns: int) -> bool:
         state = self._agents[agent_id]
         if state.quiet:
             return False
         half_period = self.sweep_period_ns / 2
-        return not any(
-            f.stamp_ns >= ego_stamp_ns or ego_stamp_ns - f.stamp_ns < half_period for f in state.frames
-        )
+        if not any(
+            h.frame.stamp_ns >= ego_stamp_ns or ego_stamp_ns - h.frame.stamp_ns < half_period
+            for h in state.frames
+        ):
+            return True
+        selected = self._select(state.frames, ego_stamp_ns)
+        return selected is not None and not selected.settled
 
     def partners_of(self, ego: AgentFrame) -> list[AgentFrame | None]:
-        """For each other agent (``agent_ids[1:]``), the frame to fuse with ``ego``, or None."""
+        """For each other agent (``agent_ids[1:]``), a snapshot of the frame to fuse with ``ego``, or None."""
         with self._lock:
-            return [self._select(self._agents[a].frames, ego.stamp_ns) for a in self.agent_ids[1:]]
+            selected = [self._select(self._agents[a].frames, ego.stamp_ns) for a in self.agent_ids[1:]]
+            return [None if held is None else held.snapshot() for held in selected]
 
-    def _select(self, frames: Sequence[AgentFrame], ego_stamp_ns: int) -> AgentFrame | None:
+    def _select(self, frames: Sequence[_Held], ego_stamp_ns: int) -> _Held | None:
         best = None
-        for frame in frames:
-            distance = abs(frame.stamp_ns - ego_stamp_ns)
+        for held in frames:
+            distance = abs(held.frame.stamp_ns - ego_stamp_ns)
             if distance <= self.max_age_ns and (
-                best is None or distance <= abs(best.stamp_ns - ego_stamp_ns)
+                best is None or distance <= abs(best.frame.stamp_ns - ego_stamp_ns)
             ):
-                best = frame
+                best = held
         return best
 
     # ---- diagnostics --------------------------------------------------------------------
@@ -209,7 +309,7 @@ class Inbox:
             return {reason.value: self._rejected[reason] for reason in RejectReason}
 
     def bytes_received(self) -> list[int]:
-        """Payload bytes accepted so far, per agent in ``agent_ids`` order."""
+        """Payload bytes accepted so far (every slice's), per agent in ``agent_ids`` order."""
         with self._lock:
             return [self._agents[a].bytes_received for a in self.agent_ids]
 

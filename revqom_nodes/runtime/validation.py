@@ -1,9 +1,10 @@
 """The receiver's checks of one EncodedBEV message, each failure a counted ``RejectReason``.
 
 Order (cheap first; nothing sized by a message field is allocated before its checks):
-codebook id -> codec settings (K, Q) -> grid (H, W, cell size) -> encoding -> pose ->
-payload (``decode_payload``, which checks length, padding, ranges). Agent identity, age and
-ordering depend on the other messages held and are checked by ``inbox.Inbox``.
+codebook id -> codec settings (K, Q) -> grid (H, W, cell size) -> slice fields (cell range
+inside the grid) -> encoding -> pose -> payload (``decode_cells``, which checks length,
+padding, ranges). Agent identity, age, ordering and how a slice fits the slices of its frame
+received before depend on the other messages held and are checked by ``inbox.Inbox``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from revqom_nodes.codec.errors import WireFormatError
-from revqom_nodes.codec.wire import Encoding, check_codebook_id, decode_payload
+from revqom_nodes.codec.slices import SliceAssembly, SliceError, check_slice_fields
+from revqom_nodes.codec.wire import Encoding, check_codebook_id, decode_cells
 from revqom_nodes.runtime.frames import AgentFrame
 from revqom_nodes.runtime.model import RuntimeModel
 
@@ -33,6 +35,7 @@ class RejectReason(str, enum.Enum):
     GRID_MISMATCH = "grid_mismatch"  # height, width or cell size differ (oversize claims too)
     UNKNOWN_ENCODING = "unknown_encoding"
     BAD_POSE = "bad_pose"  # NaN / infinite values, or not a rigid transform
+    BAD_SLICE = "bad_slice"  # cell range outside the map, overlapping, or unlike its frame's other slices
     MALFORMED_PAYLOAD = "malformed_payload"  # the wire format's checks failed
     STALE = "stale"  # older than max_age_ms before the newest ego sweep
     OUT_OF_ORDER = "out_of_order"  # a duplicate, or older than the agent's last accepted sweep
@@ -87,8 +90,9 @@ def is_rigid(T: np.ndarray) -> bool:
     )
 
 
-def check_frame(frame: AgentFrame, expect: Expectations) -> np.ndarray:
-    """Run every content check; returns the (Q, H, W) int64 indices, sets ``frame.decode_ms``.
+def check_slice(frame: AgentFrame, expect: Expectations) -> np.ndarray:
+    """Run every content check of one message; returns its (Q, num_cells) int64 indices (the
+    cells ``[first_cell, first_cell + num_cells)``, stage-major) and sets ``frame.decode_ms``.
 
     Raises Rejected with the first failing reason.
     """
@@ -112,6 +116,17 @@ def check_frame(frame: AgentFrame, expect: Expectations) -> np.ndarray:
             f"{expect.height}x{expect.width} of {expect.cell_size_m} m",
         )
     try:
+        check_slice_fields(
+            slice_index=frame.slice_index,
+            num_slices=frame.num_slices,
+            first_cell=frame.first_cell,
+            num_cells=frame.num_cells,
+            height=expect.height,
+            width=expect.width,
+        )
+    except SliceError as exc:
+        raise Rejected(RejectReason.BAD_SLICE, str(exc)) from None
+    try:
         encoding = Encoding(frame.encoding)
     except ValueError:
         raise Rejected(RejectReason.UNKNOWN_ENCODING, f"encoding {frame.encoding}") from None
@@ -119,10 +134,9 @@ def check_frame(frame: AgentFrame, expect: Expectations) -> np.ndarray:
         raise Rejected(RejectReason.BAD_POSE, "lidar_pose is not a finite rigid transform")
     start = time.perf_counter()
     try:
-        indices = decode_payload(
+        indices = decode_cells(
             frame.payload,
-            height=expect.height,
-            width=expect.width,
+            num_cells=frame.num_cells,
             num_quantizers=expect.num_quantizers,
             codebook_size=expect.codebook_size,
             encoding=encoding,
@@ -132,3 +146,23 @@ def check_frame(frame: AgentFrame, expect: Expectations) -> np.ndarray:
         raise Rejected(RejectReason.MALFORMED_PAYLOAD, str(exc)) from None
     frame.decode_ms = (time.perf_counter() - start) * 1e3
     return indices
+
+
+def check_frame(frame: AgentFrame, expect: Expectations) -> np.ndarray:
+    """``check_slice`` of a message that carries a whole map (one slice) -> (Q, H, W) int64 indices.
+
+    Raises Rejected (BAD_SLICE for a slice of a larger frame: the inbox assembles those).
+    """
+    cells = check_slice(frame, expect)
+    if frame.num_slices != 1:
+        raise Rejected(
+            RejectReason.BAD_SLICE, f"slice {frame.slice_index} of {frame.num_slices}: not a whole map"
+        )
+    assembly = SliceAssembly(expect.num_quantizers, expect.height, expect.width)
+    try:
+        assembly.add(frame.first_cell, frame.num_cells, cells)
+    except SliceError as exc:
+        raise Rejected(RejectReason.BAD_SLICE, str(exc)) from None
+    if not assembly.valid.all():
+        raise Rejected(RejectReason.BAD_SLICE, f"one slice of {frame.num_cells} cells: not a whole map")
+    return assembly.indices

@@ -26,6 +26,10 @@ def make_encoded_bev() -> EncodedBEV:
     message.num_quantizers = 3
     message.codebook_id = "9f" * 32
     message.encoding = EncodedBEV.ENCODING_PACKED
+    message.slice_index = 0
+    message.num_slices = 1
+    message.first_cell = 0
+    message.num_cells = 128 * 128
     payload = np.random.default_rng(2026).integers(0, 256, PAYLOAD_BYTES, dtype=np.uint8)
     message.payload = payload.tobytes()  # bytes, never a numpy array (6.5 ms vs 5 us)
     return message

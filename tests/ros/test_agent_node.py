@@ -87,7 +87,28 @@ def test_sweep_waits_for_its_pose_then_is_encoded(make_node):
     assert len(msg.payload) == packed_size(
         *node.model.grid.bev_shape, settings.num_quantizers, settings.codebook_size
     )
+    assert (msg.slice_index, msg.num_slices, msg.first_cell, msg.num_cells) == (0, 1, 0, 32 * 32)
     assert (node.frames_encoded, node.frames_failed) == (1, 0)
+
+
+def test_a_sweep_is_published_as_back_to_back_slices(make_node):
+    node = make_node(pose__static=[float(v) for v in T_WORLD.reshape(-1)], output__slice_bytes=100)
+    statuses = []
+    node.status_pub.publish = statuses.append
+    node._on_cloud(make_cloud(tiny_cloud(1), STAMP_NS))
+    wait_for(lambda: statuses)
+    messages = node.published
+    height, width = node.model.grid.bev_shape
+    assert len(messages) == -(-height * width // 100)  # PACKED: 100 one-byte cells per slice
+    assert [m.slice_index for m in messages] == list(range(len(messages)))
+    assert {m.num_slices for m in messages} == {len(messages)} and {m.sequence for m in messages} == {1}
+    assert all(len(m.payload) <= 100 for m in messages)
+    assert [m.first_cell for m in messages] == [100 * i for i in range(len(messages))]
+    assert sum(m.num_cells for m in messages) == height * width
+    assert all(stamp_to_ns(m.header.stamp) == STAMP_NS for m in messages)
+    for m in messages:
+        np.testing.assert_allclose(pose_to_matrix(m.lidar_pose), T_WORLD, atol=1e-9)
+    assert statuses[0].payload_bytes == sum(len(m.payload) for m in messages)
 
 
 def test_bad_clouds_and_missing_poses_are_counted_and_skipped(make_node):
@@ -121,3 +142,5 @@ def test_configuration_errors_are_clear(make_node):
         make_node(pose__static=[1.0, 2.0])
     with pytest.raises(RuntimeConfigError, match="encoding"):
         make_node(codec__encoding="zip")
+    with pytest.raises(RuntimeConfigError, match="slice_bytes"):
+        make_node(output__slice_bytes=-5)

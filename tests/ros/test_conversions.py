@@ -96,7 +96,8 @@ def test_encoded_bev_round_trip(tiny_model, sweeps):
         header=header,
         T_world_from_lidar=T,
     )
-    assert bytes(msg.payload) == sweep.payload
+    assert bytes(msg.payload) == sweep.slices[0].payload
+    assert (msg.slice_index, msg.num_slices, msg.first_cell, msg.num_cells) == (0, 1, 0, 32 * 32)
     frame = encoded_bev_to_frame(msg, received_ns=7, source_ns=6)
     assert (frame.agent_id, frame.sequence, frame.stamp_ns, frame.received_ns) == (
         "infrastructure",
@@ -106,6 +107,50 @@ def test_encoded_bev_round_trip(tiny_model, sweeps):
     )
     np.testing.assert_allclose(frame.T_world_from_lidar, T, atol=1e-9)
     np.testing.assert_array_equal(check_frame(frame, Expectations.of(tiny_model)), sweep.indices)
+
+
+def test_sliced_sweep_messages_carry_their_cells(tiny_model, sweeps):
+    from revqom_nodes.codec.wire import Encoding
+    from revqom_nodes.runtime.encoder import AgentEncoder
+    from revqom_nodes.runtime.validation import Expectations, check_slice
+
+    sweep = AgentEncoder(tiny_model, Encoding.ENTROPY, slice_bytes=20).encode(sweeps["vehicle"])
+    T = make_transform(rotation_z(0.3), [2800.0, -1200.0, 1.9])
+    header = Header(stamp=Time(sec=1_626_155_000, nanosec=9), frame_id="vehicle_lidar")
+    messages = [
+        make_encoded_bev(
+            sweep,
+            tiny_model,
+            agent_id="vehicle",
+            role=0,
+            sequence=4,
+            header=header,
+            T_world_from_lidar=T,
+            slice_index=i,
+        )
+        for i in range(len(sweep.slices))
+    ]
+    assert len(messages) > 1
+    flat = sweep.indices.reshape(sweep.indices.shape[0], -1)
+    for index, msg in enumerate(messages):
+        piece = sweep.slices[index]
+        assert (msg.slice_index, msg.num_slices, msg.first_cell, msg.num_cells) == (
+            index,
+            len(messages),
+            piece.first_cell,
+            piece.num_cells,
+        )
+        assert msg.encoding == int(piece.encoding) and bytes(msg.payload) == piece.payload
+        frame = encoded_bev_to_frame(msg)
+        assert (frame.slice_index, frame.num_slices, frame.first_cell, frame.num_cells) == (
+            index,
+            len(messages),
+            piece.first_cell,
+            piece.num_cells,
+        )
+        np.testing.assert_allclose(frame.T_world_from_lidar, T, atol=1e-9)  # every slice has the pose
+        cells = check_slice(frame, Expectations.of(tiny_model))
+        np.testing.assert_array_equal(cells, flat[:, piece.first_cell : piece.first_cell + piece.num_cells])
 
 
 def test_detections_and_markers():

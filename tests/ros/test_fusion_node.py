@@ -21,8 +21,19 @@ import pytest
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-BAD_KINDS = ("truncated", "codebook", "oversize", "nan_pose", "encoding", "intruder", "stale", "codec")
+BAD_KINDS = (
+    "truncated",
+    "codebook",
+    "oversize",
+    "nan_pose",
+    "encoding",
+    "intruder",
+    "stale",
+    "codec",
+    "slice",
+)
 EXPECTED_REASONS = (
+    "bad_slice",
     "malformed_payload",
     "codebook_mismatch",
     "grid_mismatch",
@@ -62,6 +73,8 @@ def _bad(message, kind: str):
         bad.agent_id = "intruder"
     elif kind == "codec":
         bad.num_quantizers = 5
+    elif kind == "slice":
+        bad.first_cell = 1  # with num_cells = H * W, the range runs past the map
     return bad
 
 
@@ -255,6 +268,7 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
         assert list(detections[stamp].fused_agent_ids) == (
             ["vehicle", "infrastructure"] if with_infra else ["vehicle"]
         )
+        assert list(status.cells_received_fraction) == [1.0, 1.0 if with_infra else 0.0]
     assert fused_infra >= lost_from // 2  # the roadside unit was fused while it was alive
     for stamp in sent[-3:]:  # and reported missing after it died
         status = by_stamp[stamp]

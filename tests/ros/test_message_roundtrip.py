@@ -47,5 +47,11 @@ def test_encoded_bev_roundtrip_between_processes(ros_env: dict[str, str]) -> Non
     assert message.lidar_pose.position.x == expected.lidar_pose.position.x  # float64 kept
     assert message.codebook_id == expected.codebook_id
     assert (message.sequence, message.height, message.width) == (4_000_000_001, 128, 128)
+    assert (message.slice_index, message.num_slices, message.first_cell, message.num_cells) == (
+        0,
+        1,
+        0,
+        16_384,
+    )
     # Every other field: the CDR bytes of both messages are identical.
     assert serialize_message(message) == serialize_message(expected)

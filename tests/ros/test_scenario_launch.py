@@ -54,15 +54,11 @@ def _node_processes() -> list:
     return found
 
 
-def test_scenario_runs_to_the_end_of_the_bag_and_matches_eval(scenario, ros_env) -> None:
-    from revqom_nodes.codec.wire import packed_size
-    from revqom_nodes.data.dairv2x import DairV2XReader
-    from revqom_nodes.evaluation.runner import evaluate_model
-    from revqom_nodes.model_file import load_model
+def _run_scenario(scenario: dict[str, Path], out: Path, **extra: str) -> list[dict]:
+    """Launch the scenario (tiny model, packed, recording to ``out``) to its end; its records."""
     from revqom_nodes.ros.launch_file import parse_launch_file
     from revqom_nodes.ros.launch_runner import LaunchRunner
 
-    out = scenario["base"] / "out"
     arguments = {
         "bag": str(scenario["bag"]),
         "model": str(scenario["model"]),
@@ -74,6 +70,7 @@ def test_scenario_runs_to_the_end_of_the_bag_and_matches_eval(scenario, ros_env)
         "out_dir": str(out),
         "sync_wait_ms": "3000.0",
         "exit_delay": "5.0",
+        **extra,
     }
     nodes = parse_launch_file(ROOT / "launch" / "scenario.launch.xml", arguments)
     assert sorted(n.executable for n in nodes) == [
@@ -94,8 +91,15 @@ def test_scenario_runs_to_the_end_of_the_bag_and_matches_eval(scenario, ros_env)
     assert runner.shutdown_reason == "replay exited (on_exit=shutdown)"
     assert set(runner.returncodes.values()) == {0}
     assert _node_processes() == []
+    return [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
 
-    records = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+
+def _assert_detections_match_eval(records: list[dict], scenario: dict[str, Path]):
+    """Every ego frame's live detections equal ``revqom eval``'s; returns the loaded model."""
+    from revqom_nodes.data.dairv2x import DairV2XReader
+    from revqom_nodes.evaluation.runner import evaluate_model
+    from revqom_nodes.model_file import load_model
+
     detections = {r["stamp_ns"]: r for r in records if r["kind"] == "detections"}
     reader = DairV2XReader(scenario["dataset"], "all")
     frames = [reader[i] for i in range(len(reader))]
@@ -111,7 +115,14 @@ def test_scenario_runs_to_the_end_of_the_bag_and_matches_eval(scenario, ros_env)
         assert len(live["scores"]) == len(expected_pred) > 0
         np.testing.assert_allclose(np.asarray(live["boxes"]), expected_pred[:, :7], atol=1e-3)
         np.testing.assert_allclose(live["scores"], expected_pred[:, 7], atol=1e-4)
+    return loaded
 
+
+def test_scenario_runs_to_the_end_of_the_bag_and_matches_eval(scenario, ros_env) -> None:
+    from revqom_nodes.codec.wire import packed_size
+
+    records = _run_scenario(scenario, scenario["base"] / "out")
+    loaded = _assert_detections_match_eval(records, scenario)
     height, width = loaded.config.grid.bev_shape
     codec = loaded.config.codec
     expected_bytes = packed_size(height, width, codec.num_quantizers, codec.codebook_size)
@@ -121,3 +132,52 @@ def test_scenario_runs_to_the_end_of_the_bag_and_matches_eval(scenario, ros_env)
     statuses = [r for r in records if r["kind"] == "agent_status"]
     assert {r["payload_bytes"] for r in statuses} == {expected_bytes}
     assert all(r["frames_failed"] == 0 for r in statuses)
+
+
+def test_sliced_scenario_matches_the_whole_map_run_with_every_cell(scenario, ros_env) -> None:
+    """``slice_bytes``: the agents send every map in slices; on loopback nothing is lost, so the
+    detections equal ``revqom eval``'s (which the monolithic run above equals too) and the
+    status reports every cell received. The tiny model's map is 1,024 B PACKED, so the budget
+    is 200 B (6 slices per map; 1,200 B would hold it whole)."""
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from revqom.msg import FusionStatus
+
+    from revqom_nodes.codec.wire import packed_size
+    from revqom_nodes.ros.qos import RESULT_QOS
+
+    slice_bytes = 200
+    statuses: list[FusionStatus] = []
+    rclpy.init()
+    listener = Node("fusion_status_listener")
+    listener.create_subscription(FusionStatus, "/fusion/fusion_status", statuses.append, RESULT_QOS)
+    executor = SingleThreadedExecutor()
+    executor.add_node(listener)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        records = _run_scenario(scenario, scenario["base"] / "out_sliced", slice_bytes=str(slice_bytes))
+    finally:
+        executor.shutdown()
+        listener.destroy_node()
+        rclpy.try_shutdown()
+        spinner.join(timeout=10)
+    loaded = _assert_detections_match_eval(records, scenario)
+
+    height, width = loaded.config.grid.bev_shape
+    codec = loaded.config.codec
+    whole = packed_size(height, width, codec.num_quantizers, codec.codebook_size)
+    per_map = -(-whole // slice_bytes)
+    encoded = [r for r in records if r["kind"] == "encoded_bev"]
+    assert len(encoded) == 2 * FRAMES * per_map
+    assert max(r["payload_bytes"] for r in encoded) <= slice_bytes
+    agent_statuses = [r for r in records if r["kind"] == "agent_status"]
+    assert {r["payload_bytes"] for r in agent_statuses} == {whole}  # the frame's total
+    assert len(statuses) == FRAMES
+    assert all(list(s.cells_received_fraction) == [1.0, 1.0] for s in statuses)
+    assert all(
+        dict(zip(s.rejected_reasons, s.rejected_counts, strict=True))["bad_slice"] == 0 for s in statuses
+    )

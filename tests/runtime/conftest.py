@@ -27,43 +27,63 @@ def sweeps() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture
-def make_frame(tiny_model: RuntimeModel, sweeps: dict[str, np.ndarray]) -> Callable[..., AgentFrame]:
-    """``make_frame(agent_id, stamp_ms, T=None, encode_with=PACKED, **overrides) -> AgentFrame``.
+def make_slices(tiny_model: RuntimeModel, sweeps: dict[str, np.ndarray]) -> Callable[..., list[AgentFrame]]:
+    """``make_slices(agent_id, stamp_ms, T=None, encode_with=PACKED, slice_bytes=0, **overrides)``
+    -> the AgentFrames of one sweep's messages (one whole-map message for slice_bytes 0).
 
     Agents other than vehicle and infrastructure send the vehicle's sweep.
     """
-    encoders = {e: AgentEncoder(tiny_model, e) for e in Encoding}
-    cache: dict[tuple[str, Encoding], object] = {}
+    cache: dict[tuple[str, Encoding, int], object] = {}
 
     def make(
         agent_id: str = "vehicle",
         stamp_ms: float = 1000.0,
         T: np.ndarray | None = None,
         encode_with: Encoding = Encoding.PACKED,
+        slice_bytes: int = 0,
         **overrides: object,
-    ) -> AgentFrame:
-        key = (agent_id if agent_id in sweeps else "vehicle", encode_with)
+    ) -> list[AgentFrame]:
+        key = (agent_id if agent_id in sweeps else "vehicle", encode_with, slice_bytes)
         if key not in cache:
-            cache[key] = encoders[encode_with].encode(sweeps[key[0]])
+            cache[key] = AgentEncoder(tiny_model, encode_with, slice_bytes).encode(sweeps[key[0]])
         sweep = cache[key]
         height, width = tiny_model.grid.bev_shape
-        fields = dict(
-            agent_id=agent_id,
-            role=0 if agent_id == "vehicle" else 1,
-            sequence=int(stamp_ms),
-            stamp_ns=int(stamp_ms * MS),
-            frame_id=f"{agent_id}_lidar",
-            T_world_from_lidar=np.eye(4) if T is None else T,
-            height=height,
-            width=width,
-            cell_size_m=tiny_model.grid.cell_size_m,
-            codebook_size=tiny_model.settings.codebook_size,
-            num_quantizers=tiny_model.settings.num_quantizers,
-            codebook_id=tiny_model.codebook_id,
-            encoding=int(sweep.encoding),
-            payload=sweep.payload,
-        )
-        fields.update(overrides)
-        return AgentFrame(**fields)
+        frames = []
+        for index, piece in enumerate(sweep.slices):
+            fields = dict(
+                agent_id=agent_id,
+                role=0 if agent_id == "vehicle" else 1,
+                sequence=int(stamp_ms),
+                stamp_ns=int(stamp_ms * MS),
+                frame_id=f"{agent_id}_lidar",
+                T_world_from_lidar=np.eye(4) if T is None else T,
+                height=height,
+                width=width,
+                cell_size_m=tiny_model.grid.cell_size_m,
+                codebook_size=tiny_model.settings.codebook_size,
+                num_quantizers=tiny_model.settings.num_quantizers,
+                codebook_id=tiny_model.codebook_id,
+                encoding=int(piece.encoding),
+                payload=piece.payload,
+                slice_index=index,
+                num_slices=len(sweep.slices),
+                first_cell=piece.first_cell,
+                num_cells=piece.num_cells,
+            )
+            fields.update(overrides)
+            frames.append(AgentFrame(**fields))
+        return frames
+
+    return make
+
+
+@pytest.fixture
+def make_frame(make_slices: Callable[..., list[AgentFrame]]) -> Callable[..., AgentFrame]:
+    """``make_frame(agent_id, stamp_ms, T=None, encode_with=PACKED, **overrides) -> AgentFrame``:
+    one message carrying the whole map."""
+
+    def make(*args: object, **kwargs: object) -> AgentFrame:
+        (frame,) = make_slices(*args, **kwargs)
+        return frame
 
     return make

@@ -11,6 +11,7 @@ from revqom_nodes.runtime.encoder import AgentEncoder, parse_encoding
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.fusion import FusionEngine
 from revqom_nodes.runtime.validation import Expectations, check_frame
+from tests.runtime.tiny_model import tiny_cloud
 
 T_WORLD_FROM_VEHICLE = make_transform(rotation_z(0.4), [2800.0, -1200.0, 1.9])
 T_WORLD_FROM_INFRA = make_transform(rotation_z(-1.1), [2806.0, -1195.0, 6.0])
@@ -56,10 +57,20 @@ def test_payload_sizes(tiny_model, sweeps):
     settings = tiny_model.settings
     packed = AgentEncoder(tiny_model, Encoding.PACKED).encode(sweeps["vehicle"])
     entropy = AgentEncoder(tiny_model, Encoding.ENTROPY).encode(sweeps["vehicle"])
-    assert len(packed.payload) == packed_size(height, width, settings.num_quantizers, settings.codebook_size)
-    assert len(entropy.payload) <= len(packed.payload)
+    assert len(packed.slices) == len(entropy.slices) == 1
+    assert packed.payload_bytes == packed_size(height, width, settings.num_quantizers, settings.codebook_size)
+    assert entropy.payload_bytes <= packed.payload_bytes
     np.testing.assert_array_equal(entropy.indices, packed.indices)
     assert min(packed.bev_ms, packed.quantize_ms, packed.pack_ms) >= 0 and packed.encode_ms > 0
+    sliced = AgentEncoder(tiny_model, Encoding.ENTROPY, slice_bytes=20).encode(sweeps["vehicle"])
+    assert len(sliced.slices) > 1 and all(len(s.payload) <= 20 for s in sliced.slices)
+    assert sum(s.num_cells for s in sliced.slices) == height * width
+
+
+def test_slice_bytes_must_not_be_negative(tiny_model):
+    with pytest.raises(RuntimeConfigError, match="slice_bytes"):
+        AgentEncoder(tiny_model, slice_bytes=-1)
+    assert len(AgentEncoder(tiny_model, slice_bytes=1).encode(tiny_cloud(1)).slices) == 32 * 32  # 8-bit cells
 
 
 def test_encoding_names():

@@ -7,7 +7,14 @@ import pytest
 
 from revqom_nodes.codec.wire import Encoding
 from revqom_nodes.runtime.encoder import AgentEncoder
-from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason, check_frame, is_rigid
+from revqom_nodes.runtime.validation import (
+    Expectations,
+    Rejected,
+    RejectReason,
+    check_frame,
+    check_slice,
+    is_rigid,
+)
 
 
 @pytest.mark.parametrize("encoding", list(Encoding))
@@ -41,6 +48,12 @@ SHEARED[0, 1] = 0.5
         ({"payload": b"\x00" * 10}, RejectReason.MALFORMED_PAYLOAD),
         ({"payload": b""}, RejectReason.MALFORMED_PAYLOAD),
         ({"payload": b"\xff" * 1024, "encoding": 1}, RejectReason.MALFORMED_PAYLOAD),
+        ({"num_slices": 0}, RejectReason.BAD_SLICE),
+        ({"slice_index": 1}, RejectReason.BAD_SLICE),
+        ({"first_cell": 1}, RejectReason.BAD_SLICE),
+        ({"num_cells": 0}, RejectReason.BAD_SLICE),
+        ({"num_cells": 2**32 - 1}, RejectReason.BAD_SLICE),
+        ({"num_slices": 2, "num_cells": 512}, RejectReason.MALFORMED_PAYLOAD),  # payload of 1024 cells
     ],
 )
 def test_each_defect_has_its_reason(tiny_model, make_frame, overrides, reason):
@@ -64,3 +77,19 @@ def test_is_rigid():
     assert is_rigid(T)
     assert not is_rigid(np.diag([2.0, 1.0, 1.0, 1.0]))
     assert not is_rigid(np.eye(3))
+
+
+@pytest.mark.parametrize("encoding", list(Encoding))
+def test_each_slice_decodes_on_its_own(tiny_model, sweeps, make_slices, encoding):
+    sent = AgentEncoder(tiny_model, encoding).encode(sweeps["vehicle"]).indices
+    Q, H, W = sent.shape
+    flat = sent.reshape(Q, H * W)
+    slices = make_slices(encode_with=encoding, slice_bytes=24)
+    assert len(slices) > 1
+    expect = Expectations.of(tiny_model)
+    for frame in slices[::-1]:
+        cells = check_slice(frame, expect)
+        np.testing.assert_array_equal(cells, flat[:, frame.first_cell : frame.first_cell + frame.num_cells])
+    with pytest.raises(Rejected) as caught:
+        check_frame(slices[1], expect)  # one slice of several is not a whole map
+    assert caught.value.reason is RejectReason.BAD_SLICE

@@ -1,0 +1,258 @@
+"""Slices: an index map cut into runs of cells whose payloads fit a byte budget, and reassembly.
+
+A slice carries the cells ``[first_cell, first_cell + num_cells)`` of the (H, W) grid in
+row-major order (cell ``i`` is row ``i // W``, column ``i % W``), all Q stages of each. Its
+payload is the wire format of its (Q, num_cells) indices (``wire.encode_cells``: PACKED, or
+ENTROPY with its per-slice fallback to PACKED), so every slice decodes on its own; a whole map
+in one message is the one-slice case. Specified in docs/wire-format.md, "Slices".
+
+Cutting: PACKED slices hold a fixed ``floor(budget * 8 / (Q * b))`` cells (the last one fewer);
+ENTROPY slices grow while the size estimated from the static tables fits the budget, are then
+encoded and shrunk until the payload fits, and never hold fewer cells than a PACKED slice.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from revqom_nodes.codec.entropy import validate_frequency_tables
+from revqom_nodes.codec.errors import WireFormatError
+from revqom_nodes.codec.wire import STAGE_LENGTH_BYTES, Encoding, bits_per_index, encode_cells
+
+MAX_SLICES = 65535  # EncodedBEV.num_slices is a uint16
+ENTROPY_SLACK_BITS = 40  # range coder flush per stage stream, in the size estimate (measured <= 34)
+GROW_TOLERANCE = 64  # growing a fitting ENTROPY slice stops within 1/64 of its best cell count
+WORD_BITS = 32  # a range-coded stage stream is a whole number of 32-bit words
+
+
+class SliceError(WireFormatError):
+    """A slice's cell range or slice fields do not fit its frame (docs/wire-format.md, "Slices")."""
+
+
+class Slice(NamedTuple):
+    """One message's share of a map: cells ``[first_cell, first_cell + num_cells)``."""
+
+    first_cell: int
+    num_cells: int
+    payload: bytes
+    encoding: Encoding  # the one used: ENTROPY falls back to PACKED per slice when not smaller
+
+
+def packed_cells_per_slice(budget_bytes: int, num_quantizers: int, codebook_size: int) -> int:
+    """Cells of one PACKED slice: floor(budget * 8 / (Q * b)). Raises WireFormatError when 0."""
+    cells = int(budget_bytes) * 8 // (num_quantizers * bits_per_index(codebook_size))
+    if cells < 1:
+        raise WireFormatError(
+            f"a budget of {budget_bytes} bytes holds no cell of {num_quantizers} x "
+            f"{bits_per_index(codebook_size)} bits"
+        )
+    return cells
+
+
+def cut_slices(
+    indices: np.ndarray,
+    codebook_size: int,
+    budget_bytes: int,
+    encoding: Encoding = Encoding.PACKED,
+    frequency_tables: np.ndarray | None = None,
+) -> list[Slice]:
+    """(Q, H, W) indices in [0, K) -> slices covering the map once, in cell order.
+
+    budget_bytes: the largest payload of one slice; 0 puts the whole map in one slice.
+    Raises WireFormatError for bad indices or tables, a budget below one cell, or more than
+    MAX_SLICES slices.
+    """
+    indices = np.asarray(indices)
+    if indices.ndim != 3 or indices.dtype.kind not in "iu":
+        raise WireFormatError(
+            f"indices must be a (Q, H, W) integer array, got {indices.shape} {indices.dtype}"
+        )
+    Q, H, W = indices.shape
+    flat = indices.reshape(Q, H * W)
+    encoding = Encoding(encoding)
+    if budget_bytes < 0:
+        raise WireFormatError(f"budget_bytes must be >= 0, got {budget_bytes}")
+    if budget_bytes == 0:
+        payload, used = encode_cells(flat, codebook_size, encoding, frequency_tables)
+        return [Slice(0, H * W, payload, used)]
+    packed_cells = packed_cells_per_slice(budget_bytes, Q, codebook_size)
+    total = H * W
+    if encoding is Encoding.PACKED:
+        runs = [(start, min(packed_cells, total - start)) for start in range(0, total, packed_cells)]
+        _check_count(len(runs))
+        return [_encode(flat, start, n, codebook_size, encoding, None) for start, n in runs]
+    if frequency_tables is None:
+        raise WireFormatError("ENTROPY encoding needs frequency tables; this codec state has none")
+    tables = validate_frequency_tables(frequency_tables, Q, codebook_size)
+    cumulative = _cumulative_bits(flat, tables, codebook_size)
+    slices: list[Slice] = []
+    start = 0
+    while start < total:
+        floor = min(packed_cells, total - start)
+        n = max(floor, _estimated_run(cumulative, start, budget_bytes, floor))
+        piece = _encode(flat, start, n, codebook_size, encoding, tables)
+        while len(piece.payload) > budget_bytes:  # the estimate was short: shrink, never below a PACKED slice
+            excess = len(piece.payload) - budget_bytes
+            n = max(floor, n - max(1, -(-n * excess // len(piece.payload))))
+            piece = _encode(flat, start, n, codebook_size, encoding, tables)
+        piece = _grow(
+            flat, piece, _estimated_run(cumulative, start, budget_bytes, floor, 0), budget_bytes, tables
+        )
+        slices.append(piece)
+        _check_count(len(slices))
+        start += piece.num_cells
+    return slices
+
+
+def _check_count(count: int) -> None:
+    if count > MAX_SLICES:
+        raise WireFormatError(f"the map needs more than {MAX_SLICES} slices at this budget")
+
+
+def _encode(
+    flat: np.ndarray, start: int, n: int, codebook_size: int, encoding: Encoding, tables: np.ndarray | None
+) -> Slice:
+    payload, used = encode_cells(flat[:, start : start + n], codebook_size, encoding, tables)
+    return Slice(start, n, payload, used)
+
+
+def _grow(flat: np.ndarray, piece: Slice, upper: int, budget_bytes: int, tables: np.ndarray) -> Slice:
+    """The largest slice from ``piece.first_cell`` that still fits, by bisection between the cells
+    of ``piece`` (fits) and ``upper`` (the estimate without the flush: an optimistic bound)."""
+    start, codebook_size = piece.first_cell, tables.shape[1]
+    upper = min(upper, flat.shape[1] - start)
+    low, high = piece.num_cells, upper + 1  # low fits; high is known not to (or is beyond the map)
+    while high - low > max(1, low // GROW_TOLERANCE):
+        middle = (low + high) // 2
+        candidate = _encode(flat, start, middle, codebook_size, Encoding.ENTROPY, tables)
+        if len(candidate.payload) <= budget_bytes:
+            low, piece = middle, candidate
+        else:
+            high = middle
+    return piece
+
+
+def _cumulative_bits(flat: np.ndarray, tables: np.ndarray, codebook_size: int) -> np.ndarray:
+    """(Q, N) indices -> (Q, N + 1) running sum of -log2 p(index) under each stage's table."""
+    cost = -np.log2(tables / tables.sum(axis=1, keepdims=True))
+    bits = np.take_along_axis(cost, flat.astype(np.int64), axis=1)
+    return np.concatenate([np.zeros((flat.shape[0], 1)), np.cumsum(bits, axis=1)], axis=1)
+
+
+def _estimated_run(
+    cumulative: np.ndarray, start: int, budget_bytes: int, floor: int, slack_bits: float = ENTROPY_SLACK_BITS
+) -> int:
+    """The most cells from ``start`` whose estimated ENTROPY payload fits the budget.
+
+    Estimate: 4 * Q header bytes plus, per stage, whole 32-bit words of its bits plus
+    ``slack_bits`` for the coder's flush. Searched in a window that doubles while every cell fits.
+    """
+    Q, total = cumulative.shape[0], cumulative.shape[1] - 1
+    window = 4 * floor
+    while True:
+        end = min(total, start + window)
+        bits = cumulative[:, start + 1 : end + 1] - cumulative[:, start : start + 1]
+        words = np.ceil((bits + slack_bits) / WORD_BITS).sum(axis=0)
+        estimate = Q * STAGE_LENGTH_BYTES + (WORD_BITS // 8) * words
+        fitting = int(np.searchsorted(estimate, budget_bytes, side="right"))
+        if fitting < end - start or end == total:
+            return fitting
+        window *= 2
+
+
+def check_slice_fields(
+    *, slice_index: int, num_slices: int, first_cell: int, num_cells: int, height: int, width: int
+) -> None:
+    """The slice fields of one message against its (H, W) grid; raises SliceError."""
+    total = int(height) * int(width)
+    if not 1 <= num_slices <= min(MAX_SLICES, total):
+        raise SliceError(f"num_slices = {num_slices} is outside 1..{min(MAX_SLICES, total)}")
+    if not 0 <= slice_index < num_slices:
+        raise SliceError(f"slice_index = {slice_index} is outside 0..{num_slices - 1}")
+    if num_cells < 1 or first_cell < 0 or first_cell + num_cells > total:
+        raise SliceError(
+            f"cells [{first_cell}, {first_cell + num_cells}) are not a nonempty range inside the "
+            f"{height} x {width} = {total} cells of the map"
+        )
+
+
+class SliceAssembly:
+    """The slices of one frame received so far -> its (Q, H, W) indices and (H, W) validity.
+
+    Memory: (Q, H * W) int64 plus H * W and num_slices booleans, whatever arrives.
+    """
+
+    def __init__(self, num_quantizers: int, height: int, width: int, num_slices: int = 1) -> None:
+        check_slice_fields(
+            slice_index=0, num_slices=num_slices, first_cell=0, num_cells=1, height=height, width=width
+        )
+        self.num_quantizers, self.height, self.width = int(num_quantizers), int(height), int(width)
+        self.num_slices = int(num_slices)
+        self._indices = np.zeros((self.num_quantizers, self.height * self.width), dtype=np.int64)
+        self._valid = np.zeros(self.height * self.width, dtype=bool)
+        self._received = np.zeros(self.num_slices, dtype=bool)
+
+    def add(
+        self,
+        first_cell: int,
+        num_cells: int,
+        indices: np.ndarray,
+        *,
+        slice_index: int = 0,
+        num_slices: int = 1,
+    ) -> None:
+        """Place one slice's (Q, num_cells) indices; raises SliceError (nothing changes) when it does
+        not fit: fields out of range, num_slices unlike the frame's, a slice index or cells
+        already received, or indices of the wrong shape."""
+        check_slice_fields(
+            slice_index=slice_index,
+            num_slices=num_slices,
+            first_cell=first_cell,
+            num_cells=num_cells,
+            height=self.height,
+            width=self.width,
+        )
+        if num_slices != self.num_slices:
+            raise SliceError(
+                f"num_slices = {num_slices}, but this frame's first slice said {self.num_slices}"
+            )
+        if self._received[slice_index]:
+            raise SliceError(f"slice {slice_index} of {num_slices} was already received")
+        if np.shape(indices) != (self.num_quantizers, num_cells):
+            raise SliceError(f"indices must be ({self.num_quantizers}, {num_cells}), got {np.shape(indices)}")
+        cells = slice(first_cell, first_cell + num_cells)
+        if self._valid[cells].any():
+            raise SliceError(f"cells [{first_cell}, {first_cell + num_cells}) overlap cells already received")
+        self._indices[:, cells] = indices
+        self._valid[cells] = True
+        self._received[slice_index] = True
+
+    @property
+    def indices(self) -> np.ndarray:
+        """(Q, H, W) int64, 0 in cells not received (a view: copy it to keep a snapshot)."""
+        return self._indices.reshape(self.num_quantizers, self.height, self.width)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """(H, W) bool: the cells received (a view)."""
+        return self._valid.reshape(self.height, self.width)
+
+    @property
+    def fraction(self) -> float:
+        """Share of the map's cells received, in [0, 1]."""
+        return float(self._valid.mean())
+
+    def has(self, slice_index: int) -> bool:
+        """Whether slice ``slice_index`` (in 0..num_slices - 1) arrived."""
+        return bool(self._received[slice_index])
+
+    @property
+    def slices_received(self) -> int:
+        return int(self._received.sum())
+
+    @property
+    def complete(self) -> bool:
+        """Every one of the frame's num_slices slices arrived."""
+        return bool(self._received.all())
