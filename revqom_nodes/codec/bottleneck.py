@@ -29,7 +29,13 @@ class Bottleneck(nn.Module):
 
 class PostAffineDecoder(nn.Module):
     """ConvKxK(Cr -> Cr) + ReLU, Conv1x1(Cr -> C) + ReLU, GroupNorm: (B, Cr, H, W) -> (B, C, H, W);
-    K = ``decoder_kernel_size`` (1 in the reference), zero padding keeps H and W."""
+    K = ``decoder_kernel_size`` (1 in the reference), zero padding keeps H and W.
+
+    ``valid`` (B, H, W) bool, for maps of which only some cells arrived (lost slices): the
+    missing cells enter the convs as zeros (like the map's border) and are left out of the
+    GroupNorm statistics, which otherwise span the whole map, so that losing cells does not
+    shift every other cell's features. All True gives exactly the unmasked result.
+    """
 
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
@@ -38,6 +44,22 @@ class PostAffineDecoder(nn.Module):
         self.conv2 = nn.Conv2d(config.reduced_channels, config.channels, kernel_size=1)
         self.norm = nn.GroupNorm(config.decoder_norm_groups, config.channels)
 
-    def forward(self, quantized: torch.Tensor) -> torch.Tensor:
-        hidden = torch.relu(self.conv1(quantized))
-        return self.norm(torch.relu(self.conv2(hidden)))
+    def forward(self, quantized: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        if valid is None:
+            hidden = torch.relu(self.conv1(quantized))
+            return self.norm(torch.relu(self.conv2(hidden)))
+        mask = valid.to(quantized.dtype).unsqueeze(1)  # (B, 1, H, W)
+        hidden = torch.relu(self.conv1(quantized * mask))
+        return self._masked_norm(torch.relu(self.conv2(hidden)), mask)
+
+    def _masked_norm(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """GroupNorm of (B, C, H, W) ``x`` with statistics over the cells where ``mask`` is 1."""
+        batch, channels, height, width = x.shape
+        groups = self.norm.num_groups
+        grouped = x.reshape(batch, groups, channels // groups, height, width)
+        weight = mask.unsqueeze(1)  # (B, 1, 1, H, W)
+        count = (weight.sum(dim=(2, 3, 4), keepdim=True) * (channels // groups)).clamp_min(1.0)
+        mean = (grouped * weight).sum(dim=(2, 3, 4), keepdim=True) / count
+        var = (((grouped - mean) ** 2) * weight).sum(dim=(2, 3, 4), keepdim=True) / count
+        normalized = ((grouped - mean) / torch.sqrt(var + self.norm.eps)).reshape(x.shape)
+        return normalized * self.norm.weight.view(1, -1, 1, 1) + self.norm.bias.view(1, -1, 1, 1)

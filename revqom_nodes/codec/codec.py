@@ -57,21 +57,25 @@ class ReVQomCodec(nn.Module):
         self._check_bev(bev)
         return self.quantizer.quantize(self.encoder(bev))
 
-    def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        """(B, Q, H, W) integer indices -> (B, C, H, W) float32 reconstruction (codebooks + decoder only)."""
+    def decode(self, indices: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, Q, H, W) integer indices -> (B, C, H, W) float32 reconstruction (codebooks + decoder only);
+        ``valid`` (B, H, W) bool: only those cells arrived (``PostAffineDecoder``)."""
+        codebooks = self.quantizer.codebooks
         return self.decoder(
-            gather_codewords(self.quantizer.codebooks, indices.to(self.quantizer.codebooks.device))
+            gather_codewords(codebooks, indices.to(codebooks.device)),
+            None if valid is None else valid.to(codebooks.device),
         )
 
-    def forward(self, bev: torch.Tensor) -> CodecOutput:
-        """Training pass: straight-through quantization; the EMAs move only in training mode."""
+    def forward(self, bev: torch.Tensor, valid: torch.Tensor | None = None) -> CodecOutput:
+        """Training pass: straight-through quantization; the EMAs move only in training mode.
+        ``valid`` (B, H, W) bool: decode as a receiver that got only those cells (slice dropout)."""
         self._check_bev(bev)
         out = self.quantizer(self.encoder(bev))
         losses = CodecLosses(
             commitment=self.config.commitment_weight * out.commitment,
             orthogonal=self.config.orthogonal_weight * self.encoder.orthogonality_loss(),
         )
-        return CodecOutput(self.decoder(out.quantized), out.indices, losses, out.perplexity)
+        return CodecOutput(self.decoder(out.quantized, valid), out.indices, losses, out.perplexity)
 
     def export_state(self, entropy_tables: np.ndarray | None = None) -> CodecState:
         """The frozen receiver side: settings, codebooks, decoder weights, optional (Q, K) tables."""

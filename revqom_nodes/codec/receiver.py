@@ -36,9 +36,12 @@ class CodecDecoder(nn.Module):
         return self.state.entropy_tables
 
     @torch.no_grad()
-    def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        """(B, Q, H, W) integer indices in [0, K) -> (B, C, H, W) float32 features on this module's device.
+    def decode(self, indices: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, Q, H, W) integer indices in [0, K) -> (B, C, H, W) float32 features on this module's device;
+        ``valid`` (B, H, W) bool: only those cells arrived (``PostAffineDecoder``).
 
         Raises CodecError for a wrong shape, dtype or an out-of-range index.
         """
-        return self.decoder(gather_codewords(self.codebooks, indices.to(self.codebooks.device)))
+        device = self.codebooks.device
+        return self.decoder(gather_codewords(self.codebooks, indices.to(device)),
+                            None if valid is None else valid.to(device))

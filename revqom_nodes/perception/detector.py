@@ -135,9 +135,10 @@ class CooperativeDetector(nn.Module):
         return self._require_codec().encode(self.bev_features(points))
 
     @torch.no_grad()
-    def decode_indices(self, indices: Tensor) -> Tensor:
-        """Received indices (B, Q, H, W) -> reconstructed BEV maps (B, C, H, W)."""
-        return self._require_codec().decode(indices.to(self.device))
+    def decode_indices(self, indices: Tensor, valid: Tensor | None = None) -> Tensor:
+        """Received indices (B, Q, H, W) -> reconstructed BEV maps (B, C, H, W); ``valid`` (B, H, W)
+        bool marks the cells that arrived (the codec's decoder leaves the others out)."""
+        return self._require_codec().decode(indices.to(self.device), valid)
 
     # ---- ego side ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -209,7 +210,14 @@ class CooperativeDetector(nn.Module):
             return DetectorOutput(self.head(maps), view_frame, T_view_from_ego, None, None)
         codec_losses = perplexity = None
         if self.codec is not None:
-            coded = self.codec(maps)
+            valid = None
+            if any(frame.valid is not None for frame in batch):
+                valid = torch.cat([
+                    torch.ones((len(frame.points), *self.grid.bev_shape), dtype=torch.bool)
+                    if frame.valid is None else frame.valid
+                    for frame in batch
+                ]).to(self.device)
+            coded = self.codec(maps, valid)
             maps, codec_losses, perplexity = coded.bev, coded.losses, coded.perplexity
         fused = [
             self._fuse(frame_maps, frame_poses, None if frame.valid is None else frame.valid.to(self.device))

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 DEMO_SEED = 20_260_001  # a scenario no training run uses (training seeds are small integers)
 DEFAULT_FRAMES = 24
-BUNDLED_MODEL = "models/synthetic_k64.pt"
+BUNDLED_MODEL = "models/synthetic_gpu_k64_ctx.pt"
 PICTURES = 4  # frames rendered as separate PNGs (evenly spaced); the GIF has every frame
 GIF_FRAMES = 40
 

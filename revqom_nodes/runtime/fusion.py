@@ -63,9 +63,14 @@ class FusionEngine:
         device = self.model.device
         start = time.perf_counter()
         detector = self.model.detector
-        # One map at a time, as each arrives in its own messages and as ``revqom eval`` rebuilds them.
-        maps = [detector.decode_indices(torch.from_numpy(f.indices[None]).to(device)) for f in frames]
+        # One map at a time, as each arrives in its own messages and as ``revqom eval`` rebuilds them;
+        # a map with lost slices is decoded from its received cells only (the decoder's
+        # normalisation would otherwise shift every cell), and the missing cells are zeroed.
         valid = [None if f.valid is None else torch.from_numpy(f.valid).to(device) for f in frames]
+        maps = [
+            detector.decode_indices(torch.from_numpy(f.indices[None]), None if v is None else v[None])
+            for f, v in zip(frames, valid, strict=True)
+        ]
         maps = [
             bev if mask is None else bev * mask.to(bev.dtype) for bev, mask in zip(maps, valid, strict=True)
         ]

@@ -47,7 +47,7 @@ def test_scenario_nodes_and_parameters(record: str) -> None:
         "infrastructure",
     )
     assert vehicle["codec.encoding"] == infra["codec.encoding"] == "entropy"
-    assert vehicle["model.path"] == str(ROOT / "models" / "synthetic_k64.pt")
+    assert vehicle["model.path"] == str(ROOT / "models" / "synthetic_gpu_k64_ctx.pt")
     fusion = inline(nodes["fusion/fusion"])
     assert fusion["fusion.agent_topics"] == ["/vehicle/encoded_bev", "/infrastructure/encoded_bev"]
     assert fusion["fusion.max_age_ms"] == 150.0

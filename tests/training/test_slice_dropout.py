@@ -68,22 +68,29 @@ def test_dataset_masks_are_reproducible_and_reach_the_fusion(tiny_root: Path) ->
     np.testing.assert_array_equal(dataset[1].valid, samples[1].valid)
     partial = [i for i, s in enumerate(samples) if 0.0 < s.valid[1].mean() < 1.0]
     assert partial  # with p drawn in [0, 1], some frames lose some slices
-    first = samples[partial[0]]
     dataset.set_epoch(1)
-    assert not np.array_equal(dataset[partial[0]].valid, first.valid)
+    assert not np.array_equal(dataset[partial[0]].valid, samples[partial[0]].valid)
 
     torch.manual_seed(0)
     detector = build_detector(model).eval()
-    inputs, _ = batch_inputs([first])
-    assert inputs[0].valid is not None and torch.equal(inputs[0].valid, torch.from_numpy(first.valid))
-    lost_all = make_frame_input(first.points, first.T_ego_from_agent,
-                                np.stack([np.ones(model.grid.bev_shape, bool),
-                                          np.zeros(model.grid.bev_shape, bool)]))
-    ego_alone = make_frame_input(first.points[:1], first.T_ego_from_agent[:1])
-    whole = make_frame_input(first.points, first.T_ego_from_agent)
-    with torch.no_grad():
-        out_lost = detector([lost_all]).head.class_logits
-        out_alone = detector([ego_alone]).head.class_logits
-        out_whole = detector([whole]).head.class_logits
-    torch.testing.assert_close(out_lost, out_alone)  # a partner that lost every slice is absent
-    assert not torch.equal(out_whole, out_alone)
+    none_lost = np.ones((2, *model.grid.bev_shape), bool)
+    all_lost = none_lost.copy()
+    all_lost[1] = False
+
+    def logits(sample, valid=None, agents=2):
+        frame = make_frame_input(sample.points[:agents], sample.T_ego_from_agent[:agents], valid)
+        with torch.no_grad():
+            return detector([frame]).head.class_logits
+
+    # The tiny grid (+-25.6 m) does not reach the pole 32-80 m away: move the partner next to the
+    # ego so that its map overlaps the ego grid (this test is about the masks, not the geometry).
+    sample = samples[partial[0]]
+    poses = sample.T_ego_from_agent.copy()
+    poses[1, :2, 3] = [6.0, 2.0]
+    sample = sample._replace(T_ego_from_agent=poses)
+    assert not torch.equal(logits(sample), logits(sample, agents=1))
+    inputs, _ = batch_inputs([sample])
+    assert inputs[0].valid is not None and torch.equal(inputs[0].valid, torch.from_numpy(sample.valid))
+    torch.testing.assert_close(logits(sample, all_lost), logits(sample, agents=1))  # lost every slice: absent
+    torch.testing.assert_close(logits(sample, none_lost), logits(sample))  # lost none: whole
+    assert not torch.equal(logits(sample, sample.valid), logits(sample))  # its own losses change the fusion
