@@ -15,6 +15,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "revqom_nodes.perception.bench",
     "revqom_nodes.evaluation.parity",
     "revqom_nodes.ros.bench_pipeline",
+    "revqom_nodes.ros.bench_loss",
 )
 
 

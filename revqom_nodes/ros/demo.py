@@ -41,7 +41,7 @@ def resolve_model_path(requested: str | None) -> Path:
     return path
 
 
-def _model_config(model: Path) -> Any:
+def runtime_model_config(model: Path) -> Any:
     """The model file's DetectorConfig, refused early (with the reason) when the runtime cannot run it."""
     from revqom_nodes.model_file import read_model_file
     from revqom_nodes.perception.config import DetectorConfig
@@ -55,7 +55,7 @@ def _model_config(model: Path) -> Any:
     return config
 
 
-def _dataset(args: argparse.Namespace, out: Path) -> tuple[Path, str]:
+def scenario_dataset(args: argparse.Namespace, out: Path) -> tuple[Path, str]:
     """The DAIR-V2X-C root and split to run on (generating the synthetic one when needed)."""
     if args.data:
         return Path(args.data), args.split
@@ -98,7 +98,7 @@ def _run_scenario(args: argparse.Namespace, bag: Path, model: Path, out: Path) -
         return run(nodes, stdout=stream, stderr=stream)
 
 
-def _ground_truth(root: Path, split: str) -> tuple[Any, list[Any]]:
+def ground_truth_frames(root: Path, split: str) -> tuple[Any, list[Any]]:
     from revqom_nodes.data.dairv2x import DairV2XReader
     from revqom_nodes.runtime.report import GroundTruthFrame
 
@@ -187,8 +187,8 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         model = resolve_model_path(args.model)
-        config = _model_config(model)
-        root, split = _dataset(args, out)
+        config = runtime_model_config(model)
+        root, split = scenario_dataset(args, out)
     except (FileNotFoundError, ValueError, ModelFileError) as exc:
         log.error("%s", exc)
         return 1
@@ -212,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
 
     range_m, note = eval_range(config.grid)
     events = RunEvents.load(events_path)
-    frames, truth = _ground_truth(root, split)
+    frames, truth = ground_truth_frames(root, split)
     metrics = summarize_run(events, truth, range_m=range_m, channels=config.backbone.bev_channels)
     metrics.update(
         {

@@ -360,7 +360,7 @@ class LaunchRunner:
 
 
 @contextmanager
-def _signals_forwarded(runner: LaunchRunner) -> Iterator[None]:
+def signals_forwarded(runner: LaunchRunner) -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP request a shutdown while inside (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -383,7 +383,7 @@ def run(nodes: Sequence[NodeSpec], **runner_options: object) -> int:
     ``runner_options`` go to ``LaunchRunner``; returns the launch's exit status.
     """
     runner = LaunchRunner(nodes, **runner_options)  # type: ignore[arg-type]
-    with _signals_forwarded(runner):
+    with signals_forwarded(runner):
         try:
             runner.start()
             return runner.spin()

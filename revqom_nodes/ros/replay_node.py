@@ -1,7 +1,9 @@
 """``replay_node``: plays a bag from ``revqom data to-bag`` with its original timing.
 
-Publishes every topic of the bag (point clouds, poses, ``/tf``, ground truth, frame info)
-as the serialized bytes stored in it (no re-serialization), paced by ``replay.rate``, plus
+Publishes every topic of the bag (point clouds, poses, ``/tf``, ground truth, frame info),
+or only those listed in ``replay.topics``, as the serialized bytes stored in it (no
+re-serialization), paced by ``replay.rate`` on the whole bag's timeline (so that two replays of
+one bag with different topics, started together, stay in step), plus
 ``/clock`` (for ``use_sim_time``) and the ground truth as a MarkerArray on
 ``/ground_truth/markers`` for RViz. ``/tf`` needs ``tf2_msgs``, which has no PyPI wheel:
 on a pip-only install it is skipped with one log line. Before the first message it waits
@@ -50,6 +52,19 @@ CLOCK_PERIOD_S = 0.05  # /clock between messages, in wall time
 SETTLE_S = 0.5  # after every awaited subscriber is seen, let discovery match the endpoints
 
 
+def select_topics(available: dict[str, str], wanted: list[str]) -> dict[str, str]:
+    """The bag's topics (topic -> type) to publish: ``wanted`` ones, every one when it is empty.
+
+    A wanted topic that the bag does not have raises ``RuntimeConfigError``.
+    """
+    missing = sorted(set(wanted) - set(available))
+    if missing:
+        raise RuntimeConfigError(
+            f"replay.topics {missing} not in the bag (its topics: {', '.join(sorted(available))})"
+        )
+    return {t: m for t, m in available.items() if not wanted or t in wanted}
+
+
 class ReplayNode(Node):
     """Publishes a bag's messages in real time scaled by a rate; ``done`` completes at the end."""
 
@@ -59,6 +74,7 @@ class ReplayNode(Node):
         self.rate = declare(self, "replay.rate", 1.0, "playback speed factor")
         self.loop = declare(self, "replay.loop", False, "start over at the end of the bag")
         self.start_offset_s = declare(self, "replay.start_offset_s", 0.0, "skip this much of the bag, s")
+        wanted = declare(self, "replay.topics", [], "bag topics to publish (empty: every topic)")
         self.wait_for = {
             "publisher": declare(
                 self, "replay.wait_for_publishers", [], "topics that need a publisher before playing starts"
@@ -83,7 +99,7 @@ class ReplayNode(Node):
         self.clock_pub = self.create_publisher(Clock, "/clock", CLOCK_QOS)
         self.markers_pub = self.create_publisher(MarkerArray, GROUND_TRUTH_MARKERS_TOPIC, MARKER_QOS)
         self.publishers_by_topic = {}
-        for topic, msgtype in sorted(info.topics.items()):
+        for topic, msgtype in sorted(select_topics(info.topics, wanted).items()):
             cls = self._message_class(msgtype)
             if cls is None:
                 self.get_logger().warning(
@@ -162,7 +178,7 @@ class ReplayNode(Node):
             publisher = self.publishers_by_topic.get(message.topic)
             if publisher is not None:
                 publisher.publish(message.raw)
-            if message.topic == GROUND_TRUTH_TOPIC:
+            if publisher is not None and message.topic == GROUND_TRUTH_TOPIC:
                 self._publish_ground_truth_markers(message.raw)
 
     def _publish_ground_truth_markers(self, raw: bytes) -> None:

@@ -15,8 +15,8 @@ from revqom_nodes.model_file import load_model, model_identity, read_model_file
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 BUNDLED = sorted(MODELS_DIR.glob("*.pt"))
-REQUIRED = ("synthetic_gpu_k64_ctx", "synthetic_gpu_ego_ctx", "synthetic_gpu_raw_ctx", "synthetic_k64", "synthetic_ego",
-            "synthetic_raw")
+REQUIRED = ("synthetic_gpu_k64_ctx", "synthetic_gpu_ego_ctx", "synthetic_gpu_raw_ctx",
+            "synthetic_k64", "synthetic_ego", "synthetic_raw")
 MAX_BYTES = 20 * 1024 * 1024
 
 torch.set_num_threads(1)
