@@ -10,7 +10,9 @@ import pytest
 from revqom_nodes.codec.wire import Encoding
 from revqom_nodes.runtime.encoder import AgentEncoder
 from revqom_nodes.runtime.frames import AgentFrame
+from revqom_nodes.runtime.inbox import Inbox
 from revqom_nodes.runtime.model import RuntimeModel
+from revqom_nodes.runtime.validation import Expectations
 from tests.runtime.tiny_model import build_tiny_model, tiny_cloud
 
 MS = 1_000_000
@@ -85,5 +87,33 @@ def make_frame(make_slices: Callable[..., list[AgentFrame]]) -> Callable[..., Ag
     def make(*args: object, **kwargs: object) -> AgentFrame:
         (frame,) = make_slices(*args, **kwargs)
         return frame
+
+    return make
+
+
+class FakeClock:
+    """The inbox's clock, set by hand: ``clock.now_ns = ...``."""
+
+    def __init__(self) -> None:
+        self.now_ns = 0
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_inbox(tiny_model: RuntimeModel, clock: FakeClock) -> Callable[..., Inbox]:
+    """``make_inbox(**overrides) -> Inbox`` of the tiny model: vehicle (ego) and infrastructure,
+    150 ms max age, 200 ms sync wait, 3 frames per agent, the fake clock."""
+
+    def make(**overrides: object) -> Inbox:
+        settings = dict(agent_ids=["vehicle", "infrastructure"], ego_agent_id="vehicle", max_age_ms=150,
+                        sync_wait_ms=200, buffer_size=3, clock_ns=clock)
+        return Inbox(Expectations.of(tiny_model), **{**settings, **overrides})
 
     return make

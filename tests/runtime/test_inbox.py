@@ -13,30 +13,9 @@ from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason
 MS = 1_000_000
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now_ns = 0
-
-    def __call__(self) -> int:
-        return self.now_ns
-
-
 @pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def inbox(tiny_model, clock):
-    return Inbox(
-        Expectations.of(tiny_model),
-        agent_ids=["vehicle", "infrastructure"],
-        ego_agent_id="vehicle",
-        max_age_ms=150,
-        sync_wait_ms=200,
-        buffer_size=3,
-        clock_ns=clock,
-    )
+def inbox(make_inbox):
+    return make_inbox()
 
 
 def reason_of(inbox, frame, topic_agent_id=None):

@@ -7,31 +7,16 @@ import pytest
 
 from revqom_nodes.codec.wire import Encoding
 from revqom_nodes.runtime.fusion import FusionEngine
-from revqom_nodes.runtime.inbox import Inbox
 from revqom_nodes.runtime.validation import Expectations, RejectReason, check_frame
 from tests.runtime.test_fusion_engine import T_WORLD_FROM_INFRA, T_WORLD_FROM_VEHICLE
-from tests.runtime.test_inbox import MS, FakeClock, reason_of
+from tests.runtime.test_inbox import MS, reason_of
 
 SLICE_BYTES = 24  # 24 cells of the tiny model's 8 bits per cell, 43 PACKED slices
 
 
 @pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def inbox(tiny_model, clock):
-    return Inbox(
-        Expectations.of(tiny_model),
-        agent_ids=["vehicle", "infrastructure"],
-        ego_agent_id="vehicle",
-        max_age_ms=150,
-        sync_wait_ms=200,
-        sweep_period_ms=100,
-        buffer_size=3,
-        clock_ns=clock,
-    )
+def inbox(make_inbox):
+    return make_inbox(sweep_period_ms=100)
 
 
 def received_mask(slices, shape) -> np.ndarray:
