@@ -64,7 +64,8 @@ class AgentNode(Node):
         pose_max_age_ms = declare(self, "pose.max_age_ms", 200.0, "oldest usable pose before a sweep, ms")
         output_topic = declare(self, "output.topic", "encoded_bev", "EncodedBEV output")
         slice_bytes = declare(
-            self, "output.slice_bytes", 0, "largest payload of one message, bytes; 0: the whole map in one"
+            self, "output.slice_bytes", 1100,
+            "largest payload of one message, bytes (1100: one IP packet per slice); 0: the whole map in one",
         )
         status_topic = declare(self, "output.status_topic", "agent_status", "AgentStatus output")
 
