@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from revqom_nodes.codec.conceal import conceal
 from revqom_nodes.codec.config import CodecConfig
 
 
@@ -31,10 +32,12 @@ class PostAffineDecoder(nn.Module):
     """ConvKxK(Cr -> Cr) + ReLU, Conv1x1(Cr -> C) + ReLU, GroupNorm: (B, Cr, H, W) -> (B, C, H, W);
     K = ``decoder_kernel_size`` (1 in the reference), zero padding keeps H and W.
 
-    ``valid`` (B, H, W) bool, for maps of which only some cells arrived (lost slices): the
-    missing cells enter the convs as zeros (like the map's border) and are left out of the
-    GroupNorm statistics, which otherwise span the whole map, so that losing cells does not
-    shift every other cell's features. All True gives exactly the unmasked result.
+    ``valid`` (B, H, W) bool, for maps of which only some cells arrived (lost slices): missing
+    cells next to received ones are concealed first (``codec/conceal.py``; their features are
+    then valid where ``concealed_valid(valid)`` is True); the cells still missing enter the
+    convs as zeros (like the map's border) and are left out of the GroupNorm statistics, which
+    otherwise span the whole map, so that losing cells does not shift every other cell's
+    features. All True gives exactly the unmasked result.
     """
 
     def __init__(self, config: CodecConfig) -> None:
@@ -48,6 +51,7 @@ class PostAffineDecoder(nn.Module):
         if valid is None:
             hidden = torch.relu(self.conv1(quantized))
             return self.norm(torch.relu(self.conv2(hidden)))
+        quantized, valid = conceal(quantized, valid)
         mask = valid.to(quantized.dtype).unsqueeze(1)  # (B, 1, H, W)
         hidden = torch.relu(self.conv1(quantized * mask))
         return self._masked_norm(torch.relu(self.conv2(hidden)), mask)

@@ -1,10 +1,14 @@
 """Slices: an index map cut into runs of cells whose payloads fit a byte budget, and reassembly.
 
-A slice carries the cells ``[first_cell, first_cell + num_cells)`` of the (H, W) grid in
-row-major order (cell ``i`` is row ``i // W``, column ``i % W``), all Q stages of each. Its
-payload is the wire format of its (Q, num_cells) indices (``wire.encode_cells``: PACKED, or
-ENTROPY with its per-slice fallback to PACKED), so every slice decodes on its own; a whole map
-in one message is the one-slice case. Specified in docs/wire-format.md, "Slices".
+A slice carries the cells ``[first_cell, first_cell + num_cells)`` of the (H, W) grid in the
+frame's cell order (``cell_order``), all Q stages of each. Interleave 1 is row-major (cell
+``i`` is row ``i // W``, column ``i % W``); interleave s sends the s * s sub-grids
+``(a::s, b::s)`` one after another (a, then b, in row-major order each), so that a lost slice
+takes every s-th cell of a band instead of the band, and the receiver can conceal each lost
+cell from received neighbours (``codec/conceal.py``). Its payload is the wire format of its
+(Q, num_cells) indices (``wire.encode_cells``: PACKED, or ENTROPY with its per-slice fallback
+to PACKED), so every slice decodes on its own; a whole map in one message is the one-slice case.
+Specified in docs/wire-format.md, "Slices".
 
 Cutting: PACKED slices hold a fixed ``floor(budget * 8 / (Q * b))`` cells (the last one fewer);
 ENTROPY slices grow while the size estimated from the static tables fits the budget, are then
@@ -22,6 +26,7 @@ from revqom_nodes.codec.errors import WireFormatError
 from revqom_nodes.codec.wire import STAGE_LENGTH_BYTES, Encoding, bits_per_index, encode_cells
 
 MAX_SLICES = 65535  # EncodedBEV.num_slices is a uint16
+MAX_INTERLEAVE = 255  # EncodedBEV.interleave is a uint8
 ENTROPY_SLACK_BITS = 40  # range coder flush per stage stream, in the size estimate (measured <= 34)
 GROW_TOLERANCE = 64  # growing a fitting ENTROPY slice stops within 1/64 of its best cell count
 WORD_BITS = 32  # a range-coded stage stream is a whole number of 32-bit words
@@ -51,18 +56,38 @@ def packed_cells_per_slice(budget_bytes: int, num_quantizers: int, codebook_size
     return cells
 
 
+def check_interleave(interleave: int, height: int, width: int) -> None:
+    """Raises SliceError unless 1 <= interleave <= min(H, W, MAX_INTERLEAVE)."""
+    if not 1 <= interleave <= min(int(height), int(width), MAX_INTERLEAVE):
+        raise SliceError(
+            f"interleave = {interleave} is outside 1..{min(int(height), int(width), MAX_INTERLEAVE)} "
+            f"for a {height} x {width} map"
+        )
+
+
+def cell_order(height: int, width: int, interleave: int = 1) -> np.ndarray:
+    """(H * W,) int64: the row-major cell index of each position in the frame's cell order
+    (the sub-grids ``(a::s, b::s)`` of interleave s one after another). Raises SliceError."""
+    check_interleave(interleave, height, width)
+    grid = np.arange(int(height) * int(width), dtype=np.int64).reshape(int(height), int(width))
+    s = int(interleave)
+    return np.concatenate([grid[a::s, b::s].reshape(-1) for a in range(s) for b in range(s)])
+
+
 def cut_slices(
     indices: np.ndarray,
     codebook_size: int,
     budget_bytes: int,
     encoding: Encoding = Encoding.PACKED,
     frequency_tables: np.ndarray | None = None,
+    interleave: int = 1,
 ) -> list[Slice]:
-    """(Q, H, W) indices in [0, K) -> slices covering the map once, in cell order.
+    """(Q, H, W) indices in [0, K) -> slices covering the map once, in the cell order of
+    ``interleave`` (``cell_order``).
 
     budget_bytes: the largest payload of one slice; 0 puts the whole map in one slice.
-    Raises WireFormatError for bad indices or tables, a budget below one cell, or more than
-    MAX_SLICES slices.
+    Raises WireFormatError for bad indices or tables, a budget below one cell, a bad
+    interleave, or more than MAX_SLICES slices.
     """
     indices = np.asarray(indices)
     if indices.ndim != 3 or indices.dtype.kind not in "iu":
@@ -70,7 +95,7 @@ def cut_slices(
             f"indices must be a (Q, H, W) integer array, got {indices.shape} {indices.dtype}"
         )
     Q, H, W = indices.shape
-    flat = indices.reshape(Q, H * W)
+    flat = indices.reshape(Q, H * W)[:, cell_order(H, W, interleave)]
     encoding = Encoding(encoding)
     if budget_bytes < 0:
         raise WireFormatError(f"budget_bytes must be >= 0, got {budget_bytes}")
@@ -163,9 +188,17 @@ def _estimated_run(
 
 
 def check_slice_fields(
-    *, slice_index: int, num_slices: int, first_cell: int, num_cells: int, height: int, width: int
+    *,
+    slice_index: int,
+    num_slices: int,
+    first_cell: int,
+    num_cells: int,
+    height: int,
+    width: int,
+    interleave: int = 1,
 ) -> None:
     """The slice fields of one message against its (H, W) grid; raises SliceError."""
+    check_interleave(interleave, height, width)
     total = int(height) * int(width)
     if not 1 <= num_slices <= min(MAX_SLICES, total):
         raise SliceError(f"num_slices = {num_slices} is outside 1..{min(MAX_SLICES, total)}")
@@ -181,15 +214,25 @@ def check_slice_fields(
 class SliceAssembly:
     """The slices of one frame received so far -> its (Q, H, W) indices and (H, W) validity.
 
-    Memory: (Q, H * W) int64 plus H * W and num_slices booleans, whatever arrives.
+    Memory: (Q, H * W) int64 plus H * W int64 (the cell order) and H * W and num_slices
+    booleans, whatever arrives.
     """
 
-    def __init__(self, num_quantizers: int, height: int, width: int, num_slices: int = 1) -> None:
+    def __init__(
+        self, num_quantizers: int, height: int, width: int, num_slices: int = 1, interleave: int = 1
+    ) -> None:
         check_slice_fields(
-            slice_index=0, num_slices=num_slices, first_cell=0, num_cells=1, height=height, width=width
+            slice_index=0,
+            num_slices=num_slices,
+            first_cell=0,
+            num_cells=1,
+            height=height,
+            width=width,
+            interleave=interleave,
         )
         self.num_quantizers, self.height, self.width = int(num_quantizers), int(height), int(width)
-        self.num_slices = int(num_slices)
+        self.num_slices, self.interleave = int(num_slices), int(interleave)
+        self._order = cell_order(height, width, interleave)
         self._indices = np.zeros((self.num_quantizers, self.height * self.width), dtype=np.int64)
         self._valid = np.zeros(self.height * self.width, dtype=bool)
         self._received = np.zeros(self.num_slices, dtype=bool)
@@ -202,10 +245,11 @@ class SliceAssembly:
         *,
         slice_index: int = 0,
         num_slices: int = 1,
+        interleave: int = 1,
     ) -> None:
         """Place one slice's (Q, num_cells) indices; raises SliceError (nothing changes) when it does
-        not fit: fields out of range, num_slices unlike the frame's, a slice index or cells
-        already received, or indices of the wrong shape."""
+        not fit: fields out of range, num_slices or interleave unlike the frame's, a slice index
+        or cells already received, or indices of the wrong shape."""
         check_slice_fields(
             slice_index=slice_index,
             num_slices=num_slices,
@@ -213,16 +257,21 @@ class SliceAssembly:
             num_cells=num_cells,
             height=self.height,
             width=self.width,
+            interleave=interleave,
         )
         if num_slices != self.num_slices:
             raise SliceError(
                 f"num_slices = {num_slices}, but this frame's first slice said {self.num_slices}"
             )
+        if interleave != self.interleave:
+            raise SliceError(
+                f"interleave = {interleave}, but this frame's first slice said {self.interleave}"
+            )
         if self._received[slice_index]:
             raise SliceError(f"slice {slice_index} of {num_slices} was already received")
         if np.shape(indices) != (self.num_quantizers, num_cells):
             raise SliceError(f"indices must be ({self.num_quantizers}, {num_cells}), got {np.shape(indices)}")
-        cells = slice(first_cell, first_cell + num_cells)
+        cells = self._order[first_cell : first_cell + num_cells]
         if self._valid[cells].any():
             raise SliceError(f"cells [{first_cell}, {first_cell + num_cells}) overlap cells already received")
         self._indices[:, cells] = indices

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from revqom_nodes.codec.conceal import concealed_valid
 from revqom_nodes.data.transforms import invert, transform_boxes
 from revqom_nodes.perception.backbone import SparseBevBackbone, sparse_conv_algo
 from revqom_nodes.perception.config import DetectorConfig
@@ -220,7 +221,7 @@ class CooperativeDetector(nn.Module):
             coded = self.codec(maps, valid)
             maps, codec_losses, perplexity = coded.bev, coded.losses, coded.perplexity
         fused = [
-            self._fuse(frame_maps, frame_poses, None if frame.valid is None else frame.valid.to(self.device))
+            self._fuse(frame_maps, frame_poses, self._fusion_valid(frame))
             for frame_maps, frame_poses, frame in zip(
                 maps.split(counts), poses.split(counts), batch, strict=True
             )
@@ -252,6 +253,14 @@ class CooperativeDetector(nn.Module):
         return DetectionLosses(total, *terms, commitment, orthogonal)
 
     # ---- internals --------------------------------------------------------------------------
+    def _fusion_valid(self, frame: FrameInput) -> Tensor | None:
+        """(A, H, W) bool cells each agent's decoded map holds: the cells received, plus those the
+        codec's decoder concealed from received neighbours (``codec/conceal.py``)."""
+        if frame.valid is None:
+            return None
+        valid = frame.valid.to(self.device)
+        return valid if self.codec is None else concealed_valid(valid)
+
     def _fuse(self, maps: Tensor, T_ego_from_agent: Tensor, valid: Tensor | None) -> Tensor:
         warped = warp_to_ego(maps, T_ego_from_agent, self.grid, valid)
         return self.fusion(warped.features, warped.valid)

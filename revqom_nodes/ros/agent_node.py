@@ -67,6 +67,10 @@ class AgentNode(Node):
             self, "output.slice_bytes", 1100,
             "largest payload of one message, bytes (1100: one IP packet per slice); 0: the whole map in one",
         )
+        interleave = declare(
+            self, "output.interleave", 2,
+            "cell order of the slices: 1 row-major; s sends the s x s sub-grids one after another",
+        )
         status_topic = declare(self, "output.status_topic", "agent_status", "AgentStatus output")
 
         if role not in ROLES:
@@ -77,7 +81,7 @@ class AgentNode(Node):
             torch.set_num_threads(threads)
         self.role = ROLES[role]
         self.model = load_runtime_model(model_path, device)
-        self.encoder = AgentEncoder(self.model, parse_encoding(encoding), slice_bytes)
+        self.encoder = AgentEncoder(self.model, parse_encoding(encoding), slice_bytes, interleave)
         self.static_pose = self._static_pose(static_pose)
         self.poses = PoseBuffer(max_age_ms=pose_max_age_ms)
         self.pose_wait_s = pose_wait_ms / 1e3
@@ -102,7 +106,7 @@ class AgentNode(Node):
             f"<- {self.resolve_topic_name(input_topic)}, pose "
             f"{'static' if self.static_pose is not None else self.resolve_topic_name(pose_topic)}, "
             f"{self.encoder.encoding.name.lower()} payloads"
-            f"{f' in slices of <= {slice_bytes} B' if slice_bytes else ''}, "
+            f"{f' in slices of <= {slice_bytes} B, interleave {interleave}' if slice_bytes else ''}, "
             f"codebook {self.model.codebook_id[:12]}"
         )
 

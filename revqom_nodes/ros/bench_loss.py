@@ -112,12 +112,22 @@ def dropped_share(samples: Sequence[tuple[int, Any]], start_ns: int | None, fina
     return final.dropped_packets / packets if packets > 0 else None
 
 
+def run_name(row: dict[str, Any]) -> str:
+    """``monolithic`` or ``slices_interleaveS``: a transport mode of the JSON's rows."""
+    return "monolithic" if row["transport"] == "monolithic" else f"slices_interleave{row['interleave']}"
+
+
 def run_metrics(run: Any, truth: Sequence[Any], *, range_m: Sequence[float], channels: int) -> dict[str, Any]:
     """One test-bed run (``TestbedRun``) against the ground truth -> its row of the JSON."""
     from revqom_nodes.runtime.report import RunEvents, summarize_run
 
     config = run.config
-    row: dict[str, Any] = {"transport": config.transport, "loss": config.loss, "frames": len(truth)}
+    row: dict[str, Any] = {
+        "transport": config.transport,
+        "interleave": config.interleave,
+        "loss": config.loss,
+        "frames": len(truth),
+    }
     if not run.events_path.is_file():
         log.error("the recorder wrote nothing (%s); see %s", run.events_path, run.log_path)
         return {**row, "launch_status": run.status, "error": "no recorder output"}
@@ -190,6 +200,7 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         losses = _parse_list(args.loss, float, "loss")
+        interleaves = _parse_list(args.interleave, int, "interleave")
         transports = _parse_list(args.transport, str, "transport")
         unknown = set(transports) - set(TRANSPORTS)
         if unknown:
@@ -208,28 +219,35 @@ def _run(args: argparse.Namespace) -> int:
     frames, truth = ground_truth_frames(root, split)
     range_m, note = eval_range(config.grid)
     sync_wait_ms = args.sync_wait_ms or SYNC_WAIT_PERIODS * SWEEP_PERIOD_MS / args.rate
+    runs = [
+        (transport, interleave, loss)
+        for transport in transports
+        for interleave in (interleaves if transport == "slices" else [1])
+        for loss in losses
+    ]
     rows = []
-    for transport in transports:
-        for loss in losses:
-            run_config = TestbedConfig(
-                bag=bag,
-                model=model,
-                out_dir=out / "runs" / f"{transport}_loss{loss:g}",
-                loss=loss,
-                slice_bytes=args.slice_bytes if transport == "slices" else 0,
-                rate=args.rate,
-                sync_wait_ms=sync_wait_ms,
-                encoding=args.encoding,
-                device=args.device,
-                threads=args.threads,
-            )
-            try:
-                run = run_testbed(run_config)
-            except (TestbedError, LaunchError, ValueError) as exc:
-                log.error("%s at loss %g: %s", transport, loss, exc)
-                return 1
-            rows.append(run_metrics(run, truth, range_m=range_m, channels=config.backbone.bev_channels))
-            log.info("%s", json.dumps(rows[-1]))
+    for transport, interleave, loss in runs:
+        mode = run_name({"transport": transport, "interleave": interleave})
+        run_config = TestbedConfig(
+            bag=bag,
+            model=model,
+            out_dir=out / "runs" / f"{mode}_loss{loss:g}",
+            loss=loss,
+            slice_bytes=args.slice_bytes if transport == "slices" else 0,
+            interleave=interleave,
+            rate=args.rate,
+            sync_wait_ms=sync_wait_ms,
+            encoding=args.encoding,
+            device=args.device,
+            threads=args.threads,
+        )
+        try:
+            run = run_testbed(run_config)
+        except (TestbedError, LaunchError, ValueError) as exc:
+            log.error("%s at loss %g: %s", transport, loss, exc)
+            return 1
+        rows.append(run_metrics(run, truth, range_m=range_m, channels=config.backbone.bev_channels))
+        log.info("%s", json.dumps(rows[-1]))
     references = _references(frames, model, ego_model)
     ego_ap = references["ego_only"]["ap"]["0.5"]
     result = {
@@ -241,13 +259,14 @@ def _run(args: argparse.Namespace) -> int:
         "sync_wait_ms": sync_wait_ms,
         "encoding": args.encoding,
         "slice_bytes": args.slice_bytes,
+        "interleave": interleaves,
         "eval_range_m": list(range_m),
         "eval_range_note": note,
         **references,
         "runs": rows,
         "ap05_never_below_ego_only": {
-            t: all(r.get("ap", {}).get("0.5", -1.0) >= ego_ap for r in rows if r["transport"] == t)
-            for t in transports
+            name: all(r.get("ap", {}).get("0.5", -1.0) >= ego_ap for r in rows if run_name(r) == name)
+            for name in dict.fromkeys(run_name(r) for r in rows)
         },
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -269,6 +288,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--transport", default="monolithic,slices", help="monolithic and/or slices")
     parser.add_argument(
         "--slice-bytes", type=int, default=1100, help="slice payload budget, bytes (one IP packet per slice)"
+    )
+    parser.add_argument(
+        "--interleave", default="2",
+        help="cell orders of the slices, comma-separated (1: row-major; s: s x s sub-grids), one run each",
     )
     parser.add_argument("--frames", type=int, default=40, help="synthetic frames (not with --data)")
     parser.add_argument("--seed", type=int, default=DEMO_SEED, help="seed of the synthetic scenario")

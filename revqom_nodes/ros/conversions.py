@@ -119,6 +119,7 @@ def make_encoded_bev(
     msg.num_slices = len(sweep.slices)
     msg.first_cell = piece.first_cell
     msg.num_cells = piece.num_cells
+    msg.interleave = sweep.interleave
     msg.payload = piece.payload  # bytes: assigning a numpy array costs milliseconds
     return msg
 
@@ -146,6 +147,7 @@ def encoded_bev_to_frame(msg: EncodedBEV, received_ns: int = 0, source_ns: int =
         num_slices=msg.num_slices,
         first_cell=msg.first_cell,
         num_cells=msg.num_cells,
+        interleave=msg.interleave,
     )
 
 

@@ -59,6 +59,7 @@ class TestbedConfig:
     out_dir: Path
     loss: float = 0.0  # share of the infrastructure's IP packets dropped, [0, 1]
     slice_bytes: int = 0  # agent output.slice_bytes; 0: one message per frame (monolithic)
+    interleave: int = 2  # agent output.interleave: the slices' cell order (1: row-major)
     rate: float = 0.25  # replay speed: low enough that both agents and the fusion keep up
     sync_wait_ms: float = 1000.0
     max_age_ms: float = 150.0
@@ -103,6 +104,7 @@ def launch_arguments(config: TestbedConfig, profile: Path) -> dict[str, str]:
         "exit_delay": str(config.sync_wait_ms / 1e3 + 3.0),
         "dds_profile": str(profile.resolve()),
         "slice_bytes": str(config.slice_bytes),
+        "interleave": str(config.interleave),
     }
 
 

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from revqom_nodes.codec.errors import WireFormatError
-from revqom_nodes.codec.slices import Slice, cut_slices, packed_cells_per_slice
+from revqom_nodes.codec.slices import (
+    Slice,
+    SliceError,
+    check_interleave,
+    cut_slices,
+    packed_cells_per_slice,
+)
 from revqom_nodes.codec.wire import Encoding
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.model import RuntimeModel
@@ -35,11 +41,12 @@ def parse_encoding(name: str) -> Encoding:
 class EncodedSweep(NamedTuple):
     """What the agent publishes for one sweep, with the time each stage took (milliseconds)."""
 
-    slices: list[Slice]  # in cell order, covering the map once; one message each
+    slices: list[Slice]  # in the cell order of ``interleave``, covering the map once; one message each
     indices: np.ndarray  # (Q, H, W) int64
     bev_ms: float
     quantize_ms: float
     pack_ms: float
+    interleave: int = 1  # codec.slices.cell_order
 
     @property
     def payload_bytes(self) -> int:
@@ -61,11 +68,16 @@ def _now_ms(device: torch.device) -> float:
 class AgentEncoder:
     """Encodes sweeps with a RuntimeModel's backbone and codec (inference only).
 
-    slice_bytes: the largest payload of one message (0: the whole map in one message).
+    slice_bytes: the largest payload of one message (0: the whole map in one message);
+    interleave: the slices' cell order (``codec.slices.cell_order``; 1: row-major).
     """
 
     def __init__(
-        self, model: RuntimeModel, encoding: Encoding = Encoding.PACKED, slice_bytes: int = 0
+        self,
+        model: RuntimeModel,
+        encoding: Encoding = Encoding.PACKED,
+        slice_bytes: int = 0,
+        interleave: int = 1,
     ) -> None:
         if encoding is Encoding.ENTROPY and model.entropy_tables is None:
             raise RuntimeConfigError(
@@ -82,9 +94,14 @@ class AgentEncoder:
                 packed_cells_per_slice(slice_bytes, settings.num_quantizers, settings.codebook_size)
             except WireFormatError as exc:
                 raise RuntimeConfigError(f"slice_bytes: {exc}") from None
+        try:
+            check_interleave(interleave, *model.grid.bev_shape)
+        except SliceError as exc:
+            raise RuntimeConfigError(f"interleave: {exc}") from None
         self.model = model
         self.encoding = Encoding(encoding)
         self.slice_bytes = int(slice_bytes)
+        self.interleave = int(interleave)
 
     @torch.no_grad()
     def encode(self, points: np.ndarray) -> EncodedSweep:
@@ -102,8 +119,14 @@ class AgentEncoder:
             self.slice_bytes,
             self.encoding,
             self.model.entropy_tables,
+            self.interleave,
         )
         after_pack = _now_ms(device)
         return EncodedSweep(
-            slices, indices, after_bev - start, after_quantize - after_bev, after_pack - after_quantize
+            slices,
+            indices,
+            after_bev - start,
+            after_quantize - after_bev,
+            after_pack - after_quantize,
+            self.interleave,
         )

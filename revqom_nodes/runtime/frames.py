@@ -24,8 +24,9 @@ class AgentFrame:
     stamp_ns: the LiDAR sweep time; T_world_from_lidar: (4, 4) float64 sender pose (may be
     anything a sender wrote, NaN included: validation checks it); payload: bytes-like;
     received_ns / source_ns: wall-clock receive and publish times (0 when unknown);
-    slice_index, num_slices, first_cell, num_cells: the message's share of the map (cells in
-    row-major order over (H, W); num_cells None means H * W, the whole map in one message).
+    slice_index, num_slices, first_cell, num_cells, interleave: the message's share of the map
+    (cells in the cell order of ``interleave``, ``codec.slices.cell_order``; 1 is row-major over
+    (H, W); num_cells None means H * W, the whole map in one message).
     The inbox hands fusion one frame per sweep, with ``indices`` assembled from its slices
     and ``valid`` marking the cells that arrived.
     """
@@ -50,6 +51,7 @@ class AgentFrame:
     num_slices: int = 1
     first_cell: int = 0
     num_cells: int | None = None
+    interleave: int = 1
     indices: np.ndarray | None = field(
         default=None, repr=False
     )  # (Q, H, W) int64 once validated, 0 where missing

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from revqom_nodes.codec.conceal import concealed_valid
 from revqom_nodes.data.transforms import invert
 from revqom_nodes.perception.postprocess import Detections
 from revqom_nodes.runtime.errors import RuntimeConfigError
@@ -64,13 +65,14 @@ class FusionEngine:
         start = time.perf_counter()
         detector = self.model.detector
         # One map at a time, as each arrives in its own messages and as ``revqom eval`` rebuilds them;
-        # a map with lost slices is decoded from its received cells only (the decoder's
-        # normalisation would otherwise shift every cell), and the missing cells are zeroed.
-        valid = [None if f.valid is None else torch.from_numpy(f.valid).to(device) for f in frames]
+        # a map with lost slices is decoded from its received cells only, lost cells next to
+        # received ones concealed (codec/conceal.py), and the cells still missing are zeroed.
+        received = [None if f.valid is None else torch.from_numpy(f.valid).to(device) for f in frames]
         maps = [
             detector.decode_indices(torch.from_numpy(f.indices[None]), None if v is None else v[None])
-            for f, v in zip(frames, valid, strict=True)
+            for f, v in zip(frames, received, strict=True)
         ]
+        valid = [None if v is None else concealed_valid(v[None])[0] for v in received]
         maps = [
             bev if mask is None else bev * mask.to(bev.dtype) for bev, mask in zip(maps, valid, strict=True)
         ]

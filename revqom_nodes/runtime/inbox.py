@@ -169,13 +169,16 @@ class Inbox:
         else:
             self._accept_other(frame, state)
         expect = self.expect
-        assembly = SliceAssembly(expect.num_quantizers, expect.height, expect.width, frame.num_slices)
+        assembly = SliceAssembly(
+            expect.num_quantizers, expect.height, expect.width, frame.num_slices, frame.interleave
+        )
         assembly.add(
             frame.first_cell,
             frame.num_cells,
             cells,
             slice_index=frame.slice_index,
             num_slices=frame.num_slices,
+            interleave=frame.interleave,
         )
         for older in state.frames:
             older.closed = True
@@ -215,6 +218,7 @@ class Inbox:
                 cells,
                 slice_index=frame.slice_index,
                 num_slices=frame.num_slices,
+                interleave=frame.interleave,
             )
         except SliceError as exc:
             raise Rejected(RejectReason.BAD_SLICE, f"{frame.agent_id}: {exc}") from None

@@ -123,6 +123,7 @@ def check_slice(frame: AgentFrame, expect: Expectations) -> np.ndarray:
             num_cells=frame.num_cells,
             height=expect.height,
             width=expect.width,
+            interleave=frame.interleave,
         )
     except SliceError as exc:
         raise Rejected(RejectReason.BAD_SLICE, str(exc)) from None
@@ -158,9 +159,11 @@ def check_frame(frame: AgentFrame, expect: Expectations) -> np.ndarray:
         raise Rejected(
             RejectReason.BAD_SLICE, f"slice {frame.slice_index} of {frame.num_slices}: not a whole map"
         )
-    assembly = SliceAssembly(expect.num_quantizers, expect.height, expect.width)
+    assembly = SliceAssembly(
+        expect.num_quantizers, expect.height, expect.width, interleave=frame.interleave
+    )
     try:
-        assembly.add(frame.first_cell, frame.num_cells, cells)
+        assembly.add(frame.first_cell, frame.num_cells, cells, interleave=frame.interleave)
     except SliceError as exc:
         raise Rejected(RejectReason.BAD_SLICE, str(exc)) from None
     if not assembly.valid.all():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from revqom_nodes.codec import CodecConfig, CodecDecoder, CodecState, ReVQomCodec
+from revqom_nodes.codec.conceal import conceal
 from revqom_nodes.codec.state import compute_codebook_id
 
 
@@ -47,24 +48,28 @@ def test_even_or_zero_kernels_are_refused(kernel: int) -> None:
 
 
 def test_partial_maps_normalise_over_the_cells_that_arrived() -> None:
-    """With ``valid``, the received cells' features are GroupNorm over the received cells only, and
-    do not depend on the indices of the missing ones (the whole-map statistics did)."""
+    """With ``valid``, lost cells next to received ones are concealed first; the decoded cells are
+    GroupNorm over the received and concealed cells only, and do not depend on the indices of
+    the missing ones (the whole-map statistics did)."""
     torch.manual_seed(2)
     codec = ReVQomCodec(tiny()).eval()
     indices = torch.randint(0, 8, (1, 2, 6, 7))
     valid = torch.ones(1, 6, 7, dtype=torch.bool)
-    valid[0, 2:4] = False  # two rows lost
+    valid[0, 1:5] = False  # four rows lost: rows 1 and 4 are concealed, rows 2 and 3 stay missing
     torch.testing.assert_close(codec.decode(indices, torch.ones_like(valid)), codec.decode(indices),
                                atol=1e-4, rtol=1e-4)
     decoded = codec.decode(indices, valid)
     decoder = codec.decoder
     quantized = codec.quantizer.codebooks  # (Q, K, Cr)
     codewords = sum(quantized[q][indices[0, q]] for q in range(2)).permute(2, 0, 1)[None]  # (1, Cr, H, W)
-    features = torch.relu(decoder.conv2(torch.relu(decoder.conv1(codewords))))
-    kept = features[..., valid[0]].unsqueeze(-1)  # (1, C, N, 1): the received cells only
+    filled, kept_cells = conceal(codewords, valid)
+    assert kept_cells[0].sum(dim=1).tolist() == [7, 7, 0, 0, 7, 7]
+    features = torch.relu(decoder.conv2(torch.relu(decoder.conv1(filled))))
+    kept = features[..., kept_cells[0]].unsqueeze(-1)  # (1, C, N, 1): received and concealed cells
     expected = torch.nn.functional.group_norm(kept, decoder.norm.num_groups, decoder.norm.weight,
                                               decoder.norm.bias, decoder.norm.eps)
-    torch.testing.assert_close(decoded[..., valid[0]].unsqueeze(-1), expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(decoded[..., kept_cells[0]].unsqueeze(-1), expected, atol=1e-4, rtol=1e-4)
     scrambled = indices.clone()
-    scrambled[0, :, 2:4] = (scrambled[0, :, 2:4] + 3) % 8
-    torch.testing.assert_close(codec.decode(scrambled, valid)[..., valid[0]], decoded[..., valid[0]])
+    scrambled[0, :, 1:5] = (scrambled[0, :, 1:5] + 3) % 8
+    torch.testing.assert_close(codec.decode(scrambled, valid)[..., kept_cells[0]],
+                               decoded[..., kept_cells[0]])

@@ -12,6 +12,7 @@ from revqom_nodes.codec.slices import (
     MAX_SLICES,
     SliceAssembly,
     SliceError,
+    cell_order,
     check_slice_fields,
     cut_slices,
     packed_cells_per_slice,
@@ -44,8 +45,8 @@ def decode(piece, Q, K, tables):
     )
 
 
-def assemble(pieces, Q, H, W, K, tables, keep=None) -> SliceAssembly:
-    assembly = SliceAssembly(Q, H, W, len(pieces))
+def assemble(pieces, Q, H, W, K, tables, keep=None, interleave=1) -> SliceAssembly:
+    assembly = SliceAssembly(Q, H, W, len(pieces), interleave)
     for i, piece in enumerate(pieces):
         if keep is None or keep[i]:
             assembly.add(
@@ -54,6 +55,7 @@ def assemble(pieces, Q, H, W, K, tables, keep=None) -> SliceAssembly:
                 decode(piece, Q, K, tables),
                 slice_index=i,
                 num_slices=len(pieces),
+                interleave=interleave,
             )
     return assembly
 
@@ -107,20 +109,33 @@ def test_entropy_slices_hold_more_cells_where_the_map_is_empty():
     assert len(pieces) < len(packed)
 
 
+def test_cell_order_is_row_major_or_the_sub_grids_one_after_another():
+    np.testing.assert_array_equal(cell_order(3, 4), np.arange(12))
+    grid = np.arange(20).reshape(4, 5)
+    expected = [grid[0::2, 0::2], grid[0::2, 1::2], grid[1::2, 0::2], grid[1::2, 1::2]]
+    np.testing.assert_array_equal(cell_order(4, 5, 2), np.concatenate([g.reshape(-1) for g in expected]))
+    assert sorted(cell_order(7, 9, 4).tolist()) == list(range(63))
+    for bad in (0, 8, 256):
+        with pytest.raises(SliceError, match="interleave"):
+            cell_order(7, 9, bad)
+
+
+@pytest.mark.parametrize("interleave", [1, 2, 3])
 @pytest.mark.parametrize("encoding", list(Encoding))
-def test_lost_slices_leave_the_rest_exact_and_marked(encoding):
+def test_lost_slices_leave_the_rest_exact_and_marked(encoding, interleave):
     rng = np.random.default_rng(3)
     Q, K, H, W = 2, 16, 16, 12
     indices = sample_map(rng, Q, K, H, W)
     tables = skewed_tables(Q, K)
-    pieces = cut_slices(indices, K, 30, encoding, tables)
+    pieces = cut_slices(indices, K, 30, encoding, tables, interleave)
     assert len(pieces) >= 4
     keep = rng.random(len(pieces)) < 0.6
     keep[0], keep[1] = True, False
-    assembly = assemble(pieces, Q, H, W, K, tables, keep)
+    assembly = assemble(pieces, Q, H, W, K, tables, keep, interleave)
+    order = cell_order(H, W, interleave)
     expected = np.zeros(H * W, dtype=bool)
     for piece, kept in zip(pieces, keep, strict=True):
-        expected[piece.first_cell : piece.first_cell + piece.num_cells] |= kept
+        expected[order[piece.first_cell : piece.first_cell + piece.num_cells]] |= kept
     np.testing.assert_array_equal(assembly.valid, expected.reshape(H, W))
     valid = assembly.valid
     np.testing.assert_array_equal(assembly.indices[:, valid], indices[:, valid])
@@ -143,6 +158,8 @@ def test_bad_slices_are_rejected_with_reasons_and_change_nothing():
         (dict(first_cell=6, num_cells=6, slice_index=3, num_slices=3), "slice_index"),
         (dict(first_cell=6, num_cells=6, slice_index=1, num_slices=0), "num_slices"),
         (dict(first_cell=6, num_cells=5, slice_index=1, num_slices=3), "indices must be"),
+        (dict(first_cell=6, num_cells=6, slice_index=1, num_slices=3, interleave=2), "first slice said 1"),
+        (dict(first_cell=6, num_cells=6, slice_index=1, num_slices=3, interleave=5), "interleave"),
     ]
     for fields, message in cases:
         with pytest.raises(SliceError, match=message):

@@ -97,7 +97,8 @@ def test_encoded_bev_round_trip(tiny_model, sweeps):
         T_world_from_lidar=T,
     )
     assert bytes(msg.payload) == sweep.slices[0].payload
-    assert (msg.slice_index, msg.num_slices, msg.first_cell, msg.num_cells) == (0, 1, 0, 32 * 32)
+    slice_fields = (msg.slice_index, msg.num_slices, msg.first_cell, msg.num_cells, msg.interleave)
+    assert slice_fields == (0, 1, 0, 32 * 32, 1)
     frame = encoded_bev_to_frame(msg, received_ns=7, source_ns=6)
     assert (frame.agent_id, frame.sequence, frame.stamp_ns, frame.received_ns) == (
         "infrastructure",
@@ -110,11 +111,12 @@ def test_encoded_bev_round_trip(tiny_model, sweeps):
 
 
 def test_sliced_sweep_messages_carry_their_cells(tiny_model, sweeps):
+    from revqom_nodes.codec.slices import cell_order
     from revqom_nodes.codec.wire import Encoding
     from revqom_nodes.runtime.encoder import AgentEncoder
     from revqom_nodes.runtime.validation import Expectations, check_slice
 
-    sweep = AgentEncoder(tiny_model, Encoding.ENTROPY, slice_bytes=20).encode(sweeps["vehicle"])
+    sweep = AgentEncoder(tiny_model, Encoding.ENTROPY, slice_bytes=20, interleave=3).encode(sweeps["vehicle"])
     T = make_transform(rotation_z(0.3), [2800.0, -1200.0, 1.9])
     header = Header(stamp=Time(sec=1_626_155_000, nanosec=9), frame_id="vehicle_lidar")
     messages = [
@@ -131,7 +133,8 @@ def test_sliced_sweep_messages_carry_their_cells(tiny_model, sweeps):
         for i in range(len(sweep.slices))
     ]
     assert len(messages) > 1
-    flat = sweep.indices.reshape(sweep.indices.shape[0], -1)
+    Q, H, W = sweep.indices.shape
+    in_order = sweep.indices.reshape(Q, -1)[:, cell_order(H, W, 3)]
     for index, msg in enumerate(messages):
         piece = sweep.slices[index]
         assert (msg.slice_index, msg.num_slices, msg.first_cell, msg.num_cells) == (
@@ -142,15 +145,17 @@ def test_sliced_sweep_messages_carry_their_cells(tiny_model, sweeps):
         )
         assert msg.encoding == int(piece.encoding) and bytes(msg.payload) == piece.payload
         frame = encoded_bev_to_frame(msg)
-        assert (frame.slice_index, frame.num_slices, frame.first_cell, frame.num_cells) == (
+        assert (frame.slice_index, frame.num_slices, frame.first_cell, frame.num_cells, frame.interleave) == (
             index,
             len(messages),
             piece.first_cell,
             piece.num_cells,
+            3,
         )
         np.testing.assert_allclose(frame.T_world_from_lidar, T, atol=1e-9)  # every slice has the pose
         cells = check_slice(frame, Expectations.of(tiny_model))
-        np.testing.assert_array_equal(cells, flat[:, piece.first_cell : piece.first_cell + piece.num_cells])
+        carried = in_order[:, piece.first_cell : piece.first_cell + piece.num_cells]
+        np.testing.assert_array_equal(cells, carried)
 
 
 def test_detections_and_markers():

@@ -30,12 +30,13 @@ def sweeps() -> dict[str, np.ndarray]:
 
 @pytest.fixture
 def make_slices(tiny_model: RuntimeModel, sweeps: dict[str, np.ndarray]) -> Callable[..., list[AgentFrame]]:
-    """``make_slices(agent_id, stamp_ms, T=None, encode_with=PACKED, slice_bytes=0, **overrides)``
-    -> the AgentFrames of one sweep's messages (one whole-map message for slice_bytes 0).
+    """``make_slices(agent_id, stamp_ms, T=None, encode_with=PACKED, slice_bytes=0, interleave=1,
+    **overrides)`` -> the AgentFrames of one sweep's messages (one whole-map message for
+    slice_bytes 0).
 
     Agents other than vehicle and infrastructure send the vehicle's sweep.
     """
-    cache: dict[tuple[str, Encoding, int], object] = {}
+    cache: dict[tuple[str, Encoding, int, int], object] = {}
 
     def make(
         agent_id: str = "vehicle",
@@ -43,11 +44,12 @@ def make_slices(tiny_model: RuntimeModel, sweeps: dict[str, np.ndarray]) -> Call
         T: np.ndarray | None = None,
         encode_with: Encoding = Encoding.PACKED,
         slice_bytes: int = 0,
+        interleave: int = 1,
         **overrides: object,
     ) -> list[AgentFrame]:
-        key = (agent_id if agent_id in sweeps else "vehicle", encode_with, slice_bytes)
+        key = (agent_id if agent_id in sweeps else "vehicle", encode_with, slice_bytes, interleave)
         if key not in cache:
-            cache[key] = AgentEncoder(tiny_model, encode_with, slice_bytes).encode(sweeps[key[0]])
+            cache[key] = AgentEncoder(tiny_model, encode_with, slice_bytes, interleave).encode(sweeps[key[0]])
         sweep = cache[key]
         height, width = tiny_model.grid.bev_shape
         frames = []
@@ -71,6 +73,7 @@ def make_slices(tiny_model: RuntimeModel, sweeps: dict[str, np.ndarray]) -> Call
                 num_slices=len(sweep.slices),
                 first_cell=piece.first_cell,
                 num_cells=piece.num_cells,
+                interleave=interleave,
             )
             fields.update(overrides)
             frames.append(AgentFrame(**fields))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from revqom_nodes.codec.conceal import concealed_valid
+from revqom_nodes.codec.slices import cell_order
 from revqom_nodes.codec.wire import Encoding
 from revqom_nodes.runtime.fusion import FusionEngine
 from revqom_nodes.runtime.validation import Expectations, RejectReason, check_frame
@@ -19,10 +22,11 @@ def inbox(make_inbox):
     return make_inbox(sweep_period_ms=100)
 
 
-def received_mask(slices, shape) -> np.ndarray:
+def received_mask(slices, shape, interleave=1) -> np.ndarray:
+    order = cell_order(*shape, interleave)
     mask = np.zeros(shape[0] * shape[1], dtype=bool)
     for frame in slices:
-        mask[frame.first_cell : frame.first_cell + frame.num_cells] = True
+        mask[order[frame.first_cell : frame.first_cell + frame.num_cells]] = True
     return mask.reshape(shape)
 
 
@@ -58,11 +62,12 @@ def test_complete_sliced_frames_are_fused_at_once_and_equal_whole_maps(
     assert sum(inbox.bytes_received()) == payload  # every slice's payload counts
 
 
+@pytest.mark.parametrize("interleave", [1, 2])
 def test_a_partner_missing_slices_is_fused_after_the_wait_with_its_validity(
-    tiny_model, inbox, make_slices, clock
+    tiny_model, inbox, make_slices, clock, interleave
 ):
-    infra = make_slices("infrastructure", 1010, slice_bytes=SLICE_BYTES)
-    kept = [f for i, f in enumerate(infra) if i % 3]
+    infra = make_slices("infrastructure", 1010, slice_bytes=SLICE_BYTES, interleave=interleave)
+    kept = [f for i, f in enumerate(infra) if i not in (10, 11, 12)]  # 72 cells: 2.25 rows
     for frame in kept:
         inbox.receive(frame)
     inbox.receive(make_slices("vehicle", 1000)[0])
@@ -72,13 +77,18 @@ def test_a_partner_missing_slices_is_fused_after_the_wait_with_its_validity(
     ego, _ = inbox.next_ego()
     (partner,) = inbox.partners_of(ego)
     shape = tiny_model.grid.bev_shape
-    expected = received_mask(kept, shape)
+    expected = received_mask(kept, shape, interleave)
     np.testing.assert_array_equal(partner.valid, expected)
     assert partner.cells_received_fraction == pytest.approx(expected.mean())
     whole = make_slices("infrastructure", 1010)[0]
     indices = check_frame(whole, Expectations.of(tiny_model))
     np.testing.assert_array_equal(partner.indices[:, expected], indices[:, expected])
     assert (partner.indices[:, ~expected] == 0).all()
+    # row-major, that is a band the receiver cannot conceal whole; interleaved,
+    # every lost cell has received neighbours and the partner's map is fused whole
+    concealed = concealed_valid(torch.from_numpy(expected)[None])[0]
+    assert bool(concealed.all()) == (interleave == 2)
+    assert FusionEngine(tiny_model).fuse(ego, [partner]).fused_agent_ids == ["vehicle", "infrastructure"]
 
 
 def test_the_next_sweep_settles_a_frame_with_lost_slices(inbox, make_slices):
@@ -118,18 +128,20 @@ def test_bad_slices_are_rejected_and_counted(inbox, make_slices):
     tilted = make_slices("infrastructure", 1000, T_WORLD_FROM_INFRA, slice_bytes=SLICE_BYTES)
     other_count = make_slices("infrastructure", 1000, slice_bytes=SLICE_BYTES, num_slices=len(infra) + 1)
     shifted = make_slices("infrastructure", 1000, slice_bytes=SLICE_BYTES, first_cell=infra[0].num_cells - 1)
+    reordered = make_slices("infrastructure", 1000, slice_bytes=SLICE_BYTES, interleave=2)
     cases = [
         (infra[0], RejectReason.OUT_OF_ORDER),  # a duplicate
         (tilted[1], RejectReason.BAD_SLICE),  # another pose than the first slice's
         (other_count[1], RejectReason.BAD_SLICE),  # num_slices unlike the first slice's
         (shifted[2], RejectReason.BAD_SLICE),  # overlaps slice 0's cells
         (shifted[-1], RejectReason.BAD_SLICE),  # runs past the map's last cell
+        (reordered[1], RejectReason.BAD_SLICE),  # interleave unlike the first slice's
     ]
     for frame, reason in cases:
         assert reason_of(inbox, frame) is reason
     assert reason_of(inbox, infra[1]) is None  # the frame is not spoiled by them
     counts = inbox.rejected_counts()
-    assert counts["bad_slice"] == 4 and counts["out_of_order"] == 1
+    assert counts["bad_slice"] == 5 and counts["out_of_order"] == 1
     assert inbox.bytes_received()[1] == len(infra[0].payload) + len(infra[1].payload)
 
 
