@@ -37,7 +37,7 @@ class PostAffineDecoder(nn.Module):
     then valid where ``concealed_valid(valid)`` is True); the cells still missing enter the
     convs as zeros (like the map's border) and are left out of the GroupNorm statistics, which
     otherwise span the whole map, so that losing cells does not shift every other cell's
-    features. All True gives exactly the unmasked result.
+    features; they come out as zeros. All True gives exactly the unmasked result.
     """
 
     def __init__(self, config: CodecConfig) -> None:
@@ -54,7 +54,7 @@ class PostAffineDecoder(nn.Module):
         quantized, valid = conceal(quantized, valid)
         mask = valid.to(quantized.dtype).unsqueeze(1)  # (B, 1, H, W)
         hidden = torch.relu(self.conv1(quantized * mask))
-        return self._masked_norm(torch.relu(self.conv2(hidden)), mask)
+        return self._masked_norm(torch.relu(self.conv2(hidden)), mask) * mask
 
     def _masked_norm(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """GroupNorm of (B, C, H, W) ``x`` with statistics over the cells where ``mask`` is 1."""

@@ -5,7 +5,9 @@ Several: ``revqom eval --sweep M1 M2 M3:late ... --data ROOT --out-dir DIR`` wri
 ``NAME.json`` per model, ``results.md`` (markdown table) and ``rate_accuracy.png``. A
 ``:late`` suffix (or ``--late`` for one model) runs an ego-only model as late fusion.
 ``revqom eval --tabulate OUT1.json OUT2.json ... --out-dir DIR`` makes the table and the plot
-from earlier results without evaluating again.
+from earlier results without evaluating again. ``--slice-loss P`` (with ``--slice-bytes``,
+``--interleave``, ``--loss-seed``) loses each slice of the partners' maps with probability P,
+as the lossy-network test bed does for real (``runner.SliceLoss``).
 """
 
 from __future__ import annotations
@@ -25,20 +27,22 @@ def _spec(text: str, late: bool) -> tuple[Path, bool]:
     return Path(text), late
 
 
-def _evaluate_one(path: Path, late: bool, frames: Any, device: str, progress: bool) -> dict[str, Any]:
+def _evaluate_one(
+    path: Path, late: bool, frames: Any, device: str, progress: bool, slice_loss: Any = None
+) -> dict[str, Any]:
     from revqom_nodes.evaluation.runner import evaluate_model
     from revqom_nodes.model_file import load_model
 
     loaded = load_model(path, device, mode="late" if late else None)
     name = path.stem + ("_late" if late else "")
-    result = evaluate_model(loaded, frames, name=name, progress=progress)
+    result = evaluate_model(loaded, frames, name=name, progress=progress, slice_loss=slice_loss)
     result["model_file"] = str(path)
     return result
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     keys = ("model", "mode", "ap", "frames", "bytes_per_agent_frame", "bpp", "eval_range_m",
-            "entropy_bits_per_stage")
+            "entropy_bits_per_stage", "slice_loss")
     return {k: result[k] for k in keys if k in result}
 
 
@@ -74,6 +78,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.sweep and not args.out_dir:
         log.error("--sweep needs --out-dir DIR")
         return 2
+    if args.slice_loss is not None and not 0.0 <= args.slice_loss <= 1.0:
+        log.error("--slice-loss must be a share in [0, 1], got %s", args.slice_loss)
+        return 2
+    slice_loss = None
+    if args.slice_loss is not None:
+        from revqom_nodes.evaluation.runner import SliceLoss
+
+        slice_loss = SliceLoss(args.slice_loss, args.slice_bytes, args.interleave, args.loss_seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -83,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         frames = [reader[i] for i in range(count)] if count <= 64 else _Lazy(reader, count)
         if args.model:
             path, late = _spec(args.model, args.late)
-            result = _evaluate_one(path, late, frames, device, not args.no_progress)
+            result = _evaluate_one(path, late, frames, device, not args.no_progress, slice_loss)
             _write(result, Path(args.out))
             print(json.dumps(_summary(result), indent=2))
             if result["eval_range_note"]:
@@ -93,13 +105,13 @@ def _run(args: argparse.Namespace) -> int:
         results = []
         for text in args.sweep:
             path, late = _spec(text, False)
-            result = _evaluate_one(path, late, frames, device, not args.no_progress)
+            result = _evaluate_one(path, late, frames, device, not args.no_progress, slice_loss)
             _write(result, out_dir / f"{result['model']}.json")
             results.append(result)
             print(json.dumps(_summary(result)))
         _report(results, out_dir)
         return 0
-    except (ModelFileError, EvaluationError, DatasetError, OSError) as exc:
+    except (ModelFileError, EvaluationError, DatasetError, OSError, ValueError) as exc:
         log.error("%s", exc)
         return 1
 
@@ -146,4 +158,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--slice-loss", type=float, default=None,
+        help="lose each PACKED slice of the partners' maps with this probability (codec models; "
+        "the offline twin of `revqom bench loss`)",
+    )
+    parser.add_argument("--slice-bytes", type=int, default=1100, help="slice budget for --slice-loss, bytes")
+    parser.add_argument("--interleave", type=int, default=2, help="slice cell order for --slice-loss")
+    parser.add_argument("--loss-seed", type=int, default=0, help="seed of the lost slices")
     parser.set_defaults(run=_run)

@@ -13,6 +13,12 @@ Per frame (ego first, agents beyond the model's ``comm_range_m`` dropped, as in 
 - late fusion (an ego-only model run in "late" mode): each agent detects on its own map, the
   boxes are merged at the ego; each agent's bytes are its boxes (``bandwidth.late_bytes``).
 
+With ``slice_loss`` (``revqom eval --slice-loss P``), every partner's map (never the ego's) is
+also cut into PACKED slices as the agent node cuts it (``codec.slices.cut_slices`` with the
+budget and interleave given), each slice is lost with probability P (seeded), and the rest
+is assembled, decoded from the received cells with concealment and fused with the per-cell
+validity, as the fusion node does with what arrives: the offline twin of the network test bed.
+
 Bytes per agent per frame are the mean over all agents of all frames. AP follows the
 OpenCOOD protocol (ap.py) over x +-100 m, y +-40 m, clipped to the model's grid when smaller.
 """
@@ -20,7 +26,7 @@ OpenCOOD protocol (ap.py) over x +-100 m, y +-40 m, clipped to the model's grid 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -52,18 +58,33 @@ def eval_range(grid: BevGrid) -> tuple[tuple[float, float, float, float], str | 
     )
 
 
-class _Wire:
-    """Sender + receiver of one codec model: encode, measure, decode, rebuild."""
+class SliceLoss(NamedTuple):
+    """Random loss of whole slices of the partners' maps (module docstring)."""
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    probability: float  # each slice is lost with this probability, independently
+    slice_bytes: int = 1100  # PACKED payload budget of a slice, as the agent node's output.slice_bytes
+    interleave: int = 2  # the slices' cell order, as output.interleave
+    seed: int = 0
+
+
+class _Wire:
+    """Sender + receiver of one codec model: encode, measure, (lose slices,) decode, rebuild."""
+
+    def __init__(self, loaded: LoadedModel, slice_loss: SliceLoss | None = None) -> None:
         from revqom_nodes.codec import CodecDecoder
 
         self.state = loaded.codec_state
         self.receiver = CodecDecoder(self.state).to(loaded.detector.device)
         self.indices: list[np.ndarray] = []
+        self.slice_loss = slice_loss
+        self.rng = np.random.default_rng(None if slice_loss is None else slice_loss.seed)
+        self.cells_received: list[float] = []
 
-    def send(self, indices: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        """(1, Q, H, W) indices -> (rebuilt map (1, C, H, W), packed bytes, entropy-coded bytes)."""
+    def send(
+        self, indices: torch.Tensor, lossy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
+        """(1, Q, H, W) indices -> (rebuilt map (1, C, H, W), the (H, W) bool cells it holds (None:
+        all), packed bytes, entropy-coded bytes). ``lossy``: lose slices as ``slice_loss`` says."""
         from revqom_nodes.codec.wire import Encoding, decode_payload, encode_payload
 
         settings = self.state.settings
@@ -80,7 +101,34 @@ class _Wire:
         )
         if not np.array_equal(received, sent):
             raise EvaluationError("the wire round trip changed the indices")
-        return self.receiver.decode(torch.from_numpy(received)[None]), len(packed), len(payload)
+        if not lossy or self.slice_loss is None:
+            return self.receiver.decode(torch.from_numpy(received)[None]), None, len(packed), len(payload)
+        rebuilt, held = self._lose_slices(sent)
+        return rebuilt, held, len(packed), len(payload)
+
+    def _lose_slices(self, sent: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Q, H, W) indices -> the map rebuilt from the slices that survived, and its held cells."""
+        from revqom_nodes.codec.conceal import concealed_valid
+        from revqom_nodes.codec.slices import SliceAssembly, cut_slices
+        from revqom_nodes.codec.wire import Encoding, decode_cells
+
+        loss, settings = self.slice_loss, self.state.settings
+        q, h, w = sent.shape
+        pieces = cut_slices(sent, settings.codebook_size, loss.slice_bytes, Encoding.PACKED,
+                            interleave=loss.interleave)
+        assembly = SliceAssembly(q, h, w, len(pieces), loss.interleave)
+        for index, piece in enumerate(pieces):
+            if self.rng.random() < loss.probability:
+                continue
+            cells = decode_cells(piece.payload, num_cells=piece.num_cells, num_quantizers=q,
+                                 codebook_size=settings.codebook_size, encoding=piece.encoding)
+            assembly.add(piece.first_cell, piece.num_cells, cells, slice_index=index,
+                         num_slices=len(pieces), interleave=loss.interleave)
+        self.cells_received.append(assembly.fraction)
+        device = self.receiver.codebooks.device
+        valid = torch.from_numpy(assembly.valid.copy())[None].to(device)
+        rebuilt = self.receiver.decode(torch.from_numpy(assembly.indices.copy())[None], valid)
+        return rebuilt, concealed_valid(valid)[0]
 
 
 def _detect(loaded: LoadedModel, points: list[torch.Tensor], poses: np.ndarray, wire: _Wire | None
@@ -98,20 +146,28 @@ def _detect(loaded: LoadedModel, points: list[torch.Tensor], poses: np.ndarray, 
         size = raw_bytes(maps.shape[1], maps.shape[2], maps.shape[3])
         sizes = [size] * len(points)
         return detector.detect_from_bev(list(maps.split(1)), poses), sizes, sizes
-    rebuilt, packed, entropy = [], [], []
-    for agent_map in maps.split(1):
-        bev, packed_bytes, entropy_bytes = wire.send(detector.codec.encode(agent_map))
+    rebuilt, held, packed, entropy = [], [], [], []
+    for agent, agent_map in enumerate(maps.split(1)):
+        bev, cells, packed_bytes, entropy_bytes = wire.send(detector.codec.encode(agent_map), lossy=agent > 0)
         rebuilt.append(bev)
+        held.append(cells)
         packed.append(packed_bytes)
         entropy.append(entropy_bytes)
-    return detector.detect_from_bev(rebuilt, poses), packed, entropy
+    valid = held if any(cells is not None for cells in held) else None
+    return detector.detect_from_bev(rebuilt, poses, valid), packed, entropy
 
 
 @torch.no_grad()
 def evaluate_model(
-    loaded: LoadedModel, frames: Sequence[CooperativeFrame], *, name: str, progress: bool = True
+    loaded: LoadedModel,
+    frames: Sequence[CooperativeFrame],
+    *,
+    name: str,
+    progress: bool = True,
+    slice_loss: SliceLoss | None = None,
 ) -> dict[str, Any]:
-    """Run ``loaded`` on ``frames`` -> the OUT.json mapping (see the evaluation CLI)."""
+    """Run ``loaded`` on ``frames`` -> the OUT.json mapping (see the evaluation CLI); ``slice_loss``
+    (codec models only) loses slices of the partners' maps (module docstring)."""
     from revqom_nodes.codec.entropy import empirical_entropy_bits
 
     config = loaded.config
@@ -120,7 +176,9 @@ def evaluate_model(
     comm_range_m = float(train.get("comm_range_m", 100.0))
     range_m, note = eval_range(config.grid)
     accumulator = ApAccumulator(range_m=range_m)
-    wire = _Wire(loaded) if loaded.codec_state is not None else None
+    if slice_loss is not None and loaded.codec_state is None:
+        raise EvaluationError(f"{name}: slice loss needs a model that sends codebook indices")
+    wire = _Wire(loaded, slice_loss) if loaded.codec_state is not None else None
     packed_all: list[int] = []
     entropy_all: list[int] = []
     per_frame = []
@@ -166,5 +224,12 @@ def evaluate_model(
         bits = empirical_entropy_bits(stacked, config.codec.codebook_size)
         result["entropy_bits_per_stage"] = bits.tolist()
         result["bits_per_index"] = config.codec.bits_per_index
+    if slice_loss is not None:
+        received = wire.cells_received
+        result["slice_loss"] = {
+            **slice_loss._asdict(),
+            "partner_maps": len(received),
+            "mean_cells_received": float(np.mean(received)) if received else None,
+        }
     result["per_frame"] = per_frame
     return result

@@ -66,16 +66,13 @@ class FusionEngine:
         detector = self.model.detector
         # One map at a time, as each arrives in its own messages and as ``revqom eval`` rebuilds them;
         # a map with lost slices is decoded from its received cells only, lost cells next to
-        # received ones concealed (codec/conceal.py), and the cells still missing are zeroed.
+        # received ones concealed (codec/conceal.py), the cells still missing zero and masked.
         received = [None if f.valid is None else torch.from_numpy(f.valid).to(device) for f in frames]
         maps = [
             detector.decode_indices(torch.from_numpy(f.indices[None]), None if v is None else v[None])
             for f, v in zip(frames, received, strict=True)
         ]
         valid = [None if v is None else concealed_valid(v[None])[0] for v in received]
-        maps = [
-            bev if mask is None else bev * mask.to(bev.dtype) for bev, mask in zip(maps, valid, strict=True)
-        ]
         poses = relative_poses(ego, frames[1:])
         detections = detector.detect_from_bev(
             maps, poses, valid if any(v is not None for v in valid) else None

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from revqom_nodes.data.dairv2x import DairV2XReader
-from revqom_nodes.evaluation.runner import evaluate_model
+from revqom_nodes.evaluation.errors import EvaluationError
+from revqom_nodes.evaluation.runner import SliceLoss, evaluate_model
 from revqom_nodes.model_file import load_model, model_identity, read_model_file
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -49,3 +51,35 @@ def test_bundled_k64_evaluates_on_generated_frames(tiny_root: Path) -> None:
     assert result["frames"] == 2 and result["mode"] == "revqom"
     assert 0 < result["bytes_per_agent_frame"]["entropy"] <= result["bytes_per_agent_frame"]["packed"]
     assert set(result["ap"]) == {"0.3", "0.5", "0.7"}
+
+
+def test_bundled_default_evaluates_under_slice_loss(tiny_root: Path) -> None:
+    """``revqom eval --slice-loss``: no loss equals the lossless evaluation, the draws follow the
+    seed, every slice lost leaves the partner out, and bad settings are refused."""
+    loaded = load_model(MODELS_DIR / "synthetic_gpu_k64_ctx.pt")
+    reader = DairV2XReader(tiny_root, "all")
+    frames = [reader[i] for i in range(len(reader))]
+
+    def run(probability: float | None, seed: int = 0, interleave: int = 2) -> dict:
+        loss = None if probability is None else SliceLoss(probability, 1100, interleave, seed)
+        return evaluate_model(loaded, frames, name="k64", progress=False, slice_loss=loss)
+
+    def preds(result: dict) -> list:
+        return [f["pred"] for f in result["per_frame"]]
+
+    lossless, kept = run(None), run(0.0)
+    assert "slice_loss" not in lossless
+    assert kept["slice_loss"]["mean_cells_received"] == 1.0 and kept["slice_loss"]["partner_maps"] > 0
+    for a, b in zip(preds(kept), preds(lossless), strict=True):  # the masked GroupNorm sums differently
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-3)
+    half, again, other = run(0.5, seed=1), run(0.5, seed=1), run(0.5, seed=2)
+    assert 0.0 < half["slice_loss"]["mean_cells_received"] < 1.0
+    assert preds(half) == preds(again) and half["slice_loss"] == again["slice_loss"]
+    assert other["slice_loss"]["mean_cells_received"] != half["slice_loss"]["mean_cells_received"]
+    lost = run(1.0)
+    assert lost["slice_loss"]["mean_cells_received"] == 0.0 and preds(lost) != preds(lossless)
+    with pytest.raises(ValueError, match="interleave"):
+        run(0.1, interleave=0)
+    with pytest.raises(EvaluationError, match="codebook indices"):
+        evaluate_model(load_model(MODELS_DIR / "synthetic_gpu_raw_ctx.pt"), frames, name="raw",
+                       progress=False, slice_loss=SliceLoss(0.1))
