@@ -1,6 +1,7 @@
 """``revqom bench loss``: monolithic vs sliced transport under real packet loss, as JSON.
 
-For each transport mode and loss rate, the scenario of ``revqom demo`` (the same seeded
+For each transport mode (``monolithic``; ``slices`` once per ``--interleave`` cell order) and
+loss rate, the scenario of ``revqom demo`` (the same seeded
 synthetic scenario, or ``--data``) runs through the test bed (``ros/testbed.py``: the ego's
 and the infrastructure's nodes in two network namespaces, a share of the infrastructure's IP
 packets dropped before reassembly). Per run:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from revqom_nodes.ros.bench_loss import cell_shares, dropped_share, received_share, wire_per_frame
+from revqom_nodes.ros.bench_loss import cell_shares, dropped_share, received_share, run_name, wire_per_frame
 from revqom_nodes.ros.launch_file import parse_launch_file
 from revqom_nodes.ros.testbed import NODE_ENV, TestbedConfig, launch_arguments, place_nodes
 from revqom_nodes.ros.testbed_net import (
@@ -100,9 +100,9 @@ def test_namespace_names_are_unique_per_run_and_found_stale_when_their_process_i
     assert stale_namespaces(listing, lambda pid: True) == []
 
 
-def _scenario_specs(tmp_path: Path, slice_bytes: int = 0):
+def _scenario_specs(tmp_path: Path, slice_bytes: int = 0, interleave: int = 2):
     config = TestbedConfig(bag=tmp_path / "bag", model=tmp_path / "m.pt", out_dir=tmp_path / "out",
-                           slice_bytes=slice_bytes)
+                           slice_bytes=slice_bytes, interleave=interleave)
     arguments = launch_arguments(config, tmp_path / "p.xml")
     return parse_launch_file(ROOT / "launch" / "scenario.launch.xml", arguments)
 
@@ -138,18 +138,22 @@ def test_nodes_are_placed_in_their_namespaces_and_the_replay_split_by_topic(tmp_
         place_nodes(_scenario_specs(tmp_path), ["/vehicle/lidar/points"], ego, infra)
 
 
-@pytest.mark.parametrize(("slice_bytes", "transport"), [(0, "monolithic"), (1100, "slices")])
-def test_transport_reaches_both_agents_through_the_slice_bytes_argument(
-    tmp_path: Path, slice_bytes: int, transport: str
+@pytest.mark.parametrize(("slice_bytes", "interleave", "transport", "mode"),
+                         [(0, 1, "monolithic", "monolithic"), (1100, 1, "slices", "slices_interleave1"),
+                          (1100, 3, "slices", "slices_interleave3")])
+def test_transport_reaches_both_agents_through_the_slice_arguments(
+    tmp_path: Path, slice_bytes: int, interleave: int, transport: str, mode: str
 ) -> None:
-    specs = _scenario_specs(tmp_path, slice_bytes)
+    specs = _scenario_specs(tmp_path, slice_bytes, interleave)
     agents = [s for s in specs if s.executable == "agent_node"]
     assert len(agents) == 2
     for agent in agents:
         inline = {k: v for p in agent.parameters if isinstance(p, dict) for k, v in p.items()}
-        assert inline["output.slice_bytes"] == slice_bytes
-    config = TestbedConfig(bag=tmp_path, model=tmp_path, out_dir=tmp_path, slice_bytes=slice_bytes)
+        assert (inline["output.slice_bytes"], inline["output.interleave"]) == (slice_bytes, interleave)
+    config = TestbedConfig(bag=tmp_path, model=tmp_path, out_dir=tmp_path, slice_bytes=slice_bytes,
+                           interleave=interleave)
     assert config.transport == transport
+    assert run_name({"transport": config.transport, "interleave": config.interleave}) == mode
 
 
 def _status(stamp: int, fused: bool, fraction: float | None = None, age_ms: float | None = -20.0) -> dict:

@@ -67,9 +67,12 @@ def test_payload_sizes(tiny_model, sweeps):
     assert sum(s.num_cells for s in sliced.slices) == height * width
 
 
-def test_slice_bytes_must_not_be_negative(tiny_model):
+def test_slice_bytes_must_not_be_negative_nor_the_interleave_outside_the_grid(tiny_model):
     with pytest.raises(RuntimeConfigError, match="slice_bytes"):
         AgentEncoder(tiny_model, slice_bytes=-1)
+    for interleave in (0, 33):  # the tiny grid is 32 x 32
+        with pytest.raises(RuntimeConfigError, match="interleave"):
+            AgentEncoder(tiny_model, slice_bytes=100, interleave=interleave)
     assert len(AgentEncoder(tiny_model, slice_bytes=1).encode(tiny_cloud(1)).slices) == 32 * 32  # 8-bit cells
 
 
