@@ -6,6 +6,7 @@ synthetic scenario, or ``--data``) runs through the test bed (``ros/testbed.py``
 and the infrastructure's nodes in two network namespaces, a share of the infrastructure's IP
 packets dropped before reassembly). Per run:
 
+- ``mode``: ``monolithic`` or ``slices_interleaveS`` (the key of ``ap05_never_below_ego_only``);
 - ``complete_share``: ego frames whose infrastructure map was fused whole;
 - ``mean_cells_received``: mean share of the infrastructure's BEV cells fused per ego frame
   (FusionStatus.cells_received_fraction; a frame fused without the infrastructure, or with
@@ -113,9 +114,9 @@ def dropped_share(samples: Sequence[tuple[int, Any]], start_ns: int | None, fina
     return final.dropped_packets / packets if packets > 0 else None
 
 
-def run_name(row: dict[str, Any]) -> str:
+def run_name(transport: str, interleave: int) -> str:
     """``monolithic`` or ``slices_interleaveS``: a transport mode of the JSON's rows."""
-    return "monolithic" if row["transport"] == "monolithic" else f"slices_interleave{row['interleave']}"
+    return "monolithic" if transport == "monolithic" else f"slices_interleave{interleave}"
 
 
 def run_metrics(run: Any, truth: Sequence[Any], *, range_m: Sequence[float], channels: int) -> dict[str, Any]:
@@ -126,6 +127,7 @@ def run_metrics(run: Any, truth: Sequence[Any], *, range_m: Sequence[float], cha
     row: dict[str, Any] = {
         "transport": config.transport,
         "interleave": config.interleave,
+        "mode": run_name(config.transport, config.interleave),
         "loss": config.loss,
         "frames": len(truth),
     }
@@ -228,7 +230,7 @@ def _run(args: argparse.Namespace) -> int:
     ]
     rows = []
     for transport, interleave, loss in runs:
-        mode = run_name({"transport": transport, "interleave": interleave})
+        mode = run_name(transport, interleave)
         run_config = TestbedConfig(
             bag=bag,
             model=model,
@@ -266,8 +268,8 @@ def _run(args: argparse.Namespace) -> int:
         **references,
         "runs": rows,
         "ap05_never_below_ego_only": {
-            name: all(r.get("ap", {}).get("0.5", -1.0) >= ego_ap for r in rows if run_name(r) == name)
-            for name in dict.fromkeys(run_name(r) for r in rows)
+            name: all(r.get("ap", {}).get("0.5", -1.0) >= ego_ap for r in rows if r["mode"] == name)
+            for name in dict.fromkeys(r["mode"] for r in rows)
         },
         "seconds": round(time.perf_counter() - started, 1),
     }

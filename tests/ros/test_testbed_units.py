@@ -153,7 +153,7 @@ def test_transport_reaches_both_agents_through_the_slice_arguments(
     config = TestbedConfig(bag=tmp_path, model=tmp_path, out_dir=tmp_path, slice_bytes=slice_bytes,
                            interleave=interleave)
     assert config.transport == transport
-    assert run_name({"transport": config.transport, "interleave": config.interleave}) == mode
+    assert run_name(config.transport, config.interleave) == mode
 
 
 def _status(stamp: int, fused: bool, fraction: float | None = None, age_ms: float | None = -20.0) -> dict:
