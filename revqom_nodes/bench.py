@@ -14,8 +14,8 @@ BENCH_MODULES: tuple[str, ...] = (
     "revqom_nodes.codec.bench",
     "revqom_nodes.perception.bench",
     "revqom_nodes.evaluation.parity",
-    "revqom_nodes.ros.bench_pipeline",
-    "revqom_nodes.ros.bench_loss",
+    "revqom_nodes.scenario.bench_pipeline",
+    "revqom_nodes.scenario.bench_loss",
 )
 
 

@@ -17,13 +17,13 @@ from revqom_nodes import __version__
 
 COMMAND_MODULES: tuple[str, ...] = (
     "revqom_nodes.info",
-    "revqom_nodes.ros.launch_cli",
+    "revqom_nodes.launcher.cli",
     "revqom_nodes.data.cli",
     "revqom_nodes.bench",
     "revqom_nodes.training.cli",
     "revqom_nodes.evaluation.cli",
-    "revqom_nodes.ros.replay_cli",
-    "revqom_nodes.ros.demo",
+    "revqom_nodes.scenario.replay",
+    "revqom_nodes.scenario.demo",
 )
 
 

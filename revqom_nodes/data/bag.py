@@ -33,7 +33,7 @@ from tqdm import tqdm
 from revqom_nodes.data.dairv2x import DairV2XReader
 from revqom_nodes.data.errors import DatasetError
 from revqom_nodes.data.pointcloud import xyzi_to_cloud_data
-from revqom_nodes.data.transforms import quaternion_from_matrix
+from revqom_nodes.geometry import quaternion_from_matrix
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from revqom_nodes.data.errors import DatasetError
 from revqom_nodes.data.pcd import read_pcd
-from revqom_nodes.data.transforms import box_corners, boxes_from_corners, invert, make_transform
+from revqom_nodes.geometry import box_corners, boxes_from_corners, invert, make_transform
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from revqom_nodes.data.dairv2x import DairV2XReader
-from revqom_nodes.data.transforms import box_corners, count_points_in_boxes
+from revqom_nodes.geometry import box_corners, count_points_in_boxes
 
 EVAL_RANGE_M: tuple[tuple[float, float], tuple[float, float]] = ((-100.0, 100.0), (-40.0, 40.0))
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from revqom_nodes.data.lidar import LidarModel, Sweep, cast
 from revqom_nodes.data.synth_scene import LIDAR_HEIGHT_M, Scene, Vehicle, part_boxes
-from revqom_nodes.data.transforms import invert, make_transform, rotation_z, transform_boxes
+from revqom_nodes.geometry import invert, make_transform, rotation_z, transform_boxes
 
 T_BASE_FROM_LIDAR = make_transform(rotation_z(np.radians(0.3)), [0.2, 0.0, LIDAR_HEIGHT_M])
 T_BASE_FROM_NOVATEL = make_transform(rotation_z(-np.pi / 2), [-0.5, 0.0, 0.5])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from revqom_nodes.data.transforms import make_transform, rotation_z
+from revqom_nodes.geometry import make_transform, rotation_z
 
 # Road geometry (metres, scene frame).
 LANE_M = 3.5

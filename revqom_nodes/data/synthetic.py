@@ -34,7 +34,7 @@ from revqom_nodes.data.synth_render import (
     render_frame,
 )
 from revqom_nodes.data.synth_scene import Scene, make_scene
-from revqom_nodes.data.transforms import box_corners
+from revqom_nodes.geometry import box_corners
 
 log = logging.getLogger(__name__)
 

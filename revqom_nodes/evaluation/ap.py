@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from revqom_nodes.evaluation.errors import EvaluationError
-from revqom_nodes.evaluation.iou import bev_corners, rotated_iou
+from revqom_nodes.perception.iou import bev_corners, rotated_iou
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 DEFAULT_RANGE_M = (-100.0, -40.0, 100.0, 40.0)  # x_min, y_min, x_max, y_max

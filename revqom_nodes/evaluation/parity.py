@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from revqom_nodes.evaluation.runner import evaluate_model
     from revqom_nodes.model_file import load_model
     from revqom_nodes.perception.detector import build_detector
-    from revqom_nodes.training.dataset import batch_inputs, crop_to_grid, frame_to_sample
+    from revqom_nodes.perception.sample import batch_inputs, crop_to_grid, frame_to_sample
 
     if not torch.cuda.is_available():
         raise SystemExit("revqom bench parity needs a CUDA device (torch.cuda.is_available() is False)")

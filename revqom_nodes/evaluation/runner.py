@@ -39,7 +39,7 @@ from revqom_nodes.evaluation.errors import EvaluationError
 from revqom_nodes.model_file import LoadedModel
 from revqom_nodes.perception.grid import BevGrid
 from revqom_nodes.perception.postprocess import Detections, merge_detections
-from revqom_nodes.training.dataset import crop_to_grid, frame_to_sample
+from revqom_nodes.perception.sample import crop_to_grid, frame_to_sample
 
 
 def eval_range(grid: BevGrid) -> tuple[tuple[float, float, float, float], str | None]:

@@ -63,7 +63,7 @@ def _frame(args: argparse.Namespace) -> tuple[list[np.ndarray], list[np.ndarray]
     """Clouds, T_ego_from_agent and ego-frame ground truth of one frame."""
     if args.data is not None:
         from revqom_nodes.data.dairv2x import DairV2XReader
-        from revqom_nodes.data.transforms import invert
+        from revqom_nodes.geometry import invert
 
         frame = DairV2XReader(args.data, "train")[0]
         T_ego_from_world = invert(frame.ego.T_world_from_lidar)

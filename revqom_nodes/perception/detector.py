@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from revqom_nodes.codec.conceal import concealed_valid
-from revqom_nodes.data.transforms import invert, transform_boxes
+from revqom_nodes.geometry import invert, transform_boxes
 from revqom_nodes.perception.backbone import SparseBevBackbone, sparse_conv_algo
 from revqom_nodes.perception.config import DetectorConfig
 from revqom_nodes.perception.errors import PerceptionError

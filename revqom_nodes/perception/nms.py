@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from revqom_nodes.evaluation.iou import rotated_iou
+from revqom_nodes.perception.iou import rotated_iou
 
 
 def rotated_nms(

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from revqom_nodes.data.transforms import transform_boxes
+from revqom_nodes.geometry import transform_boxes
 from revqom_nodes.perception.box_coding import apply_direction, decode_boxes
 from revqom_nodes.perception.config import HeadConfig
 from revqom_nodes.perception.errors import PerceptionError

@@ -21,7 +21,7 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from revqom_nodes.data.pointcloud import cloud_data_to_xyzi
-from revqom_nodes.data.transforms import box_corners, quaternion_from_matrix
+from revqom_nodes.geometry import box_corners, quaternion_from_matrix
 from revqom_nodes.perception.postprocess import Detections
 from revqom_nodes.runtime.encoder import EncodedSweep
 from revqom_nodes.runtime.frames import AgentFrame, pose_matrix

@@ -8,6 +8,5 @@ Modules (none imports rclpy; the nodes in ``revqom_nodes.ros`` only convert mess
 - ``validation``: the receiver's checks, one ``RejectReason`` per kind of bad message;
 - ``inbox``: per-agent frame buffers assembled from slices, rejection counters, pairing;
 - ``fusion``: ``FusionEngine``, payloads -> detections in the ego frame;
-- ``latency``: percentiles of per-stage timings;
-- ``report`` and ``render``: the demo's summary (AP, bytes, latency) and BEV pictures.
+- ``latency``: percentiles of per-stage timings.
 """

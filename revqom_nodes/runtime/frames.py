@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from revqom_nodes.data.transforms import matrix_from_quaternion
+from revqom_nodes.geometry import matrix_from_quaternion
 
 NS_PER_MS = 1_000_000
 

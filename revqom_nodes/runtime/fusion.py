@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from revqom_nodes.codec.conceal import concealed_valid
-from revqom_nodes.data.transforms import invert
+from revqom_nodes.geometry import invert
 from revqom_nodes.perception.postprocess import Detections
+from revqom_nodes.perception.sample import in_comm_range
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.frames import AgentFrame
 from revqom_nodes.runtime.model import RuntimeModel
@@ -42,23 +43,23 @@ def relative_poses(ego: AgentFrame, partners: Sequence[AgentFrame]) -> np.ndarra
 class FusionEngine:
     """Decodes and fuses validated frames with a RuntimeModel (inference only).
 
-    Partners farther than ``comm_range_m`` from the ego (horizontal distance between the
-    LiDARs) are left out, as in training and evaluation; None uses the model's setting.
+    Partners farther than ``comm_range_m`` from the ego (``perception.sample.in_comm_range``)
+    are left out, as in training and evaluation; None uses the model's setting.
     """
 
     def __init__(self, model: RuntimeModel, comm_range_m: float | None = None) -> None:
         self.model = model
         self.comm_range_m = model.comm_range_m if comm_range_m is None else float(comm_range_m)
 
-    def in_range(self, ego: AgentFrame, partner: AgentFrame) -> bool:
-        offset = ego.T_world_from_lidar[:2, 3] - partner.T_world_from_lidar[:2, 3]
-        return float(np.hypot(*offset)) <= self.comm_range_m
-
     @torch.no_grad()
     def fuse(self, ego: AgentFrame, partners: Sequence[AgentFrame | None]) -> FusionResult:
         """Frames carry their ``indices`` (set by validation or the inbox) and ``valid`` (None: every
         cell arrived); None partners are left out."""
-        frames = [ego, *[p for p in partners if p is not None and self.in_range(ego, p)]]
+        T_ego_from_world = invert(ego.T_world_from_lidar)
+        frames = [ego, *[
+            p for p in partners
+            if p is not None and in_comm_range(T_ego_from_world @ p.T_world_from_lidar, self.comm_range_m)
+        ]]
         if any(f.indices is None for f in frames):
             raise RuntimeConfigError("fuse() takes validated frames (their indices are missing)")
         device = self.model.device

@@ -23,20 +23,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from revqom_nodes.data.transforms import make_transform, rotation_z, transform_boxes, wrap_angle
+from revqom_nodes.geometry import make_transform, rotation_z, transform_boxes, wrap_angle
+from revqom_nodes.perception.sample import SceneSample
 from revqom_nodes.training.config import AugmentConfig, SliceDropoutConfig
 
 _MIRROR = np.diag([1.0, -1.0, 1.0, 1.0])
-
-
-class SceneSample(NamedTuple):
-    """One cooperative training sample; geometry as in the module docstring."""
-
-    frame_id: str
-    points: list[np.ndarray]  # A clouds (N_a, 4) float32, own LiDAR frame, ego first
-    T_ego_from_agent: np.ndarray  # (A, 4, 4) float64, entry 0 the identity
-    gt_boxes: np.ndarray  # (M, 7) float64 in the ego frame
-    valid: np.ndarray | None = None  # (A, H, W) bool cells that arrived, own grids; None: all
 
 
 class SceneTransform(NamedTuple):

@@ -31,8 +31,9 @@ from torch import distributed as dist
 from tqdm import tqdm
 
 from revqom_nodes.perception.detector import CooperativeDetector, build_detector
+from revqom_nodes.perception.sample import batch_inputs
 from revqom_nodes.training.config import ResolvedConfig, config_from_dict
-from revqom_nodes.training.dataset import CooperativeDataset, batch_inputs, collate_samples
+from revqom_nodes.training.dataset import CooperativeDataset, collate_samples
 from revqom_nodes.training.errors import TrainingError
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from revqom_nodes.data.bag import LIDAR_FRAMES, TOPICS, convert_to_bag, project_
 from revqom_nodes.data.dairv2x import DairV2XReader
 from revqom_nodes.data.errors import DatasetError
 from revqom_nodes.data.pointcloud import cloud_data_to_xyzi
-from revqom_nodes.data.transforms import matrix_from_quaternion
+from revqom_nodes.geometry import matrix_from_quaternion
 
 TOPIC_TYPES = dict(TOPICS.values())
 

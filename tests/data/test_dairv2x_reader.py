@@ -11,7 +11,7 @@ import pytest
 
 from revqom_nodes.data.dairv2x import DairV2XReader, is_vehicle_type
 from revqom_nodes.data.errors import DatasetError
-from revqom_nodes.data.transforms import box_corners, invert, make_transform
+from revqom_nodes.geometry import box_corners, invert, make_transform
 from tests.data.dair_fixtures import (
     INFRA_STAMP,
     LIDAR_TO_NOVATEL,

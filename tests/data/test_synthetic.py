@@ -14,7 +14,7 @@ from revqom_nodes.data.dairv2x import DairV2XReader
 from revqom_nodes.data.errors import DatasetError
 from revqom_nodes.data.stats import dataset_stats
 from revqom_nodes.data.synthetic import SynthConfig, generate_dataset
-from revqom_nodes.data.transforms import wrap_angle
+from revqom_nodes.geometry import wrap_angle
 from tests.data.dair_fixtures import TINY, TINY_FRAMES, TINY_SCENES, TINY_SEED
 
 MAX_SPEED_MPS = 14.0  # fastest road user of the generator

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from revqom_nodes.ros import launch_cli
-from revqom_nodes.ros.launch_substitutions import LaunchError
+from revqom_nodes.launcher import cli as launch_cli
+from revqom_nodes.launcher.substitutions import LaunchError
 
 EXAMPLE = Path(__file__).parent / "fixtures" / "example.launch.xml"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from revqom_nodes.ros.launch_file import find_launch_file, parse_launch_file
-from revqom_nodes.ros.launch_substitutions import (
+from revqom_nodes.launcher.file import find_launch_file, parse_launch_file
+from revqom_nodes.launcher.substitutions import (
     LaunchError,
     Scope,
     Substitution,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from revqom_nodes.ros.launch_file import parse_launch_file
-from revqom_nodes.ros.launch_runner import LaunchRunner
+from revqom_nodes.launcher.file import parse_launch_file
+from revqom_nodes.launcher.runner import LaunchRunner
 
 pytestmark = pytest.mark.ros
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from revqom_nodes.ros.launch_node import NodeSpec
-from revqom_nodes.ros.launch_runner import LaunchRunner, resolve_executable
-from revqom_nodes.ros.launch_substitutions import LaunchError
+from revqom_nodes.launcher.node import NodeSpec
+from revqom_nodes.launcher.runner import LaunchRunner, resolve_executable
+from revqom_nodes.launcher.substitutions import LaunchError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -156,7 +156,7 @@ def launch_in_subprocess(tmp_path: Path, dummy) -> Iterator[Callable[[str], subp
         mapping = {f"revqom/{name}": dummy(mode) for name in ("agent_node", "fusion_node", "replay_node")}
         script.write_text(textwrap.dedent(f"""
             import json, logging, sys
-            from revqom_nodes.ros.launch_runner import launch
+            from revqom_nodes.launcher.runner import launch
             logging.basicConfig(level=logging.INFO)
             mapping = {{tuple(k.split("/")): v for k, v in json.loads({json.dumps(mapping)!r}).items()}}
             sys.exit(launch({str(FIXTURES / "example.launch.xml")!r}, {{"bag": "b"}}, executables=mapping))

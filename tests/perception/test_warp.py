@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from revqom_nodes.data.transforms import transform_points
+from revqom_nodes.geometry import transform_points
 from revqom_nodes.perception.errors import PerceptionError
 from revqom_nodes.perception.grid import BevGrid
 from revqom_nodes.perception.warp import warp_to_ego

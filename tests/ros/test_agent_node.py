@@ -20,7 +20,7 @@ from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from revqom_nodes.codec.wire import packed_size  # noqa: E402
-from revqom_nodes.data.transforms import make_transform, rotation_z  # noqa: E402
+from revqom_nodes.geometry import make_transform, rotation_z  # noqa: E402
 from revqom_nodes.ros.conversions import matrix_to_pose, ns_to_stamp, pose_to_matrix, stamp_to_ns  # noqa: E402
 from tests.ros.test_conversions import make_cloud  # noqa: E402
 from tests.runtime.tiny_model import save_tiny_model, tiny_cloud  # noqa: E402

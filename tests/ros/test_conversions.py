@@ -17,7 +17,7 @@ from visualization_msgs.msg import Marker  # noqa: E402
 
 from revqom_nodes.data.errors import DatasetError  # noqa: E402
 from revqom_nodes.data.pointcloud import xyzi_to_cloud_data  # noqa: E402
-from revqom_nodes.data.transforms import make_transform, rotation_z  # noqa: E402
+from revqom_nodes.geometry import make_transform, rotation_z  # noqa: E402
 from revqom_nodes.perception.postprocess import Detections  # noqa: E402
 from revqom_nodes.ros.conversions import (  # noqa: E402
     boxes_to_markers,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from revqom_nodes.ros.demo import BUNDLED_MODEL
+from revqom_nodes.scenario.demo import BUNDLED_MODEL
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

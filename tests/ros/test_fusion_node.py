@@ -46,7 +46,7 @@ EXPECTED_REASONS = (
 
 
 def _poses() -> tuple[np.ndarray, np.ndarray]:
-    from revqom_nodes.data.transforms import make_transform, rotation_z
+    from revqom_nodes.geometry import make_transform, rotation_z
 
     return (
         make_transform(rotation_z(0.3), [2800.0, -1200.0, 1.9]),

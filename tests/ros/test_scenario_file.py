@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from revqom_nodes.ros.launch_file import parse_launch_file
-from revqom_nodes.ros.launch_node import NodeSpec
+from revqom_nodes.launcher.file import parse_launch_file
+from revqom_nodes.launcher.node import NodeSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch" / "scenario.launch.xml"

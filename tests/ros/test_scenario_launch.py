@@ -56,8 +56,8 @@ def _node_processes() -> list:
 
 def _run_scenario(scenario: dict[str, Path], out: Path, **extra: str) -> list[dict]:
     """Launch the scenario (tiny model, packed, recording to ``out``) to its end; its records."""
-    from revqom_nodes.ros.launch_file import parse_launch_file
-    from revqom_nodes.ros.launch_runner import LaunchRunner
+    from revqom_nodes.launcher.file import parse_launch_file
+    from revqom_nodes.launcher.runner import LaunchRunner
 
     arguments = {
         "bag": str(scenario["bag"]),

@@ -80,10 +80,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     pytest.importorskip("rclpy")
     from revqom_nodes.data.bag import convert_to_bag
     from revqom_nodes.data.synthetic import SynthConfig, generate_dataset
-    from revqom_nodes.ros.bench_loss import run_metrics
-    from revqom_nodes.ros.demo import ground_truth_frames
-    from revqom_nodes.ros.testbed import TestbedConfig, run_testbed
-    from revqom_nodes.runtime.report import RunEvents
+    from revqom_nodes.scenario.bench_loss import run_metrics
+    from revqom_nodes.scenario.demo import ground_truth_frames
+    from revqom_nodes.scenario.report import RunEvents
+    from revqom_nodes.scenario.testbed import TestbedConfig, run_testbed
 
     base = tmp_path_factory.mktemp("testbed")
     range_m = _save_model(base / "tiny.pt")
@@ -108,7 +108,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_without_loss_every_cell_arrives_and_both_transports_detect_the_same(runs: dict) -> None:
-    from revqom_nodes.runtime.report import detections_by_stamp
+    from revqom_nodes.scenario.report import detections_by_stamp
 
     for transport in TRANSPORTS:
         row = runs[transport, 0.0]["row"]

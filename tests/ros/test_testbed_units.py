@@ -13,10 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from revqom_nodes.ros.bench_loss import cell_shares, dropped_share, received_share, run_name, wire_per_frame
-from revqom_nodes.ros.launch_file import parse_launch_file
-from revqom_nodes.ros.testbed import NODE_ENV, TestbedConfig, launch_arguments, place_nodes
-from revqom_nodes.ros.testbed_net import (
+from revqom_nodes.launcher.file import parse_launch_file
+from revqom_nodes.scenario.bench_loss import (
+    cell_shares,
+    dropped_share,
+    received_share,
+    run_name,
+    wire_per_frame,
+)
+from revqom_nodes.scenario.testbed import NODE_ENV, TestbedConfig, launch_arguments, place_nodes
+from revqom_nodes.scenario.testbed_net import (
     LinkCounters,
     NetworkLink,
     TestbedError,

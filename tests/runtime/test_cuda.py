@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from revqom_nodes.codec.wire import Encoding
-from revqom_nodes.data.transforms import make_transform, rotation_z
+from revqom_nodes.geometry import make_transform, rotation_z
 from revqom_nodes.runtime.encoder import AgentEncoder
 from revqom_nodes.runtime.fusion import FusionEngine
 from revqom_nodes.runtime.model import load_runtime_model

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from revqom_nodes.codec.wire import Encoding, packed_size
-from revqom_nodes.data.transforms import invert, make_transform, rotation_z
+from revqom_nodes.geometry import invert, make_transform, rotation_z
 from revqom_nodes.runtime.encoder import AgentEncoder, parse_encoding
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.fusion import FusionEngine

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from revqom_nodes.data.transforms import count_points_in_boxes, make_transform, rotation_z, transform_points
-from revqom_nodes.training.augment import SceneSample, SceneTransform, apply_transform, draw_transform
+from revqom_nodes.geometry import count_points_in_boxes, make_transform, rotation_z, transform_points
+from revqom_nodes.perception.sample import SceneSample
+from revqom_nodes.training.augment import SceneTransform, apply_transform, draw_transform
 from revqom_nodes.training.config import AugmentConfig
 
 

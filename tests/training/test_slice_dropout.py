@@ -12,9 +12,10 @@ from conftest import TINY_MODEL, write_config
 from revqom_nodes.data.dairv2x import DairV2XReader
 from revqom_nodes.perception.config import DetectorConfig
 from revqom_nodes.perception.detector import build_detector, make_frame_input
+from revqom_nodes.perception.sample import batch_inputs
 from revqom_nodes.training.augment import draw_slice_valid
 from revqom_nodes.training.config import SliceDropoutConfig, TrainingError, load_config
-from revqom_nodes.training.dataset import CooperativeDataset, batch_inputs
+from revqom_nodes.training.dataset import CooperativeDataset
 
 
 def test_ego_is_whole_and_others_lose_whole_runs() -> None:

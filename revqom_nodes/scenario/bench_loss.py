@@ -2,7 +2,7 @@
 
 For each transport mode (``monolithic``; ``slices`` once per ``--interleave`` cell order) and
 loss rate, the scenario of ``revqom demo`` (the same seeded
-synthetic scenario, or ``--data``) runs through the test bed (``ros/testbed.py``: the ego's
+synthetic scenario, or ``--data``) runs through the test bed (``scenario/testbed.py``: the ego's
 and the infrastructure's nodes in two network namespaces, a share of the infrastructure's IP
 packets dropped before reassembly). Per run:
 
@@ -14,7 +14,7 @@ packets dropped before reassembly). Per run:
 - ``same_sweep``: the same two, counting only the infrastructure sweep paired with the ego's
   (less than half a sweep period apart): when that one is lost the fusion node takes a
   neighbouring sweep within ``fusion.max_age_ms``, which the two above count;
-- ``ap``: AP@0.3/0.5/0.7 of the live detections (the demo's summary: ``runtime/report.py``,
+- ``ap``: AP@0.3/0.5/0.7 of the live detections (the demo's summary: ``scenario/report.py``,
   the protocol and range of ``revqom eval``);
 - ``wire_bytes_per_frame`` / ``wire_packets_per_frame``: what the infrastructure put on the
   link (nft counters before the loss rule, IP headers and fragments included) between its
@@ -121,7 +121,7 @@ def run_name(transport: str, interleave: int) -> str:
 
 def run_metrics(run: Any, truth: Sequence[Any], *, range_m: Sequence[float], channels: int) -> dict[str, Any]:
     """One test-bed run (``TestbedRun``) against the ground truth -> its row of the JSON."""
-    from revqom_nodes.runtime.report import RunEvents, summarize_run
+    from revqom_nodes.scenario.report import RunEvents, summarize_run
 
     config = run.config
     row: dict[str, Any] = {
@@ -187,16 +187,16 @@ def _parse_list(text: str, kind: type, name: str) -> list:
 def _run(args: argparse.Namespace) -> int:
     from revqom_nodes.data.bag import convert_to_bag
     from revqom_nodes.evaluation.runner import eval_range
+    from revqom_nodes.launcher.substitutions import LaunchError, package_share_directory
     from revqom_nodes.model_file import ModelFileError
-    from revqom_nodes.ros.demo import (
+    from revqom_nodes.scenario.demo import (
         ground_truth_frames,
         resolve_model_path,
         runtime_model_config,
         scenario_dataset,
     )
-    from revqom_nodes.ros.launch_substitutions import LaunchError, package_share_directory
-    from revqom_nodes.ros.testbed import TestbedConfig, run_testbed
-    from revqom_nodes.ros.testbed_net import TestbedError, check_requirements
+    from revqom_nodes.scenario.testbed import TestbedConfig, run_testbed
+    from revqom_nodes.scenario.testbed_net import TestbedError, check_requirements
 
     started = time.perf_counter()
     out = Path(args.out)
@@ -279,7 +279,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from revqom_nodes.ros.demo import BUNDLED_MODEL, DEMO_SEED
+    from revqom_nodes.scenario.demo import BUNDLED_MODEL, DEMO_SEED
 
     parser = subparsers.add_parser(
         "loss",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from revqom_nodes.data.transforms import box_corners
+from revqom_nodes.geometry import box_corners
 
 AGENT_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#8172b3")
 GT_COLOR = "#2ca02c"

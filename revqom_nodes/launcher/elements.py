@@ -6,7 +6,7 @@ import xml.parsers.expat
 from dataclasses import dataclass
 from pathlib import Path
 
-from revqom_nodes.ros.launch_substitutions import LaunchError
+from revqom_nodes.launcher.substitutions import LaunchError
 
 CONDITIONS = ("if", "unless")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from shapely.geometry import Polygon
 
-from revqom_nodes.evaluation.iou import bev_corners, rotated_iou, rotated_iou_aligned
+from revqom_nodes.perception.iou import bev_corners, rotated_iou, rotated_iou_aligned
 
 
 def random_boxes(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
 
-from revqom_nodes.ros.launch_file import parse_launch_file
-from revqom_nodes.ros.launch_node import NodeSpec
-from revqom_nodes.ros.launch_substitutions import SOURCE_PACKAGE, LaunchError, ament_prefixes
+from revqom_nodes.launcher.file import parse_launch_file
+from revqom_nodes.launcher.node import NodeSpec
+from revqom_nodes.launcher.substitutions import SOURCE_PACKAGE, LaunchError, ament_prefixes
 
 logger = logging.getLogger(__name__)
 

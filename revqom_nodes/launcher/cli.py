@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 def split_launch_arguments(tokens: list[str]) -> dict[str, str]:
     """``["a:=1", "b:=x"]`` -> ``{"a": "1", "b": "x"}``; anything else is a ``LaunchError``."""
-    from revqom_nodes.ros.launch_substitutions import LaunchError
+    from revqom_nodes.launcher.substitutions import LaunchError
 
     arguments = {}
     for token in tokens:
@@ -28,7 +28,7 @@ def split_launch_arguments(tokens: list[str]) -> dict[str, str]:
 
 
 def _resolve(file_or_package: str, rest: list[str]) -> tuple[Path, list[str]]:
-    from revqom_nodes.ros.launch_file import find_launch_file
+    from revqom_nodes.launcher.file import find_launch_file
 
     if rest and ":=" not in rest[0] and not Path(file_or_package).is_file():
         return find_launch_file(rest[0], package=file_or_package), rest[1:]
@@ -36,10 +36,10 @@ def _resolve(file_or_package: str, rest: list[str]) -> tuple[Path, list[str]]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from revqom_nodes.ros.launch_elements import declared_arguments, format_arguments, load_xml
-    from revqom_nodes.ros.launch_file import parse_launch_file
-    from revqom_nodes.ros.launch_runner import run
-    from revqom_nodes.ros.launch_substitutions import LaunchError
+    from revqom_nodes.launcher.elements import declared_arguments, format_arguments, load_xml
+    from revqom_nodes.launcher.file import parse_launch_file
+    from revqom_nodes.launcher.runner import run
+    from revqom_nodes.launcher.substitutions import LaunchError
 
     try:
         path, rest = _resolve(args.launch_file, args.launch_arguments)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from revqom_nodes.ros.launch_substitutions import LaunchError
+from revqom_nodes.launcher.substitutions import LaunchError
 
 Scalar = bool | int | float | str
 ParameterValue = Scalar | list[Scalar]

@@ -32,7 +32,7 @@ GIF_FRAMES = 40
 
 
 def resolve_model_path(requested: str | None) -> Path:
-    from revqom_nodes.ros.launch_substitutions import package_share_directory
+    from revqom_nodes.launcher.substitutions import package_share_directory
 
     path = Path(requested) if requested else package_share_directory("revqom") / BUNDLED_MODEL
     if not path.is_file():
@@ -68,8 +68,8 @@ def scenario_dataset(args: argparse.Namespace, out: Path) -> tuple[Path, str]:
 
 
 def _run_scenario(args: argparse.Namespace, bag: Path, model: Path, out: Path) -> int:
-    from revqom_nodes.ros.launch_file import find_launch_file, parse_launch_file
-    from revqom_nodes.ros.launch_runner import run
+    from revqom_nodes.launcher.file import find_launch_file, parse_launch_file
+    from revqom_nodes.launcher.runner import run
 
     sync_wait_ms = max(500.0, 100.0 / args.rate * 1.5 + 1000.0)  # a sweep period plus encoding time
     arguments = {
@@ -100,7 +100,7 @@ def _run_scenario(args: argparse.Namespace, bag: Path, model: Path, out: Path) -
 
 def ground_truth_frames(root: Path, split: str) -> tuple[Any, list[Any]]:
     from revqom_nodes.data.dairv2x import DairV2XReader
-    from revqom_nodes.runtime.report import GroundTruthFrame
+    from revqom_nodes.scenario.report import GroundTruthFrame
 
     reader = DairV2XReader(root, split)
     frames = [reader[i] for i in range(len(reader))]
@@ -116,8 +116,8 @@ def _pictures(
 ) -> dict[str, str]:
     import numpy as np
 
-    from revqom_nodes.data.transforms import invert, transform_points
-    from revqom_nodes.runtime.render import render_bev, write_gif, write_montage
+    from revqom_nodes.geometry import invert, transform_points
+    from revqom_nodes.scenario.render import render_bev, write_gif, write_montage
 
     paths = []
     step = max(1, -(-len(frames) // GIF_FRAMES))
@@ -208,7 +208,7 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
     from revqom_nodes.evaluation.runner import eval_range
-    from revqom_nodes.runtime.report import RunEvents, detections_by_stamp, summarize_run
+    from revqom_nodes.scenario.report import RunEvents, detections_by_stamp, summarize_run
 
     range_m, note = eval_range(config.grid)
     events = RunEvents.load(events_path)

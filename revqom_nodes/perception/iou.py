@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from revqom_nodes.data.transforms import box_corners
+from revqom_nodes.geometry import box_corners
 
 _EPS = 1e-9
 _CHUNK_PAIRS = 65536

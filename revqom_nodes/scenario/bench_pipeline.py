@@ -44,7 +44,7 @@ def _timer(device: Any) -> Callable[[], float]:
 
 def _frame(args: argparse.Namespace) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Clouds (vehicle, infrastructure) and world poses of one frame."""
-    from revqom_nodes.data.transforms import make_transform, rotation_z
+    from revqom_nodes.geometry import make_transform, rotation_z
 
     if args.data:
         from revqom_nodes.data.dairv2x import DairV2XReader
@@ -152,7 +152,7 @@ def bench_device(model_path: Path, device_name: str, args: argparse.Namespace) -
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from revqom_nodes.ros.demo import resolve_model_path
+    from revqom_nodes.scenario.demo import resolve_model_path
 
     torch.set_num_threads(args.threads)
     model_path = resolve_model_path(args.model)

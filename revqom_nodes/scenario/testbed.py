@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
-from revqom_nodes.ros.launch_node import NodeSpec
-from revqom_nodes.ros.testbed_net import LinkCounters, NetworkLink, TestbedError, dds_profile_xml
+from revqom_nodes.launcher.node import NodeSpec
+from revqom_nodes.scenario.testbed_net import LinkCounters, NetworkLink, TestbedError, dds_profile_xml
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def launch_arguments(config: TestbedConfig, profile: Path) -> dict[str, str]:
 
 def in_namespace(spec: NodeSpec, exec_prefix: Sequence[str], **changes: object) -> NodeSpec:
     """``spec`` run through ``exec_prefix`` (``ip netns exec NS``), with ``changes`` applied."""
-    from revqom_nodes.ros.launch_runner import resolve_executable
+    from revqom_nodes.launcher.runner import resolve_executable
 
     command = resolve_executable(spec.package, spec.executable)
     head = resolve_executable(None, exec_prefix[0])
@@ -212,11 +212,11 @@ def _run_nodes(nodes: Sequence[NodeSpec], stream: TextIO) -> int:
     A Ctrl-C (SIGINT, SIGTERM, SIGHUP) shuts the nodes down and then raises KeyboardInterrupt,
     so that a benchmark of several runs stops instead of going on with the next.
     """
-    from revqom_nodes.ros.launch_runner import LaunchRunner, signals_forwarded
+    from revqom_nodes.launcher.runner import LaunchRunner, signals_forwarded
 
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("[launch] %(levelname)s %(message)s"))
-    runner_log = logging.getLogger("revqom_nodes.ros.launch_runner")
+    runner_log = logging.getLogger("revqom_nodes.launcher.runner")
     runner_log.addHandler(handler)
     runner = LaunchRunner(nodes, stdout=stream, stderr=stream)
     try:
@@ -247,7 +247,7 @@ def run_testbed(config: TestbedConfig) -> TestbedRun:
     the namespaces are deleted in every case. The run's folder gets the DDS profile, the node
     log (``launch.log``), the recorder's ``events.jsonl`` and ``link_counters.jsonl``.
     """
-    from revqom_nodes.ros.launch_file import find_launch_file, parse_launch_file
+    from revqom_nodes.launcher.file import find_launch_file, parse_launch_file
     from revqom_nodes.runtime.playback import bag_info
 
     out = config.out_dir

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from revqom_nodes.ros.launch_elements import (
+from revqom_nodes.launcher.elements import (
     CONDITIONS,
     Element,
     check_attributes,
@@ -38,7 +38,7 @@ from revqom_nodes.ros.launch_elements import (
     require_attribute,
     truth,
 )
-from revqom_nodes.ros.launch_node import (
+from revqom_nodes.launcher.node import (
     NodeSpec,
     ParameterDict,
     deep_merge,
@@ -47,7 +47,7 @@ from revqom_nodes.ros.launch_node import (
     validate_name,
     validate_namespace,
 )
-from revqom_nodes.ros.launch_substitutions import (
+from revqom_nodes.launcher.substitutions import (
     LaunchError,
     Scope,
     Substitution,

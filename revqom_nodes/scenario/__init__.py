@@ -1,0 +1,7 @@
+"""Scenarios around the runtime: the demo, the lossy-network test bed and the end-to-end benches.
+
+The top of the import order (it may import every other package): ``demo`` (``revqom demo``),
+``testbed`` and ``testbed_net`` (network namespaces, veth, nftables), ``bench_pipeline`` and
+``bench_loss`` (``revqom bench pipeline|loss``), ``replay`` (``revqom replay``: the replay node
+from the shell), ``report`` (the run summary: AP, bytes, latency) and ``render`` (BEV pictures).
+"""
