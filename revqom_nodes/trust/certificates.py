@@ -27,7 +27,7 @@ from revqom_nodes.trust.errors import TrustError
 
 CURVE = ec.SECP256R1
 ORGANIZATION = "revqom"
-AGENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # also a safe file name
+AGENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class Role(IntEnum):
@@ -65,6 +65,13 @@ class AgentCertificate:
     def valid_at(self, time_ns: int) -> bool:
         """Whether ``time_ns`` (ns since the Unix epoch) lies in the validity period (inclusive)."""
         return int(self.not_before.timestamp()) * 10**9 <= time_ns <= int(self.not_after.timestamp()) * 10**9
+
+
+def check_agent_id(agent_id: str) -> None:
+    """Raise ``TrustError`` unless ``agent_id`` is 1-64 letters, digits, ``_``, ``.`` or ``-``
+    (starting with a letter or digit), so that it is also a safe file name."""
+    if not AGENT_ID_PATTERN.fullmatch(agent_id):
+        raise TrustError(f"agent id must match {AGENT_ID_PATTERN.pattern}, got {agent_id!r}")
 
 
 def generate_key() -> ec.EllipticCurvePrivateKey:
@@ -138,8 +145,7 @@ def issue_certificate(
 ) -> x509.Certificate:
     """An agent certificate for ``public_key``, signed by the CA; its validity must lie inside
     the CA's."""
-    if not AGENT_ID_PATTERN.fullmatch(agent_id):
-        raise TrustError(f"agent id must match {AGENT_ID_PATTERN.pattern}, got {agent_id!r}")
+    check_agent_id(agent_id)
     not_after = not_before + dt.timedelta(days=days)
     if not_before < ca_certificate.not_valid_before_utc or not_after > ca_certificate.not_valid_after_utc:
         raise TrustError(

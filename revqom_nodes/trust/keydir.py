@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from revqom_nodes.trust.certificates import (
     AgentCertificate,
     Role,
+    check_agent_id,
     check_ca,
     create_ca,
     generate_key,
@@ -146,11 +147,12 @@ def _write_revocation_list(
     *,
     force: bool,
 ) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_certificate.subject)
-        .last_update(dt.datetime.now(dt.timezone.utc))
-        .next_update(ca_certificate.not_valid_after_utc)
+        .last_update(now)
+        .next_update(max(ca_certificate.not_valid_after_utc, now + dt.timedelta(days=1)))  # not checked
     )
     for entry in revoked:
         builder = builder.add_revoked_certificate(entry)
@@ -211,6 +213,7 @@ def issue_agent(
 ) -> AgentCertificate:
     """Create an agent's key and CA-signed certificate. With ``force``, an existing certificate
     of that agent is revoked and its key and certificate replaced."""
+    check_agent_id(agent_id)
     ca_key, ca_certificate = _read_ca(directory)
     paths = (directory.agent_key(agent_id), directory.agent_certificate(agent_id))
     if any(p.exists() for p in paths) and not force:
