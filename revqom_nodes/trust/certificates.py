@@ -90,9 +90,24 @@ def _builder(
     public_key: ec.EllipticCurvePublicKey,
     not_before: dt.datetime,
     days: float,
+    *,
+    ca: bool,
 ) -> x509.CertificateBuilder:
+    """An unsigned certificate: a CA's (signs certificates and revocation lists) or an
+    agent's (signs messages)."""
     if days <= 0:
         raise TrustError(f"validity must be positive, got {days} days")
+    usage = x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -101,6 +116,8 @@ def _builder(
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_before + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(usage, critical=True)
     )
 
 
@@ -114,23 +131,7 @@ def create_ca(
             x509.NameAttribute(NameOID.COMMON_NAME, name),
         ]
     )
-    usage = x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-    return (
-        _builder(subject, subject, key.public_key(), not_before, days)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(usage, critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    return _builder(subject, subject, key.public_key(), not_before, days, ca=True).sign(key, hashes.SHA256())
 
 
 def issue_certificate(
@@ -160,22 +161,8 @@ def issue_certificate(
             x509.NameAttribute(NameOID.COMMON_NAME, agent_id),
         ]
     )
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-    return (
-        _builder(subject, ca_certificate.subject, public_key, not_before, days)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
-        .sign(ca_key, hashes.SHA256())
+    return _builder(subject, ca_certificate.subject, public_key, not_before, days, ca=False).sign(
+        ca_key, hashes.SHA256()
     )
 
 
