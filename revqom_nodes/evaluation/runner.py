@@ -102,13 +102,12 @@ class _Wire:
         if not np.array_equal(received, sent):
             raise EvaluationError("the wire round trip changed the indices")
         if not lossy or self.slice_loss is None:
-            return self.receiver.decode(torch.from_numpy(received)[None]), None, len(packed), len(payload)
+            return self.receiver.decode(torch.from_numpy(received)[None]).bev, None, len(packed), len(payload)
         rebuilt, held = self._lose_slices(sent)
         return rebuilt, held, len(packed), len(payload)
 
     def _lose_slices(self, sent: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(Q, H, W) indices -> the map rebuilt from the slices that survived, and its held cells."""
-        from revqom_nodes.codec.conceal import concealed_valid
         from revqom_nodes.codec.slices import SliceAssembly, cut_slices
         from revqom_nodes.codec.wire import Encoding, decode_cells
 
@@ -128,7 +127,7 @@ class _Wire:
         device = self.receiver.codebooks.device
         valid = torch.from_numpy(assembly.valid.copy())[None].to(device)
         rebuilt = self.receiver.decode(torch.from_numpy(assembly.indices.copy())[None], valid)
-        return rebuilt, concealed_valid(valid)[0]
+        return rebuilt.bev, rebuilt.valid[0]
 
 
 def _detect(loaded: LoadedModel, points: list[torch.Tensor], poses: np.ndarray, wire: _Wire | None
@@ -173,7 +172,6 @@ def evaluate_model(
     config = loaded.config
     train = loaded.resolved_config.get("train", {})
     max_agents = 1 if config.mode == "ego_only" else int(train.get("max_agents", 2))
-    comm_range_m = float(train.get("comm_range_m", 100.0))
     range_m, note = eval_range(config.grid)
     accumulator = ApAccumulator(range_m=range_m)
     if slice_loss is not None and loaded.codec_state is None:
@@ -184,7 +182,7 @@ def evaluate_model(
     per_frame = []
     loaded.detector.eval()
     for frame in tqdm(frames, desc=f"eval {name}", unit="frame", disable=not progress):
-        sample = frame_to_sample(frame, config.grid, max_agents=max_agents, comm_range_m=comm_range_m)
+        sample = frame_to_sample(frame, config.grid, max_agents=max_agents, comm_range_m=loaded.comm_range_m)
         gt = frame.boxes_in(frame.ego.T_world_from_lidar)
         points = [torch.from_numpy(crop_to_grid(p, config.grid)) for p in sample.points]
         detections, packed, entropy = _detect(loaded, points, sample.T_ego_from_agent, wire)

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from revqom_nodes.codec.conceal import concealed_valid
+from revqom_nodes.codec.receiver import CodecDecoder
 from revqom_nodes.geometry import invert
 from revqom_nodes.perception.postprocess import Detections
 from revqom_nodes.perception.sample import in_comm_range
@@ -49,6 +49,7 @@ class FusionEngine:
 
     def __init__(self, model: RuntimeModel, comm_range_m: float | None = None) -> None:
         self.model = model
+        self.receiver = CodecDecoder(model.codec_state).to(model.device)
         self.comm_range_m = model.comm_range_m if comm_range_m is None else float(comm_range_m)
 
     @torch.no_grad()
@@ -64,19 +65,20 @@ class FusionEngine:
             raise RuntimeConfigError("fuse() takes validated frames (their indices are missing)")
         device = self.model.device
         start = time.perf_counter()
-        detector = self.model.detector
         # One map at a time, as each arrives in its own messages and as ``revqom eval`` rebuilds them;
         # a map with lost slices is decoded from its received cells only, lost cells next to
         # received ones concealed (codec/conceal.py), the cells still missing zero and masked.
-        received = [None if f.valid is None else torch.from_numpy(f.valid).to(device) for f in frames]
-        maps = [
-            detector.decode_indices(torch.from_numpy(f.indices[None]), None if v is None else v[None])
-            for f, v in zip(frames, received, strict=True)
+        decoded = [
+            self.receiver.decode(
+                torch.from_numpy(f.indices[None]),
+                None if f.valid is None else torch.from_numpy(f.valid[None]),
+            )
+            for f in frames
         ]
-        valid = [None if v is None else concealed_valid(v[None])[0] for v in received]
+        valid = [None if d.valid is None else d.valid[0] for d in decoded]
         poses = relative_poses(ego, frames[1:])
-        detections = detector.detect_from_bev(
-            maps, poses, valid if any(v is not None for v in valid) else None
+        detections = self.model.detector.detect_from_bev(
+            [d.bev for d in decoded], poses, valid if any(v is not None for v in valid) else None
         )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
