@@ -31,6 +31,7 @@ import torch
 
 from revqom_nodes.perception.config import DetectorConfig
 from revqom_nodes.perception.detector import CooperativeDetector, build_detector
+from revqom_nodes.perception.sample import COMM_RANGE_M
 
 FORMAT = "revqom-model"
 FORMAT_VERSION = 1
@@ -52,6 +53,12 @@ class LoadedModel(NamedTuple):
     provenance: dict[str, Any]
     model_id: str
     resolved_config: dict[str, Any]  # the whole stored config (model, train, data)
+
+    @property
+    def comm_range_m(self) -> float:
+        """The range the model was trained with: partners farther from the ego are not fused, m."""
+        train = self.resolved_config.get("train") or {}
+        return float(train.get("comm_range_m", COMM_RANGE_M))
 
 
 def model_identity(config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> str:

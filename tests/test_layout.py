@@ -21,8 +21,8 @@ LEVELS: dict[str, int] = {
     "perception": 2,
     "model_file": 3,
     "training": 4,
-    "evaluation": 4,
     "runtime": 4,
+    "evaluation": 5,  # drives the runtime's encoder, validation and fusion engine, as the nodes do
     "ros": 5,
     "scenario": 6,
     "info": 7,

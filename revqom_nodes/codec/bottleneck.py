@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -28,13 +30,20 @@ class Bottleneck(nn.Module):
         return (gram - eye).pow(2).mean()
 
 
+class DecodedBev(NamedTuple):
+    """What the receiver rebuilds from indices: the features and the cells they hold."""
+
+    bev: torch.Tensor  # (B, C, H, W) float32
+    valid: torch.Tensor | None  # (B, H, W) bool cells received or concealed (``concealed_valid``); None: all
+
+
 class PostAffineDecoder(nn.Module):
     """ConvKxK(Cr -> Cr) + ReLU, Conv1x1(Cr -> C) + ReLU, GroupNorm: (B, Cr, H, W) -> (B, C, H, W);
     K = ``decoder_kernel_size`` (1 in the reference), zero padding keeps H and W.
 
     ``valid`` (B, H, W) bool, for maps of which only some cells arrived (lost slices): missing
-    cells next to received ones are concealed first (``codec/conceal.py``; their features are
-    then valid where ``concealed_valid(valid)`` is True); the cells still missing enter the
+    cells next to received ones are concealed first (``codec/conceal.py``; the returned validity
+    is ``concealed_valid(valid)``, computed there alone); the cells still missing enter the
     convs as zeros (like the map's border) and are left out of the GroupNorm statistics, which
     otherwise span the whole map, so that losing cells does not shift every other cell's
     features; they come out as zeros. All True gives exactly the unmasked result.
@@ -47,14 +56,15 @@ class PostAffineDecoder(nn.Module):
         self.conv2 = nn.Conv2d(config.reduced_channels, config.channels, kernel_size=1)
         self.norm = nn.GroupNorm(config.decoder_norm_groups, config.channels)
 
-    def forward(self, quantized: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, quantized: torch.Tensor, valid: torch.Tensor | None = None) -> DecodedBev:
+        """(B, Cr, H, W) codeword sums, ``valid`` (B, H, W) bool or None -> DecodedBev."""
         if valid is None:
             hidden = torch.relu(self.conv1(quantized))
-            return self.norm(torch.relu(self.conv2(hidden)))
+            return DecodedBev(self.norm(torch.relu(self.conv2(hidden))), None)
         quantized, valid = conceal(quantized, valid)
         mask = valid.to(quantized.dtype).unsqueeze(1)  # (B, 1, H, W)
         hidden = torch.relu(self.conv1(quantized * mask))
-        return self._masked_norm(torch.relu(self.conv2(hidden)), mask) * mask
+        return DecodedBev(self._masked_norm(torch.relu(self.conv2(hidden)), mask) * mask, valid)
 
     def _masked_norm(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """GroupNorm of (B, C, H, W) ``x`` with statistics over the cells where ``mask`` is 1."""

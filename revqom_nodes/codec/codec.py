@@ -29,9 +29,11 @@ class CodecLosses(NamedTuple):
 
 
 class CodecOutput(NamedTuple):
-    """bev: (B, C, H, W) decoder output; indices: (B, Q, H, W) int64; perplexity: (Q,)."""
+    """bev: (B, C, H, W) decoder output; valid: (B, H, W) bool cells it holds (None: all);
+    indices: (B, Q, H, W) int64; perplexity: (Q,)."""
 
     bev: torch.Tensor
+    valid: torch.Tensor | None
     indices: torch.Tensor
     losses: CodecLosses
     perplexity: torch.Tensor
@@ -59,12 +61,13 @@ class ReVQomCodec(nn.Module):
 
     def decode(self, indices: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """(B, Q, H, W) integer indices -> (B, C, H, W) float32 reconstruction (codebooks + decoder only);
-        ``valid`` (B, H, W) bool: only those cells arrived (``PostAffineDecoder``)."""
+        ``valid`` (B, H, W) bool: only those cells arrived (``PostAffineDecoder``). The receiver's
+        ``CodecDecoder.decode`` also returns the cells the map holds."""
         codebooks = self.quantizer.codebooks
         return self.decoder(
             gather_codewords(codebooks, indices.to(codebooks.device)),
             None if valid is None else valid.to(codebooks.device),
-        )
+        ).bev
 
     def forward(self, bev: torch.Tensor, valid: torch.Tensor | None = None) -> CodecOutput:
         """Training pass: straight-through quantization; the EMAs move only in training mode.
@@ -75,7 +78,8 @@ class ReVQomCodec(nn.Module):
             commitment=self.config.commitment_weight * out.commitment,
             orthogonal=self.config.orthogonal_weight * self.encoder.orthogonality_loss(),
         )
-        return CodecOutput(self.decoder(out.quantized, valid), out.indices, losses, out.perplexity)
+        decoded = self.decoder(out.quantized, valid)
+        return CodecOutput(decoded.bev, decoded.valid, out.indices, losses, out.perplexity)
 
     def export_state(self, entropy_tables: np.ndarray | None = None) -> CodecState:
         """The frozen receiver side: settings, codebooks, decoder weights, optional (Q, K) tables."""

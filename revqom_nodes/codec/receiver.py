@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from revqom_nodes.codec.bottleneck import PostAffineDecoder
+from revqom_nodes.codec.bottleneck import DecodedBev, PostAffineDecoder
 from revqom_nodes.codec.config import CodecConfig
 from revqom_nodes.codec.rvq import gather_codewords
 from revqom_nodes.codec.state import CodecState
@@ -36,9 +36,10 @@ class CodecDecoder(nn.Module):
         return self.state.entropy_tables
 
     @torch.no_grad()
-    def decode(self, indices: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, Q, H, W) integer indices in [0, K) -> (B, C, H, W) float32 features on this module's device;
-        ``valid`` (B, H, W) bool: only those cells arrived (``PostAffineDecoder``).
+    def decode(self, indices: torch.Tensor, valid: torch.Tensor | None = None) -> DecodedBev:
+        """(B, Q, H, W) integer indices in [0, K) -> DecodedBev on this module's device: features
+        (B, C, H, W) float32 and the cells they hold; ``valid`` (B, H, W) bool: only those cells
+        arrived (``PostAffineDecoder`` conceals what it can; None: every cell).
 
         Raises CodecError for a wrong shape, dtype or an out-of-range index.
         """

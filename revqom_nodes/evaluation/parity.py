@@ -61,6 +61,7 @@ def _box_differences(cpu_frames: Sequence[dict], gpu_frames: Sequence[dict], min
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from revqom_nodes.codec import CodecDecoder
     from revqom_nodes.data.dairv2x import DairV2XReader
     from revqom_nodes.evaluation.runner import evaluate_model
     from revqom_nodes.model_file import load_model
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            for name, m in loaded.items()}
                 agree += int((indices["cpu"] == indices["cuda"]).sum())
                 total += indices["cpu"].numel()
-                rebuilt = [m.detector.decode_indices(indices["cpu"]).cpu() for m in loaded.values()]
+                rebuilt = [CodecDecoder(m.codec_state).to(m.detector.device).decode(indices["cpu"]).bev.cpu()
+                           for m in loaded.values()]
                 decoded = max(decoded, float((rebuilt[0] - rebuilt[1]).abs().max()))
     results = {name: evaluate_model(m, frames, name=name, progress=False) for name, m in loaded.items()}
 

@@ -1,23 +1,26 @@
-"""Evaluate a model file on a DAIR-V2X-C split, through the wire, as the runtime would run it.
+"""Evaluate a model file on a DAIR-V2X-C split, through the wire, as the runtime runs it.
 
 Per frame (ego first, agents beyond the model's ``comm_range_m`` dropped, as in training):
 
-- codec models: every agent (the ego too) encodes its own cloud to indices; the indices are
-  written as a PACKED payload and as an ENTROPY payload (``codec.wire.encode_payload``, which
-  falls back to PACKED when entropy coding does not make it smaller, as the runtime does),
-  both sizes are recorded, the ENTROPY message is decoded with ``decode_payload`` (checked
-  equal to what was sent), rebuilt by ``CodecDecoder`` from the file's frozen codec state, and
-  ``detect_from_bev`` fuses the rebuilt maps;
+- codec models: the runtime's own pipeline, agent by agent (the ego too): ``AgentEncoder``
+  encodes the cloud into one ENTROPY message (PACKED when entropy coding does not make it
+  smaller, as the agent node does), the receiver's ``validation.check_frame`` checks and
+  decodes it (checked equal to what was sent) and ``FusionEngine`` rebuilds every map with the
+  file's frozen codec state and fuses them, as the fusion node does. The ego's LiDAR frame
+  stands for the world frame of the messages' poses. Bytes: the PACKED size
+  (``codec.wire.packed_size``) and the message's payload;
 - raw fusion: float32 maps, C * H * W * 4 bytes per agent;
 - ego only: the ego's map alone, 0 bytes;
 - late fusion (an ego-only model run in "late" mode): each agent detects on its own map, the
   boxes are merged at the ego; each agent's bytes are its boxes (``bandwidth.late_bytes``).
 
 With ``slice_loss`` (``revqom eval --slice-loss P``), every partner's map (never the ego's) is
-also cut into PACKED slices as the agent node cuts it (``codec.slices.cut_slices`` with the
-budget and interleave given), each slice is lost with probability P (seeded), and the rest
-is assembled, decoded from the received cells with concealment and fused with the per-cell
-validity, as the fusion node does with what arrives: the offline twin of the network test bed.
+also cut into PACKED slices as the agent node cuts it (an ``AgentEncoder`` with the budget and
+interleave given), each slice is lost with probability P (seeded), and the rest is checked
+and assembled (``validation.FrameAssembly``), decoded from the received cells with concealment
+and fused with the per-cell validity, as the fusion node does with what arrives: the offline
+twin of the network test bed. Such a map keeps its validity even when no slice was lost (the
+fusion node's inbox passes None then; the two decoder paths agree to float rounding).
 
 Bytes per agent per frame are the mean over all agents of all frames. AP follows the
 OpenCOOD protocol (ap.py) over x +-100 m, y +-40 m, clipped to the model's grid when smaller.
@@ -26,12 +29,14 @@ OpenCOOD protocol (ap.py) over x +-100 m, y +-40 m, clipped to the model's grid 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from revqom_nodes.codec.wire import Encoding, packed_size
 from revqom_nodes.data.dairv2x import CooperativeFrame
 from revqom_nodes.evaluation.ap import DEFAULT_RANGE_M, ApAccumulator
 from revqom_nodes.evaluation.bandwidth import late_bytes, raw_bytes
@@ -40,6 +45,11 @@ from revqom_nodes.model_file import LoadedModel
 from revqom_nodes.perception.grid import BevGrid
 from revqom_nodes.perception.postprocess import Detections, merge_detections
 from revqom_nodes.perception.sample import crop_to_grid, frame_to_sample
+from revqom_nodes.runtime.encoder import AgentEncoder, EncodedSweep
+from revqom_nodes.runtime.frames import AssembledMap
+from revqom_nodes.runtime.fusion import FusionEngine
+from revqom_nodes.runtime.model import RuntimeModel
+from revqom_nodes.runtime.validation import Expectations, FrameAssembly, Rejected, check_frame, check_slice
 
 
 def eval_range(grid: BevGrid) -> tuple[tuple[float, float, float, float], str | None]:
@@ -68,72 +78,59 @@ class SliceLoss(NamedTuple):
 
 
 class _Wire:
-    """Sender + receiver of one codec model: encode, measure, (lose slices,) decode, rebuild."""
+    """The runtime's sender and receiver of one codec model, agent by agent (module docstring)."""
 
-    def __init__(self, loaded: LoadedModel, slice_loss: SliceLoss | None = None) -> None:
-        from revqom_nodes.codec import CodecDecoder
-
-        self.state = loaded.codec_state
-        self.receiver = CodecDecoder(self.state).to(loaded.detector.device)
-        self.indices: list[np.ndarray] = []
+    def __init__(self, loaded: LoadedModel, name: str, slice_loss: SliceLoss | None = None) -> None:
+        model = RuntimeModel.from_loaded(loaded, name)
+        self.encoder = AgentEncoder(model, Encoding.ENTROPY)  # the whole map, PACKED when not smaller
+        self.lossy = None if slice_loss is None else AgentEncoder(
+            model, Encoding.PACKED, slice_loss.slice_bytes, slice_loss.interleave
+        )
+        self.engine = FusionEngine(model)
+        self.expect = Expectations.of(model)
+        self.packed_bytes = packed_size(*model.grid.bev_shape, model.settings.num_quantizers,
+                                        model.settings.codebook_size)
         self.slice_loss = slice_loss
         self.rng = np.random.default_rng(None if slice_loss is None else slice_loss.seed)
+        self.indices: list[np.ndarray] = []
         self.cells_received: list[float] = []
 
-    def send(
-        self, indices: torch.Tensor, lossy: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
-        """(1, Q, H, W) indices -> (rebuilt map (1, C, H, W), the (H, W) bool cells it holds (None:
-        all), packed bytes, entropy-coded bytes). ``lossy``: lose slices as ``slice_loss`` says."""
-        from revqom_nodes.codec.wire import Encoding, decode_payload, encode_payload
+    def detect(self, clouds: list[np.ndarray], poses: np.ndarray) -> tuple[Detections, list[int], list[int]]:
+        """A clouds (N_a, 4) and (A, 4, 4) T_ego_from_agent, ego first -> detections in the ego frame,
+        packed and entropy-coded bytes per agent. The ego's frame stands for the world frame."""
+        received, entropy = [], []
+        for agent, (cloud, T) in enumerate(zip(clouds, poses, strict=True)):
+            sweep = self.encoder.encode(cloud)
+            self.indices.append(sweep.indices)
+            entropy.append(sweep.payload_bytes)
+            try:
+                (message,) = self.encoder.messages(sweep.slices, agent_id=str(agent), T_world_from_lidar=T)
+                whole = check_frame(message, self.expect)
+                received.append(whole if agent == 0 or self.lossy is None else self._lose_slices(sweep, T))
+            except Rejected as exc:
+                raise EvaluationError(f"the receiver refused agent {agent}'s message: {exc}") from exc
+            if not np.array_equal(whole.indices, sweep.indices):
+                raise EvaluationError("the wire round trip changed the indices")
+        result = self.engine.fuse(received[0], received[1:])
+        return result.detections, [self.packed_bytes] * len(clouds), entropy
 
-        settings = self.state.settings
-        sent = indices[0].cpu().numpy()
-        self.indices.append(sent)
-        packed, _ = encode_payload(sent, settings.codebook_size, Encoding.PACKED)
-        payload, encoding = encode_payload(
-            sent, settings.codebook_size, Encoding.ENTROPY, self.state.entropy_tables
-        )
-        q, h, w = sent.shape
-        received = decode_payload(
-            payload, height=h, width=w, num_quantizers=q, codebook_size=settings.codebook_size,
-            encoding=encoding, frequency_tables=self.state.entropy_tables,
-        )
-        if not np.array_equal(received, sent):
-            raise EvaluationError("the wire round trip changed the indices")
-        if not lossy or self.slice_loss is None:
-            return self.receiver.decode(torch.from_numpy(received)[None]), None, len(packed), len(payload)
-        rebuilt, held = self._lose_slices(sent)
-        return rebuilt, held, len(packed), len(payload)
-
-    def _lose_slices(self, sent: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Q, H, W) indices -> the map rebuilt from the slices that survived, and its held cells."""
-        from revqom_nodes.codec.conceal import concealed_valid
-        from revqom_nodes.codec.slices import SliceAssembly, cut_slices
-        from revqom_nodes.codec.wire import Encoding, decode_cells
-
-        loss, settings = self.slice_loss, self.state.settings
-        q, h, w = sent.shape
-        pieces = cut_slices(sent, settings.codebook_size, loss.slice_bytes, Encoding.PACKED,
-                            interleave=loss.interleave)
-        assembly = SliceAssembly(q, h, w, len(pieces), loss.interleave)
-        for index, piece in enumerate(pieces):
-            if self.rng.random() < loss.probability:
-                continue
-            cells = decode_cells(piece.payload, num_cells=piece.num_cells, num_quantizers=q,
-                                 codebook_size=settings.codebook_size, encoding=piece.encoding)
-            assembly.add(piece.first_cell, piece.num_cells, cells, slice_index=index,
-                         num_slices=len(pieces), interleave=loss.interleave)
-        self.cells_received.append(assembly.fraction)
-        device = self.receiver.codebooks.device
-        valid = torch.from_numpy(assembly.valid.copy())[None].to(device)
-        rebuilt = self.receiver.decode(torch.from_numpy(assembly.indices.copy())[None], valid)
-        return rebuilt, concealed_valid(valid)[0]
+    def _lose_slices(self, sweep: EncodedSweep, T: np.ndarray) -> AssembledMap:
+        """A partner's map cut into PACKED slices, each lost with the ``slice_loss`` probability ->
+        the map assembled from the others (decoded with its validity even when none was lost)."""
+        slices = self.lossy.pack(sweep.indices)
+        messages = self.lossy.messages(slices, agent_id="partner", T_world_from_lidar=T)
+        frame = FrameAssembly(messages[0], self.expect)
+        for message in messages:
+            if self.rng.random() >= self.slice_loss.probability:
+                frame.add(check_slice(message, self.expect))
+        held = frame.snapshot()
+        self.cells_received.append(held.cells_received_fraction)
+        return held if held.valid is not None else replace(held, valid=np.ones(held.indices.shape[1:], bool))
 
 
-def _detect(loaded: LoadedModel, points: list[torch.Tensor], poses: np.ndarray, wire: _Wire | None
+def _detect(loaded: LoadedModel, points: list[torch.Tensor], poses: np.ndarray
             ) -> tuple[Detections, list[int], list[int]]:
-    """One frame -> detections in the ego frame, packed and entropy bytes per agent."""
+    """One frame of a model that sends no indices -> detections in the ego frame, bytes per agent."""
     detector, config = loaded.detector, loaded.config
     if config.mode == "ego_only":
         return detector.detect_own_map(detector.bev_features(points[0])), [0] * len(points), [0] * len(points)
@@ -142,19 +139,8 @@ def _detect(loaded: LoadedModel, points: list[torch.Tensor], poses: np.ndarray, 
         per_agent = [detector.detect_own_map(m) for m in maps.split(1)]
         sizes = [late_bytes(len(d.boxes)) for d in per_agent]
         return merge_detections(per_agent, list(poses), config.head), sizes, sizes
-    if wire is None:
-        size = raw_bytes(maps.shape[1], maps.shape[2], maps.shape[3])
-        sizes = [size] * len(points)
-        return detector.detect_from_bev(list(maps.split(1)), poses), sizes, sizes
-    rebuilt, held, packed, entropy = [], [], [], []
-    for agent, agent_map in enumerate(maps.split(1)):
-        bev, cells, packed_bytes, entropy_bytes = wire.send(detector.codec.encode(agent_map), lossy=agent > 0)
-        rebuilt.append(bev)
-        held.append(cells)
-        packed.append(packed_bytes)
-        entropy.append(entropy_bytes)
-    valid = held if any(cells is not None for cells in held) else None
-    return detector.detect_from_bev(rebuilt, poses, valid), packed, entropy
+    sizes = [raw_bytes(maps.shape[1], maps.shape[2], maps.shape[3])] * len(points)
+    return detector.detect_from_bev(list(maps.split(1)), poses), sizes, sizes
 
 
 @torch.no_grad()
@@ -173,28 +159,31 @@ def evaluate_model(
     config = loaded.config
     train = loaded.resolved_config.get("train", {})
     max_agents = 1 if config.mode == "ego_only" else int(train.get("max_agents", 2))
-    comm_range_m = float(train.get("comm_range_m", 100.0))
     range_m, note = eval_range(config.grid)
     accumulator = ApAccumulator(range_m=range_m)
     if slice_loss is not None and loaded.codec_state is None:
         raise EvaluationError(f"{name}: slice loss needs a model that sends codebook indices")
-    wire = _Wire(loaded, slice_loss) if loaded.codec_state is not None else None
+    wire = _Wire(loaded, name, slice_loss) if loaded.codec_state is not None else None
     packed_all: list[int] = []
     entropy_all: list[int] = []
     per_frame = []
     loaded.detector.eval()
     for frame in tqdm(frames, desc=f"eval {name}", unit="frame", disable=not progress):
-        sample = frame_to_sample(frame, config.grid, max_agents=max_agents, comm_range_m=comm_range_m)
+        sample = frame_to_sample(frame, config.grid, max_agents=max_agents, comm_range_m=loaded.comm_range_m)
         gt = frame.boxes_in(frame.ego.T_world_from_lidar)
-        points = [torch.from_numpy(crop_to_grid(p, config.grid)) for p in sample.points]
-        detections, packed, entropy = _detect(loaded, points, sample.T_ego_from_agent, wire)
+        clouds = [crop_to_grid(p, config.grid) for p in sample.points]
+        if wire is not None:
+            detections, packed, entropy = wire.detect(clouds, sample.T_ego_from_agent)
+        else:
+            points = [torch.from_numpy(c) for c in clouds]
+            detections, packed, entropy = _detect(loaded, points, sample.T_ego_from_agent)
         accumulator.add_frame(detections.boxes, detections.scores, gt)
         packed_all += packed
         entropy_all += entropy
         pred = np.column_stack([detections.boxes, detections.scores]) if len(detections.boxes) else []
         per_frame.append({
             "frame_id": frame.frame_id,
-            "agents": len(points),
+            "agents": len(clouds),
             "pred": np.round(np.asarray(pred, dtype=np.float64), 5).tolist(),
             "gt": np.round(gt, 5).tolist(),
             "bytes": {"packed": packed, "entropy": entropy},

@@ -6,10 +6,10 @@ points (N, 4) per agent -> ``Voxels`` -> backbone -> BEV (A, C, H, W)
 (``WarpedBev``) -> fusion (1, C, H, W) -> ``AnchorHead`` (``HeadOutput``) -> ``Detections``.
 
 The runtime split follows the transmission boundary: an agent calls
-``encode_agent(points) -> indices``; the ego calls ``decode_indices`` on what it
-receives and ``detect_from_bev(maps, T_ego_from_agent, valid)``. ``detect`` runs
-the same path in one process (for evaluation). Inference methods do not switch
-the module to eval mode: call ``model.eval()`` first.
+``encode_agent(points) -> indices``; the ego rebuilds what it receives with the frozen
+receiver (``codec.receiver.CodecDecoder``) and calls ``detect_from_bev(maps,
+T_ego_from_agent, valid)``. ``detect`` runs the same path in one process. Inference methods
+do not switch the module to eval mode: call ``model.eval()`` first.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from revqom_nodes.codec.conceal import concealed_valid
 from revqom_nodes.geometry import invert, transform_boxes
 from revqom_nodes.perception.backbone import SparseBevBackbone, sparse_conv_algo
 from revqom_nodes.perception.config import DetectorConfig
@@ -135,12 +134,6 @@ class CooperativeDetector(nn.Module):
         """One cloud (N, 4) -> codebook indices (1, Q, H, W) int64: what an agent transmits."""
         return self._require_codec().encode(self.bev_features(points))
 
-    @torch.no_grad()
-    def decode_indices(self, indices: Tensor, valid: Tensor | None = None) -> Tensor:
-        """Received indices (B, Q, H, W) -> reconstructed BEV maps (B, C, H, W); ``valid`` (B, H, W)
-        bool marks the cells that arrived (the codec's decoder leaves the others out)."""
-        return self._require_codec().decode(indices.to(self.device), valid)
-
     # ---- ego side ---------------------------------------------------------------------------
     @torch.no_grad()
     def detect_from_bev(
@@ -210,6 +203,7 @@ class CooperativeDetector(nn.Module):
             T_view_from_ego = torch.from_numpy(np.stack([invert(T) for T in poses.numpy()]))
             return DetectorOutput(self.head(maps), view_frame, T_view_from_ego, None, None)
         codec_losses = perplexity = None
+        held: list[Tensor | None] = [None if f.valid is None else f.valid.to(self.device) for f in batch]
         if self.codec is not None:
             valid = None
             if any(frame.valid is not None for frame in batch):
@@ -220,10 +214,13 @@ class CooperativeDetector(nn.Module):
                 ]).to(self.device)
             coded = self.codec(maps, valid)
             maps, codec_losses, perplexity = coded.bev, coded.losses, coded.perplexity
+            if coded.valid is not None:  # the cells each decoded map holds, concealed ones included
+                decoded = coded.valid.split(counts)
+                held = [None if v is None else c for v, c in zip(held, decoded, strict=True)]
         fused = [
-            self._fuse(frame_maps, frame_poses, self._fusion_valid(frame))
-            for frame_maps, frame_poses, frame in zip(
-                maps.split(counts), poses.split(counts), batch, strict=True
+            self._fuse(frame_maps, frame_poses, frame_valid)
+            for frame_maps, frame_poses, frame_valid in zip(
+                maps.split(counts), poses.split(counts), held, strict=True
             )
         ]
         identity = torch.eye(4, dtype=torch.float64).expand(len(batch), 4, 4)
@@ -253,14 +250,6 @@ class CooperativeDetector(nn.Module):
         return DetectionLosses(total, *terms, commitment, orthogonal)
 
     # ---- internals --------------------------------------------------------------------------
-    def _fusion_valid(self, frame: FrameInput) -> Tensor | None:
-        """(A, H, W) bool cells each agent's decoded map holds: the cells received, plus those the
-        codec's decoder concealed from received neighbours (``codec/conceal.py``)."""
-        if frame.valid is None:
-            return None
-        valid = frame.valid.to(self.device)
-        return valid if self.codec is None else concealed_valid(valid)
-
     def _fuse(self, maps: Tensor, T_ego_from_agent: Tensor, valid: Tensor | None) -> Tensor:
         warped = warp_to_ego(maps, T_ego_from_agent, self.grid, valid)
         return self.fusion(warped.features, warped.valid)

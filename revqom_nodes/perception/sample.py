@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from revqom_nodes.data.dairv2x import CooperativeFrame
     from revqom_nodes.perception.detector import FrameInput
 
+COMM_RANGE_M = 100.0  # default of TrainConfig.comm_range_m, and of model files that do not store it
+
 
 class SceneSample(NamedTuple):
     """One cooperative training sample; geometry as in the module docstring."""

@@ -1,4 +1,4 @@
-"""ROS 2 messages <-> the runtime's plain types (numpy arrays, 4x4 poses, ``AgentFrame``).
+"""ROS 2 messages <-> the runtime's plain types (numpy arrays, 4x4 poses, ``ReceivedSlice``).
 
 The one place where message fields are read and written; nodes call these and the core.
 PointCloud2 goes through ``revqom_nodes.data.pointcloud`` (vectorised, no per-point loop;
@@ -24,7 +24,7 @@ from revqom_nodes.data.pointcloud import cloud_data_to_xyzi
 from revqom_nodes.geometry import box_corners, quaternion_from_matrix
 from revqom_nodes.perception.postprocess import Detections
 from revqom_nodes.runtime.encoder import EncodedSweep
-from revqom_nodes.runtime.frames import AgentFrame, pose_matrix
+from revqom_nodes.runtime.frames import ReceivedSlice, pose_matrix
 from revqom_nodes.runtime.model import RuntimeModel
 
 NS_PER_S = 1_000_000_000
@@ -124,9 +124,9 @@ def make_encoded_bev(
     return msg
 
 
-def encoded_bev_to_frame(msg: EncodedBEV, received_ns: int = 0, source_ns: int = 0) -> AgentFrame:
-    """EncodedBEV -> AgentFrame (no checks here: ``runtime.validation`` does them)."""
-    return AgentFrame(
+def encoded_bev_to_slice(msg: EncodedBEV, received_ns: int = 0, source_ns: int = 0) -> ReceivedSlice:
+    """EncodedBEV -> ReceivedSlice (no checks here: ``runtime.validation`` does them)."""
+    return ReceivedSlice(
         agent_id=msg.agent_id,
         role=msg.role,
         sequence=msg.sequence,

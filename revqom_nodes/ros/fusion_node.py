@@ -28,14 +28,14 @@ from visualization_msgs.msg import MarkerArray
 from revqom_nodes.ros.conversions import (
     boxes_to_markers,
     detections_to_msg,
-    encoded_bev_to_frame,
+    encoded_bev_to_slice,
     ns_to_stamp,
 )
 from revqom_nodes.ros.lifecycle import run_node
 from revqom_nodes.ros.parameters import declare
 from revqom_nodes.ros.qos import ENCODED_BEV_QOS, MARKER_QOS, RESULT_QOS
 from revqom_nodes.runtime.errors import RuntimeConfigError
-from revqom_nodes.runtime.frames import AgentFrame
+from revqom_nodes.runtime.frames import AssembledMap
 from revqom_nodes.runtime.fusion import FusionEngine, FusionResult
 from revqom_nodes.runtime.inbox import Inbox
 from revqom_nodes.runtime.latency import RateLimiter
@@ -129,9 +129,9 @@ class FusionNode(Node):
     # ---- reception ----------------------------------------------------------------------
     def _receiver(self, topic_agent_id: str) -> Callable[[EncodedBEV, MessageInfo], None]:
         def receive(msg: EncodedBEV, info: MessageInfo) -> None:
-            frame = encoded_bev_to_frame(msg, info["received_timestamp"], info["source_timestamp"])
+            message = encoded_bev_to_slice(msg, info["received_timestamp"], info["source_timestamp"])
             try:
-                self.inbox.receive(frame, topic_agent_id)
+                self.inbox.receive(message, topic_agent_id)
             except Rejected as rejected:
                 if self.limiter.allow(rejected.reason.value):
                     counts = self.inbox.rejected_counts()[rejected.reason.value]
@@ -157,7 +157,7 @@ class FusionNode(Node):
                     return
             self._fuse(ego)
 
-    def _fuse(self, ego: AgentFrame) -> None:
+    def _fuse(self, ego: AssembledMap) -> None:
         dropped = self.inbox.ego_frames_dropped
         if dropped > self._dropped_reported and self.limiter.allow("ego_frames_dropped"):
             self._dropped_reported = dropped
@@ -178,7 +178,7 @@ class FusionNode(Node):
         self.status_pub.publish(self._status(header, ego, partners, result))
 
     def _status(
-        self, header: Header, ego: AgentFrame, partners: list[AgentFrame | None], result: FusionResult
+        self, header: Header, ego: AssembledMap, partners: list[AssembledMap | None], result: FusionResult
     ) -> FusionStatus:
         frames = [ego, *partners]
         counts = self.inbox.rejected_counts()

@@ -2,11 +2,16 @@
 
 Modules (none imports rclpy; the nodes in ``revqom_nodes.ros`` only convert messages):
 
-- ``frames``: ``AgentFrame``, the plain view of one received ``EncodedBEV`` message (a slice);
+- ``frames``: ``ReceivedSlice``, one received ``EncodedBEV`` message as it arrived, and
+  ``AssembledMap``, one agent's sweep assembled from its slices;
 - ``model``: ``RuntimeModel`` (detector + frozen codec state) and device resolution;
-- ``encoder``: ``AgentEncoder``, points -> slices (voxelize, backbone, quantize, pack, cut);
-- ``validation``: the receiver's checks, one ``RejectReason`` per kind of bad message;
+- ``encoder``: ``AgentEncoder``, points -> slices (voxelize, backbone, quantize, pack, cut)
+  and the messages a receiver gets from them;
+- ``validation``: the receiver's checks, one ``RejectReason`` per kind of bad message, and
+  ``FrameAssembly``, a sweep's accepted slices -> its AssembledMap;
 - ``inbox``: per-agent frame buffers assembled from slices, rejection counters, pairing;
-- ``fusion``: ``FusionEngine``, payloads -> detections in the ego frame;
-- ``latency``: percentiles of per-stage timings.
+- ``fusion``: ``FusionEngine``, assembled maps -> detections in the ego frame;
+- ``latency``: the stage clock and percentiles of per-stage timings.
+
+``revqom eval`` and ``revqom bench pipeline`` drive the same encoder, validation and engine.
 """

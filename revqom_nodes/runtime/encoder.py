@@ -4,12 +4,14 @@ Stages (each timed): voxelize + sparse backbone -> BEV map (1, C, H, W) ("bev"),
 residual VQ -> indices (1, Q, H, W) ("quantize"), wire format cut into slices of at most
 ``slice_bytes`` payload bytes each -> bytes ("pack"; ``slice_bytes`` 0: the whole map in one
 slice). Every agent runs this, the ego included: its own map goes through the codec too, as in
-training.
+training. ``messages`` gives what a receiver gets from the slices, without ROS (the fields
+``ros.conversions.sweep_to_msg`` writes): ``revqom eval`` and the benches feed them to the
+receiver's validation and ``FusionEngine`` as the fusion node does.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -25,6 +27,8 @@ from revqom_nodes.codec.slices import (
 )
 from revqom_nodes.codec.wire import Encoding
 from revqom_nodes.runtime.errors import RuntimeConfigError
+from revqom_nodes.runtime.frames import ReceivedSlice
+from revqom_nodes.runtime.latency import now_ms
 from revqom_nodes.runtime.model import RuntimeModel
 
 ENCODINGS: dict[str, Encoding] = {"packed": Encoding.PACKED, "entropy": Encoding.ENTROPY}
@@ -57,12 +61,6 @@ class EncodedSweep(NamedTuple):
     def encode_ms(self) -> float:
         """Points -> payload, all stages."""
         return self.bev_ms + self.quantize_ms + self.pack_ms
-
-
-def _now_ms(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() * 1e3
 
 
 class AgentEncoder:
@@ -107,21 +105,14 @@ class AgentEncoder:
     def encode(self, points: np.ndarray) -> EncodedSweep:
         """(N, 4) float32 ``x, y, z, intensity`` in the agent's LiDAR frame -> EncodedSweep."""
         detector, device = self.model.detector, self.model.device
-        start = _now_ms(device)
+        start = now_ms(device)
         cloud = torch.as_tensor(np.ascontiguousarray(points, dtype=np.float32)).to(device)
         bev = detector.bev_features(cloud)
-        after_bev = _now_ms(device)
+        after_bev = now_ms(device)
         indices = detector.codec.encode(bev)[0].cpu().numpy()
-        after_quantize = _now_ms(device)
-        slices = cut_slices(
-            indices,
-            self.model.settings.codebook_size,
-            self.slice_bytes,
-            self.encoding,
-            self.model.entropy_tables,
-            self.interleave,
-        )
-        after_pack = _now_ms(device)
+        after_quantize = now_ms(device)
+        slices = self.pack(indices)
+        after_pack = now_ms(device)
         return EncodedSweep(
             slices,
             indices,
@@ -130,3 +121,55 @@ class AgentEncoder:
             after_pack - after_quantize,
             self.interleave,
         )
+
+    def pack(self, indices: np.ndarray) -> list[Slice]:
+        """(Q, H, W) int64 indices -> the payloads of their messages, in this encoder's encoding,
+        budget and cell order (the "pack" stage)."""
+        return cut_slices(
+            indices,
+            self.model.settings.codebook_size,
+            self.slice_bytes,
+            self.encoding,
+            self.model.entropy_tables,
+            self.interleave,
+        )
+
+    def messages(
+        self,
+        slices: Sequence[Slice],
+        *,
+        agent_id: str,
+        T_world_from_lidar: np.ndarray,
+        stamp_ns: int = 0,
+        sequence: int = 0,
+        role: int = 0,
+        frame_id: str = "",
+    ) -> list[ReceivedSlice]:
+        """The messages of a sweep's ``slices`` (all of them, cut by this encoder) as a receiver
+        gets them; T_world_from_lidar: (4, 4) float64 sender pose."""
+        height, width = self.model.grid.bev_shape
+        settings = self.model.settings
+        return [
+            ReceivedSlice(
+                agent_id=agent_id,
+                role=role,
+                sequence=sequence,
+                stamp_ns=stamp_ns,
+                frame_id=frame_id,
+                T_world_from_lidar=T_world_from_lidar,
+                height=height,
+                width=width,
+                cell_size_m=self.model.grid.cell_size_m,
+                codebook_size=settings.codebook_size,
+                num_quantizers=settings.num_quantizers,
+                codebook_id=self.model.codebook_id,
+                encoding=int(piece.encoding),
+                payload=piece.payload,
+                slice_index=index,
+                num_slices=len(slices),
+                first_cell=piece.first_cell,
+                num_cells=piece.num_cells,
+                interleave=self.interleave,
+            )
+            for index, piece in enumerate(slices)
+        ]

@@ -1,13 +1,15 @@
-"""``AgentFrame``: one agent's encoded sweep as the runtime sees it, without ROS types.
+"""What the receiver handles, without ROS types: ``ReceivedSlice`` (one EncodedBEV message, as
+it arrived) and ``AssembledMap`` (one agent's sweep assembled from its slices: what fusion takes).
 
-``revqom_nodes.ros.conversions`` turns ``revqom/msg/EncodedBEV`` into this and back; the
-fields mirror the message (docs/wire-format.md), with the pose as a 4x4 matrix and the
-stamps as integer nanoseconds.
+``revqom_nodes.ros.conversions`` turns ``revqom/msg/EncodedBEV`` into a ReceivedSlice; its
+fields mirror the message (docs/wire-format.md), with the pose as a 4x4 matrix and the stamps
+as integer nanoseconds. ``validation.FrameAssembly`` checks and places the slices of a sweep
+and hands out AssembledMaps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,9 +19,9 @@ from revqom_nodes.geometry import matrix_from_quaternion
 NS_PER_MS = 1_000_000
 
 
-@dataclass
-class AgentFrame:
-    """One EncodedBEV message (a slice of a map, or the whole map as its only slice).
+@dataclass(frozen=True, eq=False)
+class ReceivedSlice:
+    """One EncodedBEV message (a slice of a map, or the whole map as its only slice), unchecked.
 
     stamp_ns: the LiDAR sweep time; T_world_from_lidar: (4, 4) float64 sender pose (may be
     anything a sender wrote, NaN included: validation checks it); payload: bytes-like;
@@ -27,8 +29,6 @@ class AgentFrame:
     slice_index, num_slices, first_cell, num_cells, interleave: the message's share of the map
     (cells in the cell order of ``interleave``, ``codec.slices.cell_order``; 1 is row-major over
     (H, W); num_cells None means H * W, the whole map in one message).
-    The inbox hands fusion one frame per sweep, with ``indices`` assembled from its slices
-    and ``valid`` marking the cells that arrived.
     """
 
     agent_id: str
@@ -52,23 +52,35 @@ class AgentFrame:
     first_cell: int = 0
     num_cells: int | None = None
     interleave: int = 1
-    indices: np.ndarray | None = field(
-        default=None, repr=False
-    )  # (Q, H, W) int64 once validated, 0 where missing
-    valid: np.ndarray | None = field(default=None, repr=False)  # (H, W) bool cells received; None: every cell
-    decode_ms: float = 0.0  # payload -> indices, measured by validation (summed over a frame's slices)
 
     def __post_init__(self) -> None:
         if self.num_cells is None:
-            self.num_cells = int(self.height) * int(self.width)
+            object.__setattr__(self, "num_cells", int(self.height) * int(self.width))
 
     @property
     def payload_bytes(self) -> int:
         return len(self.payload)
 
+
+@dataclass(frozen=True, eq=False)
+class AssembledMap:
+    """One agent's sweep as fusion takes it: the validated slices received so far, assembled.
+
+    T_world_from_lidar: (4, 4) float64, a rigid transform (validated).
+    """
+
+    agent_id: str
+    stamp_ns: int
+    frame_id: str
+    T_world_from_lidar: np.ndarray
+    indices: np.ndarray  # (Q, H, W) int64, 0 in the cells not received
+    valid: np.ndarray | None  # (H, W) bool cells received; None: every cell
+    payload_bytes: int  # the payloads of the slices received, together
+    decode_ms: float  # payload -> indices of those slices (validation), together
+
     @property
     def cells_received_fraction(self) -> float:
-        """Share of the map's cells this frame holds: 1.0 unless ``valid`` marks some missing."""
+        """Share of the map's cells this map holds: 1.0 unless ``valid`` marks some missing."""
         return 1.0 if self.valid is None else float(self.valid.mean())
 
     def age_ms(self, reference_stamp_ns: int) -> float:

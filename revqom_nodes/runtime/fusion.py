@@ -1,47 +1,54 @@
-"""``FusionEngine``: the ego's and its partners' validated frames -> detections in the ego frame.
+"""``FusionEngine``: the ego's and its partners' assembled maps -> detections in the ego frame.
 
-Stages: codebook gather + post-affine decoder for every map (on the model's device; cells whose
-slices were lost are zeroed) -> relative poses ``T_ego_from_agent = inv(T_world_from_ego) @
-T_world_from_agent`` -> warp into the ego grid, fusion that ignores each map's missing cells,
-head, NMS (``CooperativeDetector.detect_from_bev`` with the per-agent validity). The same calls
-as the offline ``detect``, so a live frame and its offline twin agree.
+Stages: the frozen receiver (``codec.receiver.CodecDecoder``: codebook gather + post-affine
+decoder, on the model's device; cells whose slices were lost are concealed from received
+neighbours or zeroed) for every map -> relative poses ``T_ego_from_agent = inv(T_world_from_ego)
+@ T_world_from_agent`` -> warp into the ego grid, fusion that ignores each map's missing cells,
+head, NMS (``CooperativeDetector.detect_from_bev`` with the validity the receiver returns). The
+fusion node and ``revqom eval`` both run this engine, so a live frame and its offline twin agree.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from revqom_nodes.codec.conceal import concealed_valid
+from revqom_nodes.codec.receiver import CodecDecoder
 from revqom_nodes.geometry import invert
 from revqom_nodes.perception.postprocess import Detections
 from revqom_nodes.perception.sample import in_comm_range
-from revqom_nodes.runtime.errors import RuntimeConfigError
-from revqom_nodes.runtime.frames import AgentFrame
+from revqom_nodes.runtime.frames import AssembledMap
+from revqom_nodes.runtime.latency import now_ms
 from revqom_nodes.runtime.model import RuntimeModel
 
 
 class FusionResult(NamedTuple):
-    """One fused ego frame."""
+    """One fused ego frame, with the time each stage took (milliseconds)."""
 
     detections: Detections  # in the ego LiDAR frame
     fused_agent_ids: list[str]  # ego first
     T_ego_from_agent: np.ndarray  # (A, 4, 4) float64, parallel to fused_agent_ids
-    decode_fuse_ms: float  # payload decoding of the fused frames + gather, decode, warp, fuse, head, NMS
+    unpack_ms: float  # payload -> indices of the fused maps (measured by validation)
+    decode_ms: float  # indices -> features: codebook gather + post-affine decoder, every map
+    fuse_ms: float  # warp, fusion, head, NMS
+
+    @property
+    def decode_fuse_ms(self) -> float:
+        """Payload to detections, all stages."""
+        return self.unpack_ms + self.decode_ms + self.fuse_ms
 
 
-def relative_poses(ego: AgentFrame, partners: Sequence[AgentFrame]) -> np.ndarray:
+def relative_poses(ego: AssembledMap, partners: Sequence[AssembledMap]) -> np.ndarray:
     """(A, 4, 4) T_ego_from_agent for the ego (identity) and each partner."""
     T_ego_from_world = invert(ego.T_world_from_lidar)
     return np.stack([np.eye(4)] + [T_ego_from_world @ p.T_world_from_lidar for p in partners])
 
 
 class FusionEngine:
-    """Decodes and fuses validated frames with a RuntimeModel (inference only).
+    """Decodes and fuses assembled maps with a RuntimeModel (inference only).
 
     Partners farther than ``comm_range_m`` from the ego (``perception.sample.in_comm_range``)
     are left out, as in training and evaluation; None uses the model's setting.
@@ -49,36 +56,40 @@ class FusionEngine:
 
     def __init__(self, model: RuntimeModel, comm_range_m: float | None = None) -> None:
         self.model = model
+        self.receiver = CodecDecoder(model.codec_state).to(model.device)
         self.comm_range_m = model.comm_range_m if comm_range_m is None else float(comm_range_m)
 
     @torch.no_grad()
-    def fuse(self, ego: AgentFrame, partners: Sequence[AgentFrame | None]) -> FusionResult:
-        """Frames carry their ``indices`` (set by validation or the inbox) and ``valid`` (None: every
-        cell arrived); None partners are left out."""
+    def fuse(self, ego: AssembledMap, partners: Sequence[AssembledMap | None]) -> FusionResult:
+        """The ego's map and each partner's (None: nothing to fuse from it) -> FusionResult."""
         T_ego_from_world = invert(ego.T_world_from_lidar)
-        frames = [ego, *[
+        maps = [ego, *[
             p for p in partners
             if p is not None and in_comm_range(T_ego_from_world @ p.T_world_from_lidar, self.comm_range_m)
         ]]
-        if any(f.indices is None for f in frames):
-            raise RuntimeConfigError("fuse() takes validated frames (their indices are missing)")
         device = self.model.device
-        start = time.perf_counter()
-        detector = self.model.detector
-        # One map at a time, as each arrives in its own messages and as ``revqom eval`` rebuilds them;
-        # a map with lost slices is decoded from its received cells only, lost cells next to
-        # received ones concealed (codec/conceal.py), the cells still missing zero and masked.
-        received = [None if f.valid is None else torch.from_numpy(f.valid).to(device) for f in frames]
-        maps = [
-            detector.decode_indices(torch.from_numpy(f.indices[None]), None if v is None else v[None])
-            for f, v in zip(frames, received, strict=True)
+        start = now_ms(device)
+        # One map at a time, as each arrives in its own messages; a map with lost slices is
+        # decoded from its received cells only (codec/conceal.py), the cells still missing masked.
+        decoded = [
+            self.receiver.decode(
+                torch.from_numpy(m.indices[None]),
+                None if m.valid is None else torch.from_numpy(m.valid[None]),
+            )
+            for m in maps
         ]
-        valid = [None if v is None else concealed_valid(v[None])[0] for v in received]
-        poses = relative_poses(ego, frames[1:])
-        detections = detector.detect_from_bev(
-            maps, poses, valid if any(v is not None for v in valid) else None
+        after_decode = now_ms(device)
+        valid = [None if d.valid is None else d.valid[0] for d in decoded]
+        poses = relative_poses(ego, maps[1:])
+        detections = self.model.detector.detect_from_bev(
+            [d.bev for d in decoded], poses, valid if any(v is not None for v in valid) else None
         )
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed_ms = (time.perf_counter() - start) * 1e3 + sum(f.decode_ms for f in frames)
-        return FusionResult(detections, [f.agent_id for f in frames], poses, elapsed_ms)
+        end = now_ms(device)
+        return FusionResult(
+            detections,
+            [m.agent_id for m in maps],
+            poses,
+            sum(m.decode_ms for m in maps),
+            after_decode - start,
+            end - after_decode,
+        )

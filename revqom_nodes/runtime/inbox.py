@@ -9,7 +9,7 @@ Slices: messages with the same agent id, stamp and sequence are the slices of on
 whole map is its one slice). The first slice makes the frame (usable from then on); later
 ones fill its assembly. A frame is settled when all its slices arrived, or when a slice of
 the agent's next frame arrived (senders publish a frame's slices back to back, so the missing
-ones are lost). Fusion gets a snapshot: ``indices`` assembled, ``valid`` the cells received.
+ones are lost). Fusion gets a snapshot, an ``AssembledMap`` (``validation.FrameAssembly``).
 
 Pairing rule (deterministic, so that a live run matches the offline evaluation):
 for an ego frame E and another agent, the candidates are that agent's held frames with
@@ -26,7 +26,6 @@ with its next message. For runs that must match the offline evaluation frame by 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -34,39 +33,36 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from revqom_nodes.codec.slices import SliceAssembly, SliceError
 from revqom_nodes.runtime.errors import RuntimeConfigError
-from revqom_nodes.runtime.frames import NS_PER_MS, AgentFrame
-from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason, check_slice
+from revqom_nodes.runtime.frames import NS_PER_MS, AssembledMap, ReceivedSlice
+from revqom_nodes.runtime.validation import (
+    CheckedSlice,
+    Expectations,
+    FrameAssembly,
+    Rejected,
+    RejectReason,
+    check_slice,
+)
 
 log = logging.getLogger(__name__)
 
 TIME_JUMP_NS = 1_000_000_000  # a stamp this far behind the last one is a restart (a looping replay)
-POSE_TOLERANCE = 1e-9  # the slices of one frame repeat the same pose
 
 
 @dataclass
 class _Held:
-    """One frame being assembled: its first slice's message and the cells received so far."""
+    """One frame being assembled (its header: the first slice that arrived)."""
 
-    frame: AgentFrame
-    assembly: SliceAssembly
+    assembly: FrameAssembly
     closed: bool = False  # a later frame of the agent started: no more slices will come
+
+    @property
+    def stamp_ns(self) -> int:
+        return self.assembly.header.stamp_ns
 
     @property
     def settled(self) -> bool:
         return self.closed or self.assembly.complete
-
-    def snapshot(self) -> AgentFrame:
-        """The frame for fusion: a copy of the indices so far, ``valid`` None when every cell arrived."""
-        valid = self.assembly.valid
-        return dataclasses.replace(
-            self.frame,
-            indices=self.assembly.indices.copy(),
-            valid=None if valid.all() else valid.copy(),
-        )
 
 
 @dataclass
@@ -126,63 +122,50 @@ class Inbox:
         self.time_jumps = 0
 
     # ---- reception ----------------------------------------------------------------------
-    def receive(self, frame: AgentFrame, topic_agent_id: str | None = None) -> None:
-        """Validate and keep ``frame``, or raise ``Rejected`` (and count its reason).
+    def receive(self, message: ReceivedSlice, topic_agent_id: str | None = None) -> None:
+        """Validate and keep ``message``, or raise ``Rejected`` (and count its reason).
 
-        ``topic_agent_id``: the agent configured for the topic the frame came on (a frame
+        ``topic_agent_id``: the agent configured for the topic the message came on (a message
         claiming another id is an unknown agent there); None accepts any configured agent.
         """
         try:
-            self._receive(frame, topic_agent_id)
+            self._receive(message, topic_agent_id)
         except Rejected as rejected:
             with self._lock:
                 self._rejected[rejected.reason] += 1
             raise
 
-    def _receive(self, frame: AgentFrame, topic_agent_id: str | None) -> None:
-        agent_id = frame.agent_id
+    def _receive(self, message: ReceivedSlice, topic_agent_id: str | None) -> None:
+        agent_id = message.agent_id
         if agent_id not in self._agents or (topic_agent_id is not None and agent_id != topic_agent_id):
             expected = topic_agent_id or self.agent_ids
             raise Rejected(RejectReason.UNKNOWN_AGENT, f"agent {agent_id[:64]!r} (expected {expected})")
-        cells = check_slice(frame, self.expect)
+        checked = check_slice(message, self.expect)
+        sweep = (message.stamp_ns, message.sequence)
         with self._lock:
             state = self._agents[agent_id]
             held = next(
-                (
-                    h
-                    for h in state.frames
-                    if (h.frame.stamp_ns, h.frame.sequence) == (frame.stamp_ns, frame.sequence)
-                ),
-                None,
+                (h for h in state.frames if (h.stamp_ns, h.assembly.header.sequence) == sweep), None
             )
             if held is not None:
-                self._add_slice(held, frame, cells)
+                held.assembly.add(checked)
             else:
-                self._start_frame(frame, cells, state)
-            state.bytes_received += frame.payload_bytes
+                self._start_frame(checked, state)
+            state.bytes_received += message.payload_bytes
             state.accepted += 1
             state.quiet = False
 
-    def _start_frame(self, frame: AgentFrame, cells: np.ndarray, state: _Agent) -> None:
+    def _start_frame(self, checked: CheckedSlice, state: _Agent) -> None:
+        frame = checked.message
         if frame.agent_id == self.ego_agent_id:
             self._accept_ego(frame, state)
         else:
             self._accept_other(frame, state)
-        expect = self.expect
-        assembly = SliceAssembly(
-            expect.num_quantizers, expect.height, expect.width, frame.num_slices, frame.interleave
-        )
-        assembly.add(
-            frame.first_cell,
-            frame.num_cells,
-            cells,
-            slice_index=frame.slice_index,
-            num_slices=frame.num_slices,
-            interleave=frame.interleave,
-        )
+        assembly = FrameAssembly(frame, self.expect)
+        assembly.add(checked)
         for older in state.frames:
             older.closed = True
-        held = _Held(frame, assembly)
+        held = _Held(assembly)
         state.frames.append(held)
         state.last_stamp_ns = frame.stamp_ns
         if frame.agent_id == self.ego_agent_id:
@@ -191,40 +174,7 @@ class Inbox:
             self._pending.append(_Pending(held, self._clock_ns() + self.sync_wait_ns))
             self._newest_ego_ns = frame.stamp_ns
 
-    @staticmethod
-    def _add_slice(held: _Held, frame: AgentFrame, cells: np.ndarray) -> None:
-        assembly = held.assembly
-        if frame.num_slices != assembly.num_slices:
-            raise Rejected(
-                RejectReason.BAD_SLICE,
-                f"{frame.agent_id} slice says num_slices {frame.num_slices}, "
-                f"its frame's first said {assembly.num_slices}",
-            )
-        if assembly.has(frame.slice_index):
-            raise Rejected(
-                RejectReason.OUT_OF_ORDER,
-                f"{frame.agent_id} slice {frame.slice_index} of sweep {frame.stamp_ns} is a duplicate",
-            )
-        if not np.allclose(
-            frame.T_world_from_lidar, held.frame.T_world_from_lidar, rtol=0.0, atol=POSE_TOLERANCE
-        ):
-            raise Rejected(
-                RejectReason.BAD_SLICE, f"{frame.agent_id} slices of sweep {frame.stamp_ns} differ in pose"
-            )
-        try:
-            assembly.add(
-                frame.first_cell,
-                frame.num_cells,
-                cells,
-                slice_index=frame.slice_index,
-                num_slices=frame.num_slices,
-                interleave=frame.interleave,
-            )
-        except SliceError as exc:
-            raise Rejected(RejectReason.BAD_SLICE, f"{frame.agent_id}: {exc}") from None
-        held.frame.decode_ms += frame.decode_ms
-
-    def _check_order(self, frame: AgentFrame, state: _Agent) -> bool:
+    def _check_order(self, frame: ReceivedSlice, state: _Agent) -> bool:
         """True when the frame restarts the agent's clock (a jump back of TIME_JUMP_NS or more)."""
         last = state.last_stamp_ns
         if last is None or frame.stamp_ns > last:
@@ -236,7 +186,7 @@ class Inbox:
             )
         return True
 
-    def _accept_ego(self, frame: AgentFrame, state: _Agent) -> None:
+    def _accept_ego(self, frame: ReceivedSlice, state: _Agent) -> None:
         if self._check_order(frame, state):
             log.warning(
                 "ego time jumped back %.3f s: clearing every buffer",
@@ -248,7 +198,7 @@ class Inbox:
                 agent.last_stamp_ns = None
             self._pending.clear()
 
-    def _accept_other(self, frame: AgentFrame, state: _Agent) -> None:
+    def _accept_other(self, frame: ReceivedSlice, state: _Agent) -> None:
         newest_ego = self._newest_ego_ns
         if newest_ego is not None and frame.stamp_ns < newest_ego - self.max_age_ns:
             raise Rejected(
@@ -260,13 +210,13 @@ class Inbox:
             state.frames.clear()
 
     # ---- fusion side --------------------------------------------------------------------
-    def next_ego(self) -> tuple[AgentFrame | None, float]:
+    def next_ego(self) -> tuple[AssembledMap | None, float]:
         """(the oldest pending ego frame, if it may be fused now, else None; seconds to wait)."""
         with self._lock:
             if not self._pending:
                 return None, float("inf")
             pending = self._pending[0]
-            ego_stamp_ns = pending.held.frame.stamp_ns
+            ego_stamp_ns = pending.held.stamp_ns
             now = self._clock_ns()
             waiting = [a for a in self.agent_ids[1:] if self._waits_for(a, ego_stamp_ns)]
             if (waiting or not pending.held.settled) and now < pending.deadline_ns:
@@ -275,7 +225,7 @@ class Inbox:
                 state = self._agents[agent_id]
                 state.quiet = self._select(state.frames, ego_stamp_ns) is None
             self._pending.popleft()
-            return pending.held.snapshot(), 0.0
+            return pending.held.assembly.snapshot(), 0.0
 
     def _waits_for(self, agent_id: str, ego_stamp_ns: int) -> bool:
         state = self._agents[agent_id]
@@ -283,25 +233,25 @@ class Inbox:
             return False
         half_period = self.sweep_period_ns / 2
         if not any(
-            h.frame.stamp_ns >= ego_stamp_ns or ego_stamp_ns - h.frame.stamp_ns < half_period
+            h.stamp_ns >= ego_stamp_ns or ego_stamp_ns - h.stamp_ns < half_period
             for h in state.frames
         ):
             return True
         selected = self._select(state.frames, ego_stamp_ns)
         return selected is not None and not selected.settled
 
-    def partners_of(self, ego: AgentFrame) -> list[AgentFrame | None]:
+    def partners_of(self, ego: AssembledMap) -> list[AssembledMap | None]:
         """For each other agent (``agent_ids[1:]``), a snapshot of the frame to fuse with ``ego``, or None."""
         with self._lock:
             selected = [self._select(self._agents[a].frames, ego.stamp_ns) for a in self.agent_ids[1:]]
-            return [None if held is None else held.snapshot() for held in selected]
+            return [None if held is None else held.assembly.snapshot() for held in selected]
 
     def _select(self, frames: Sequence[_Held], ego_stamp_ns: int) -> _Held | None:
         best = None
         for held in frames:
-            distance = abs(held.frame.stamp_ns - ego_stamp_ns)
+            distance = abs(held.stamp_ns - ego_stamp_ns)
             if distance <= self.max_age_ns and (
-                best is None or distance <= abs(best.frame.stamp_ns - ego_stamp_ns)
+                best is None or distance <= abs(best.stamp_ns - ego_stamp_ns)
             ):
                 best = held
         return best

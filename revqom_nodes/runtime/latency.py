@@ -1,12 +1,25 @@
-"""Per-stage timing summaries (milliseconds) and a per-key rate limiter for log lines."""
+"""Per-stage timings (milliseconds): the clock, summaries; and a per-key rate limiter for log lines."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+
+def now_ms(device: torch.device) -> float:
+    """Wall-clock milliseconds once the work queued on ``device`` is done (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+    return time.perf_counter() * 1e3
 
 
 def summarize_ms(values: Iterable[float]) -> dict[str, float | int | None]:

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from revqom_nodes.perception.sample import COMM_RANGE_M
 from revqom_nodes.runtime.errors import RuntimeConfigError
 
 if TYPE_CHECKING:
     from revqom_nodes.codec import CodecConfig, CodecState
+    from revqom_nodes.model_file import LoadedModel
     from revqom_nodes.perception.detector import CooperativeDetector
     from revqom_nodes.perception.grid import BevGrid
 
@@ -46,7 +48,7 @@ class RuntimeModel:
     detector: CooperativeDetector
     codec_state: CodecState
     source: str = ""
-    comm_range_m: float = 100.0  # partners farther from the ego are not fused (the training setting)
+    comm_range_m: float = COMM_RANGE_M  # partners farther from the ego are not fused (the training setting)
 
     def __post_init__(self) -> None:
         detector = self.detector
@@ -63,6 +65,15 @@ class RuntimeModel:
         if detector.codec.config != self.codec_state.settings:
             raise RuntimeConfigError(f"{where}: the codec state's settings differ from the detector's codec")
         detector.eval()
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel, source: str = "") -> RuntimeModel:
+        """A model file read by ``model_file.load_model``; it must send codebook indices."""
+        if loaded.codec_state is None:
+            raise RuntimeConfigError(
+                f"{source or 'model'}: the model has no codec; the runtime sends codebook indices"
+            )
+        return cls(loaded.detector, loaded.codec_state, source, loaded.comm_range_m)
 
     @classmethod
     def from_detector(
@@ -106,9 +117,4 @@ def load_runtime_model(path: str | Path, device: str | torch.device = "auto") ->
         loaded = load_model(path, target)
     except ModelFileError as exc:
         raise RuntimeConfigError(str(exc)) from exc
-    if loaded.codec_state is None:
-        raise RuntimeConfigError(f"{path}: the model has no codec; the runtime sends codebook indices")
-    train = loaded.resolved_config.get("train") or {}
-    return RuntimeModel(
-        loaded.detector, loaded.codec_state, str(path), float(train.get("comm_range_m", 100.0))
-    )
+    return RuntimeModel.from_loaded(loaded, str(path))

@@ -1,10 +1,12 @@
-"""The receiver's checks of one EncodedBEV message, each failure a counted ``RejectReason``.
+"""The receiver's checks of one EncodedBEV message, each failure a counted ``RejectReason``,
+and the assembly of a sweep's accepted slices into the map fusion takes.
 
-Order (cheap first; nothing sized by a message field is allocated before its checks):
-codebook id -> codec settings (K, Q) -> grid (H, W, cell size) -> slice fields (cell range
-inside the grid) -> encoding -> pose -> payload (``decode_cells``, which checks length,
-padding, ranges). Agent identity, age, ordering and how a slice fits the slices of its frame
-received before depend on the other messages held and are checked by ``inbox.Inbox``.
+Order of ``check_slice`` (cheap first; nothing sized by a message field is allocated before
+its checks): codebook id -> codec settings (K, Q) -> grid (H, W, cell size) -> slice fields
+(cell range inside the grid) -> encoding -> pose -> payload (``decode_cells``, which checks
+length, padding, ranges). ``FrameAssembly.add`` then checks how a slice fits the slices of its
+sweep received before. Agent identity, age and ordering depend on the other messages held and
+are checked by ``inbox.Inbox``.
 """
 
 from __future__ import annotations
@@ -13,17 +15,19 @@ import enum
 import math
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from revqom_nodes.codec.errors import WireFormatError
 from revqom_nodes.codec.slices import SliceAssembly, SliceError, check_slice_fields
 from revqom_nodes.codec.wire import Encoding, check_codebook_id, decode_cells
-from revqom_nodes.runtime.frames import AgentFrame
+from revqom_nodes.runtime.frames import AssembledMap, ReceivedSlice
 from revqom_nodes.runtime.model import RuntimeModel
 
 CELL_SIZE_TOLERANCE_M = 1e-4  # cell_size_m travels as float32
 ROTATION_TOLERANCE = 1e-3
+POSE_TOLERANCE = 1e-9  # the slices of one sweep repeat the same pose
 
 
 class RejectReason(str, enum.Enum):
@@ -90,54 +94,61 @@ def is_rigid(T: np.ndarray) -> bool:
     )
 
 
-def check_slice(frame: AgentFrame, expect: Expectations) -> np.ndarray:
-    """Run every content check of one message; returns its (Q, num_cells) int64 indices (the
-    cells ``[first_cell, first_cell + num_cells)``, stage-major) and sets ``frame.decode_ms``.
+class CheckedSlice(NamedTuple):
+    """A message that passed ``check_slice``, with its payload decoded."""
+
+    message: ReceivedSlice
+    cells: np.ndarray  # (Q, num_cells) int64: the cells [first_cell, first_cell + num_cells), stage-major
+    decode_ms: float  # payload -> cells
+
+
+def check_slice(message: ReceivedSlice, expect: Expectations) -> CheckedSlice:
+    """Run every content check of one message and decode its payload.
 
     Raises Rejected with the first failing reason.
     """
     try:
-        check_codebook_id(frame.codebook_id, expect.codebook_id)
+        check_codebook_id(message.codebook_id, expect.codebook_id)
     except WireFormatError as exc:
         raise Rejected(RejectReason.CODEBOOK_MISMATCH, str(exc)) from None
-    if (frame.codebook_size, frame.num_quantizers) != (expect.codebook_size, expect.num_quantizers):
+    if (message.codebook_size, message.num_quantizers) != (expect.codebook_size, expect.num_quantizers):
         raise Rejected(
             RejectReason.CODEC_MISMATCH,
-            f"K={frame.codebook_size} Q={frame.num_quantizers}, model has "
+            f"K={message.codebook_size} Q={message.num_quantizers}, model has "
             f"K={expect.codebook_size} Q={expect.num_quantizers}",
         )
-    cell = float(frame.cell_size_m)
-    if (frame.height, frame.width) != (expect.height, expect.width) or not (
+    cell = float(message.cell_size_m)
+    if (message.height, message.width) != (expect.height, expect.width) or not (
         math.isfinite(cell) and abs(cell - expect.cell_size_m) <= CELL_SIZE_TOLERANCE_M
     ):
         raise Rejected(
             RejectReason.GRID_MISMATCH,
-            f"grid {frame.height}x{frame.width} cells of {cell} m, model has "
+            f"grid {message.height}x{message.width} cells of {cell} m, model has "
             f"{expect.height}x{expect.width} of {expect.cell_size_m} m",
         )
     try:
         check_slice_fields(
-            slice_index=frame.slice_index,
-            num_slices=frame.num_slices,
-            first_cell=frame.first_cell,
-            num_cells=frame.num_cells,
+            slice_index=message.slice_index,
+            num_slices=message.num_slices,
+            first_cell=message.first_cell,
+            num_cells=message.num_cells,
             height=expect.height,
             width=expect.width,
-            interleave=frame.interleave,
+            interleave=message.interleave,
         )
     except SliceError as exc:
         raise Rejected(RejectReason.BAD_SLICE, str(exc)) from None
     try:
-        encoding = Encoding(frame.encoding)
+        encoding = Encoding(message.encoding)
     except ValueError:
-        raise Rejected(RejectReason.UNKNOWN_ENCODING, f"encoding {frame.encoding}") from None
-    if not is_rigid(frame.T_world_from_lidar):
+        raise Rejected(RejectReason.UNKNOWN_ENCODING, f"encoding {message.encoding}") from None
+    if not is_rigid(message.T_world_from_lidar):
         raise Rejected(RejectReason.BAD_POSE, "lidar_pose is not a finite rigid transform")
     start = time.perf_counter()
     try:
         indices = decode_cells(
-            frame.payload,
-            num_cells=frame.num_cells,
+            message.payload,
+            num_cells=message.num_cells,
             num_quantizers=expect.num_quantizers,
             codebook_size=expect.codebook_size,
             encoding=encoding,
@@ -145,27 +156,94 @@ def check_slice(frame: AgentFrame, expect: Expectations) -> np.ndarray:
         )
     except WireFormatError as exc:
         raise Rejected(RejectReason.MALFORMED_PAYLOAD, str(exc)) from None
-    frame.decode_ms = (time.perf_counter() - start) * 1e3
-    return indices
+    return CheckedSlice(message, indices, (time.perf_counter() - start) * 1e3)
 
 
-def check_frame(frame: AgentFrame, expect: Expectations) -> np.ndarray:
-    """``check_slice`` of a message that carries a whole map (one slice) -> (Q, H, W) int64 indices.
+class FrameAssembly:
+    """The accepted slices of one agent's sweep -> its ``AssembledMap``.
 
-    Raises Rejected (BAD_SLICE for a slice of a larger frame: the inbox assembles those).
+    ``header``: any message of the sweep (agent, stamp, frame id, pose, num_slices and interleave
+    are the sweep's); slices are placed with ``add``, in any order. Memory: one ``SliceAssembly``.
     """
-    cells = check_slice(frame, expect)
-    if frame.num_slices != 1:
-        raise Rejected(
-            RejectReason.BAD_SLICE, f"slice {frame.slice_index} of {frame.num_slices}: not a whole map"
+
+    def __init__(self, header: ReceivedSlice, expect: Expectations) -> None:
+        self.header = header
+        self._cells = SliceAssembly(
+            expect.num_quantizers, expect.height, expect.width, header.num_slices, header.interleave
         )
-    assembly = SliceAssembly(
-        expect.num_quantizers, expect.height, expect.width, interleave=frame.interleave
-    )
-    try:
-        assembly.add(frame.first_cell, frame.num_cells, cells, interleave=frame.interleave)
-    except SliceError as exc:
-        raise Rejected(RejectReason.BAD_SLICE, str(exc)) from None
-    if not assembly.valid.all():
-        raise Rejected(RejectReason.BAD_SLICE, f"one slice of {frame.num_cells} cells: not a whole map")
-    return assembly.indices
+        self._payload_bytes = 0
+        self._decode_ms = 0.0
+
+    @property
+    def complete(self) -> bool:
+        """Every one of the sweep's slices arrived."""
+        return self._cells.complete
+
+    def add(self, checked: CheckedSlice) -> None:
+        """Place one checked slice of this sweep; raises Rejected (nothing changes): OUT_OF_ORDER
+        for a duplicate, BAD_SLICE for a slice unlike the sweep's (num_slices, interleave, pose)
+        or overlapping cells already received."""
+        message, header = checked.message, self.header
+        if message.num_slices != self._cells.num_slices:
+            raise Rejected(
+                RejectReason.BAD_SLICE,
+                f"{message.agent_id} slice says num_slices {message.num_slices}, "
+                f"its frame's first said {self._cells.num_slices}",
+            )
+        if self._cells.has(message.slice_index):
+            raise Rejected(
+                RejectReason.OUT_OF_ORDER,
+                f"{message.agent_id} slice {message.slice_index} of sweep {message.stamp_ns} is a duplicate",
+            )
+        if not np.allclose(
+            message.T_world_from_lidar, header.T_world_from_lidar, rtol=0.0, atol=POSE_TOLERANCE
+        ):
+            raise Rejected(
+                RejectReason.BAD_SLICE,
+                f"{message.agent_id} slices of sweep {message.stamp_ns} differ in pose",
+            )
+        try:
+            self._cells.add(
+                message.first_cell,
+                message.num_cells,
+                checked.cells,
+                slice_index=message.slice_index,
+                num_slices=message.num_slices,
+                interleave=message.interleave,
+            )
+        except SliceError as exc:
+            raise Rejected(RejectReason.BAD_SLICE, f"{message.agent_id}: {exc}") from None
+        self._payload_bytes += message.payload_bytes
+        self._decode_ms += checked.decode_ms
+
+    def snapshot(self) -> AssembledMap:
+        """The map so far (copies): ``valid`` None when every cell arrived."""
+        header, valid = self.header, self._cells.valid
+        return AssembledMap(
+            header.agent_id,
+            header.stamp_ns,
+            header.frame_id,
+            header.T_world_from_lidar,
+            self._cells.indices.copy(),
+            None if valid.all() else valid.copy(),
+            self._payload_bytes,
+            self._decode_ms,
+        )
+
+
+def check_frame(message: ReceivedSlice, expect: Expectations) -> AssembledMap:
+    """``check_slice`` of a message that carries a whole map (one slice) -> its AssembledMap.
+
+    Raises Rejected (BAD_SLICE for a slice of a larger frame: ``FrameAssembly`` assembles those).
+    """
+    checked = check_slice(message, expect)
+    if message.num_slices != 1:
+        raise Rejected(
+            RejectReason.BAD_SLICE, f"slice {message.slice_index} of {message.num_slices}: not a whole map"
+        )
+    assembly = FrameAssembly(message, expect)
+    assembly.add(checked)
+    whole = assembly.snapshot()
+    if whole.valid is not None:
+        raise Rejected(RejectReason.BAD_SLICE, f"one slice of {message.num_cells} cells: not a whole map")
+    return whole

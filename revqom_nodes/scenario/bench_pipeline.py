@@ -1,15 +1,16 @@
 """``revqom bench pipeline``: per-stage latency of the runtime pipeline, as JSON.
 
-One cooperative frame (vehicle + infrastructure) goes through what the nodes do, each stage
-timed (milliseconds, median and p95 over ``--repeats`` runs after one warm-up):
+One cooperative frame (vehicle + infrastructure) goes through the nodes' own code (the
+runtime's ``AgentEncoder``, ``validation.check_frame`` and ``FusionEngine``), each stage timed
+(milliseconds, median and p95 over ``--repeats`` runs after one warm-up):
 
 | stage | where |
 |---|---|
 | ``bev`` | agent: voxelize + sparse backbone -> BEV map, per agent |
 | ``quantize`` | agent: bottleneck + residual VQ -> indices, per agent |
 | ``pack`` / ``pack_entropy`` | agent: wire format, PACKED / ENTROPY, per agent |
-| ``unpack`` | fusion: validation + ``decode_payload`` of the ENTROPY payload, per agent |
-| ``decode`` | fusion: codebook gather + post-affine decoder, all agents at once |
+| ``unpack`` | fusion: validation + payload decoding of the ENTROPY message, per agent |
+| ``decode`` | fusion: codebook gather + post-affine decoder (``CodecDecoder``), map by map, all agents |
 | ``fuse_head_nms`` | fusion: warp, fusion, head, NMS (``detect_from_bev``) |
 | ``end_to_end`` | both agents' encoding one after the other, then the fusion side |
 
@@ -23,23 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def _timer(device: Any) -> Callable[[], float]:
-    import torch
-
-    def now_ms() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() * 1e3
-
-    return now_ms
 
 
 def _frame(args: argparse.Namespace) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -65,16 +53,17 @@ def bench_device(model_path: Path, device_name: str, args: argparse.Namespace) -
     """Every stage's timings on one device."""
     import torch
 
-    from revqom_nodes.codec.wire import Encoding, encode_payload
-    from revqom_nodes.runtime.frames import AgentFrame
-    from revqom_nodes.runtime.fusion import relative_poses
-    from revqom_nodes.runtime.latency import summarize_ms
+    from revqom_nodes.codec.wire import Encoding
+    from revqom_nodes.runtime.encoder import AgentEncoder
+    from revqom_nodes.runtime.fusion import FusionEngine
+    from revqom_nodes.runtime.latency import now_ms, summarize_ms
     from revqom_nodes.runtime.model import load_runtime_model
     from revqom_nodes.runtime.validation import Expectations, check_frame
 
     model = load_runtime_model(model_path, device_name)
-    detector, settings, device = model.detector, model.settings, model.device
-    now = _timer(device)
+    settings, device = model.settings, model.device
+    encoder, packed = AgentEncoder(model, Encoding.ENTROPY), AgentEncoder(model, Encoding.PACKED)
+    engine = FusionEngine(model)
     clouds, poses = _frame(args)
     height, width = model.grid.bev_shape
     expect = Expectations.of(model)
@@ -84,53 +73,27 @@ def bench_device(model_path: Path, device_name: str, args: argparse.Namespace) -
         times.setdefault(stage, []).append(value)
 
     def run_once() -> dict[str, float]:
-        frames, sample = [], {}
-        start = now()
-        for cloud, T in zip(clouds, poses, strict=True):
-            t0 = now()
-            bev = detector.bev_features(torch.from_numpy(cloud).to(device))
-            t1 = now()
-            indices = detector.codec.encode(bev)[0].cpu().numpy()
-            t2 = now()
-            encode_payload(indices, settings.codebook_size, Encoding.PACKED)
-            t3 = now()
-            payload, used = encode_payload(
-                indices, settings.codebook_size, Encoding.ENTROPY, model.entropy_tables
-            )
-            t4 = now()
-            frame = AgentFrame(
-                "agent",
-                0,
-                0,
-                0,
-                "lidar",
-                T,
-                height,
-                width,
-                model.grid.cell_size_m,
-                settings.codebook_size,
-                settings.num_quantizers,
-                model.codebook_id,
-                int(used),
-                payload,
-            )
-            frame.indices = check_frame(frame, expect)
-            t5 = now()
-            frames.append(frame)
+        maps, sample = [], {}
+        start = now_ms(device)
+        for agent, (cloud, T) in enumerate(zip(clouds, poses, strict=True)):
+            sweep = encoder.encode(cloud)
+            t0 = now_ms(device)
+            packed.pack(sweep.indices)
+            t1 = now_ms(device)
+            (message,) = encoder.messages(sweep.slices, agent_id=str(agent), T_world_from_lidar=T)
+            maps.append(check_frame(message, expect))
+            t2 = now_ms(device)
             for stage, value in (
-                ("bev", t1 - t0),
-                ("quantize", t2 - t1),
-                ("pack", t3 - t2),
-                ("pack_entropy", t4 - t3),
-                ("unpack", t5 - t4),
+                ("bev", sweep.bev_ms),
+                ("quantize", sweep.quantize_ms),
+                ("pack", t1 - t0),
+                ("pack_entropy", sweep.pack_ms),
+                ("unpack", t2 - t1),
             ):
                 sample[stage] = sample.get(stage, 0.0) + value / len(clouds)  # per agent
-        t6 = now()
-        maps = detector.decode_indices(torch.from_numpy(np.stack([f.indices for f in frames])).to(device))
-        t7 = now()
-        detector.detect_from_bev(list(maps.split(1)), relative_poses(frames[0], frames[1:]))
-        t8 = now()
-        sample.update(decode=t7 - t6, fuse_head_nms=t8 - t7, end_to_end=t8 - start)
+        fused = engine.fuse(maps[0], maps[1:])
+        end = now_ms(device)
+        sample.update(decode=fused.decode_ms, fuse_head_nms=fused.fuse_ms, end_to_end=end - start)
         return sample
 
     with torch.no_grad():

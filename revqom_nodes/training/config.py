@@ -26,6 +26,7 @@ import yaml
 
 from revqom_nodes.perception.config import DetectorConfig
 from revqom_nodes.perception.errors import PerceptionError
+from revqom_nodes.perception.sample import COMM_RANGE_M
 from revqom_nodes.training.errors import TrainingError
 
 TOP_LEVEL_KEYS = ("base", "model", "train", "data")
@@ -82,7 +83,7 @@ class TrainConfig:
     grad_clip_norm: float = 35.0
     seed: int = 0
     max_agents: int = 2  # ego first; further agents are dropped
-    comm_range_m: float = 100.0  # agents farther from the ego are dropped
+    comm_range_m: float = COMM_RANGE_M  # agents farther from the ego are dropped
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     num_workers: int = 0  # DataLoader worker processes
     num_threads: int = 0  # torch.set_num_threads per process; 0: REVQOM_NUM_THREADS or torch's default

@@ -47,7 +47,9 @@ def test_model_file_round_trip_keeps_id_and_decoding(codec: ReVQomCodec, tmp_pat
     receiver = CodecDecoder(loaded)
     assert not any("encoder" in name for name, _ in receiver.named_parameters())
     indices = codec.encode(torch.randn(1, 16, 4, 4))
-    torch.testing.assert_close(receiver.decode(indices), codec.decode(indices))
+    decoded = receiver.decode(indices)
+    torch.testing.assert_close(decoded.bev, codec.decode(indices))
+    assert decoded.valid is None  # every cell arrived
     assert receiver.codebook_id == state.codebook_id and receiver.config == CONFIG
 
 

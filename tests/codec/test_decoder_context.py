@@ -28,7 +28,7 @@ def test_context_decoder_keeps_shapes_and_the_receiver_matches_training() -> Non
     assert indices.shape == (1, 2, 6, 9) and decoded.shape == bev.shape
     state = codec.export_state(np.ones((2, 8), dtype=np.int64))
     receiver = CodecDecoder(CodecState.from_dict(state.to_dict()))
-    torch.testing.assert_close(receiver.decode(indices), decoded)
+    torch.testing.assert_close(receiver.decode(indices).bev, decoded)
 
 
 def test_default_kernel_is_left_out_of_the_settings() -> None:
@@ -64,6 +64,9 @@ def test_partial_maps_normalise_over_the_cells_that_arrived() -> None:
     codewords = sum(quantized[q][indices[0, q]] for q in range(2)).permute(2, 0, 1)[None]  # (1, Cr, H, W)
     filled, kept_cells = conceal(codewords, valid)
     assert kept_cells[0].sum(dim=1).tolist() == [7, 7, 0, 0, 7, 7]
+    received = CodecDecoder(codec.export_state()).decode(indices, valid)  # and which cells it holds
+    torch.testing.assert_close(received.bev, decoded)
+    assert torch.equal(received.valid, kept_cells)
     features = torch.relu(decoder.conv2(torch.relu(decoder.conv1(filled))))
     kept = features[..., kept_cells[0]].unsqueeze(-1)  # (1, C, N, 1): received and concealed cells
     expected = torch.nn.functional.group_norm(kept, decoder.norm.num_groups, decoder.norm.weight,

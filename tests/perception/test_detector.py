@@ -131,7 +131,7 @@ def test_runtime_split_equals_detect_with_codec():
     model.eval()
     indices = [model.encode_agent(torch.from_numpy(c)) for c in CLOUDS]
     assert indices[0].shape == (1, CODEC.num_quantizers, *GRID.bev_shape) and indices[0].dtype == torch.int64
-    maps = [model.decode_indices(i) for i in indices]
+    maps = [model.codec.decode(i) for i in indices]
     assert_same(model.detect_from_bev(maps, POSES), model.detect(CLOUDS, POSES))
 
 

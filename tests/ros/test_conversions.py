@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -24,7 +26,7 @@ from revqom_nodes.ros.conversions import (  # noqa: E402
     cdr_header_stamp_ns,
     cloud_to_points,
     detections_to_msg,
-    encoded_bev_to_frame,
+    encoded_bev_to_slice,
     make_encoded_bev,
     matrix_to_pose,
     msg_to_boxes,
@@ -99,7 +101,7 @@ def test_encoded_bev_round_trip(tiny_model, sweeps):
     assert bytes(msg.payload) == sweep.slices[0].payload
     slice_fields = (msg.slice_index, msg.num_slices, msg.first_cell, msg.num_cells, msg.interleave)
     assert slice_fields == (0, 1, 0, 32 * 32, 1)
-    frame = encoded_bev_to_frame(msg, received_ns=7, source_ns=6)
+    frame = encoded_bev_to_slice(msg, received_ns=7, source_ns=6)
     assert (frame.agent_id, frame.sequence, frame.stamp_ns, frame.received_ns) == (
         "infrastructure",
         3,
@@ -107,7 +109,7 @@ def test_encoded_bev_round_trip(tiny_model, sweeps):
         7,
     )
     np.testing.assert_allclose(frame.T_world_from_lidar, T, atol=1e-9)
-    np.testing.assert_array_equal(check_frame(frame, Expectations.of(tiny_model)), sweep.indices)
+    np.testing.assert_array_equal(check_frame(frame, Expectations.of(tiny_model)).indices, sweep.indices)
 
 
 def test_sliced_sweep_messages_carry_their_cells(tiny_model, sweeps):
@@ -116,7 +118,8 @@ def test_sliced_sweep_messages_carry_their_cells(tiny_model, sweeps):
     from revqom_nodes.runtime.encoder import AgentEncoder
     from revqom_nodes.runtime.validation import Expectations, check_slice
 
-    sweep = AgentEncoder(tiny_model, Encoding.ENTROPY, slice_bytes=20, interleave=3).encode(sweeps["vehicle"])
+    encoder = AgentEncoder(tiny_model, Encoding.ENTROPY, slice_bytes=20, interleave=3)
+    sweep = encoder.encode(sweeps["vehicle"])
     T = make_transform(rotation_z(0.3), [2800.0, -1200.0, 1.9])
     header = Header(stamp=Time(sec=1_626_155_000, nanosec=9), frame_id="vehicle_lidar")
     messages = [
@@ -135,6 +138,10 @@ def test_sliced_sweep_messages_carry_their_cells(tiny_model, sweeps):
     assert len(messages) > 1
     Q, H, W = sweep.indices.shape
     in_order = sweep.indices.reshape(Q, -1)[:, cell_order(H, W, 3)]
+    offline = encoder.messages(  # what revqom eval and the benches hand the receiver
+        sweep.slices, agent_id="vehicle", T_world_from_lidar=T, stamp_ns=1_626_155_000_000_000_009,
+        sequence=4, frame_id="vehicle_lidar",
+    )
     for index, msg in enumerate(messages):
         piece = sweep.slices[index]
         assert (msg.slice_index, msg.num_slices, msg.first_cell, msg.num_cells) == (
@@ -144,7 +151,13 @@ def test_sliced_sweep_messages_carry_their_cells(tiny_model, sweeps):
             piece.num_cells,
         )
         assert msg.encoding == int(piece.encoding) and bytes(msg.payload) == piece.payload
-        frame = encoded_bev_to_frame(msg)
+        frame = encoded_bev_to_slice(msg)
+        unlike = {
+            f.name for f in dataclasses.fields(frame)
+            if f.name not in ("T_world_from_lidar", "payload")
+            and getattr(frame, f.name) != getattr(offline[index], f.name)
+        }
+        assert not unlike and bytes(frame.payload) == offline[index].payload
         assert (frame.slice_index, frame.num_slices, frame.first_cell, frame.num_cells, frame.interleave) == (
             index,
             len(messages),
@@ -153,7 +166,7 @@ def test_sliced_sweep_messages_carry_their_cells(tiny_model, sweeps):
             3,
         )
         np.testing.assert_allclose(frame.T_world_from_lidar, T, atol=1e-9)  # every slice has the pose
-        cells = check_slice(frame, Expectations.of(tiny_model))
+        cells = check_slice(frame, Expectations.of(tiny_model)).cells
         carried = in_order[:, piece.first_cell : piece.first_cell + piece.num_cells]
         np.testing.assert_array_equal(cells, carried)
 

@@ -87,7 +87,7 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
     from std_msgs.msg import Header
 
     from revqom_nodes.codec.wire import Encoding
-    from revqom_nodes.ros.conversions import encoded_bev_to_frame, make_encoded_bev, msg_to_boxes, ns_to_stamp
+    from revqom_nodes.ros.conversions import encoded_bev_to_slice, make_encoded_bev, msg_to_boxes, ns_to_stamp
     from revqom_nodes.ros.qos import ENCODED_BEV_QOS, RESULT_QOS
     from revqom_nodes.runtime.encoder import AgentEncoder
     from revqom_nodes.runtime.fusion import FusionEngine
@@ -117,9 +117,7 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
         T_world_from_lidar=T_infra,
     )
     expect = Expectations.of(model)
-    frames = [encoded_bev_to_frame(m) for m in (ego_msg, infra_msg)]
-    for frame in frames:
-        frame.indices = check_frame(frame, expect)
+    frames = [check_frame(encoded_bev_to_slice(m), expect) for m in (ego_msg, infra_msg)]
     engine = FusionEngine(model)
     expected = {
         True: engine.fuse(frames[0], [frames[1]]).detections,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from revqom_nodes.codec.wire import Encoding
-from revqom_nodes.runtime.encoder import AgentEncoder
-from revqom_nodes.runtime.frames import AgentFrame
+from revqom_nodes.runtime.encoder import AgentEncoder, EncodedSweep
+from revqom_nodes.runtime.frames import ReceivedSlice
 from revqom_nodes.runtime.inbox import Inbox
 from revqom_nodes.runtime.model import RuntimeModel
 from revqom_nodes.runtime.validation import Expectations
@@ -29,14 +30,16 @@ def sweeps() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture
-def make_slices(tiny_model: RuntimeModel, sweeps: dict[str, np.ndarray]) -> Callable[..., list[AgentFrame]]:
+def make_slices(
+    tiny_model: RuntimeModel, sweeps: dict[str, np.ndarray]
+) -> Callable[..., list[ReceivedSlice]]:
     """``make_slices(agent_id, stamp_ms, T=None, encode_with=PACKED, slice_bytes=0, interleave=1,
-    **overrides)`` -> the AgentFrames of one sweep's messages (one whole-map message for
-    slice_bytes 0).
+    **overrides)`` -> the ReceivedSlices of one sweep's messages (one whole-map message for
+    slice_bytes 0), each with the fields in ``overrides`` replaced.
 
     Agents other than vehicle and infrastructure send the vehicle's sweep.
     """
-    cache: dict[tuple[str, Encoding, int, int], object] = {}
+    cache: dict[tuple[str, Encoding, int, int], tuple[AgentEncoder, EncodedSweep]] = {}
 
     def make(
         agent_id: str = "vehicle",
@@ -46,48 +49,32 @@ def make_slices(tiny_model: RuntimeModel, sweeps: dict[str, np.ndarray]) -> Call
         slice_bytes: int = 0,
         interleave: int = 1,
         **overrides: object,
-    ) -> list[AgentFrame]:
+    ) -> list[ReceivedSlice]:
         key = (agent_id if agent_id in sweeps else "vehicle", encode_with, slice_bytes, interleave)
         if key not in cache:
-            cache[key] = AgentEncoder(tiny_model, encode_with, slice_bytes, interleave).encode(sweeps[key[0]])
-        sweep = cache[key]
-        height, width = tiny_model.grid.bev_shape
-        frames = []
-        for index, piece in enumerate(sweep.slices):
-            fields = dict(
-                agent_id=agent_id,
-                role=0 if agent_id == "vehicle" else 1,
-                sequence=int(stamp_ms),
-                stamp_ns=int(stamp_ms * MS),
-                frame_id=f"{agent_id}_lidar",
-                T_world_from_lidar=np.eye(4) if T is None else T,
-                height=height,
-                width=width,
-                cell_size_m=tiny_model.grid.cell_size_m,
-                codebook_size=tiny_model.settings.codebook_size,
-                num_quantizers=tiny_model.settings.num_quantizers,
-                codebook_id=tiny_model.codebook_id,
-                encoding=int(piece.encoding),
-                payload=piece.payload,
-                slice_index=index,
-                num_slices=len(sweep.slices),
-                first_cell=piece.first_cell,
-                num_cells=piece.num_cells,
-                interleave=interleave,
-            )
-            fields.update(overrides)
-            frames.append(AgentFrame(**fields))
-        return frames
+            encoder = AgentEncoder(tiny_model, encode_with, slice_bytes, interleave)
+            cache[key] = encoder, encoder.encode(sweeps[key[0]])
+        encoder, sweep = cache[key]
+        messages = encoder.messages(
+            sweep.slices,
+            agent_id=agent_id,
+            T_world_from_lidar=np.eye(4) if T is None else T,
+            stamp_ns=int(stamp_ms * MS),
+            sequence=int(stamp_ms),
+            role=0 if agent_id == "vehicle" else 1,
+            frame_id=f"{agent_id}_lidar",
+        )
+        return [replace(message, **overrides) for message in messages]
 
     return make
 
 
 @pytest.fixture
-def make_frame(make_slices: Callable[..., list[AgentFrame]]) -> Callable[..., AgentFrame]:
-    """``make_frame(agent_id, stamp_ms, T=None, encode_with=PACKED, **overrides) -> AgentFrame``:
+def make_frame(make_slices: Callable[..., list[ReceivedSlice]]) -> Callable[..., ReceivedSlice]:
+    """``make_frame(agent_id, stamp_ms, T=None, encode_with=PACKED, **overrides) -> ReceivedSlice``:
     one message carrying the whole map."""
 
-    def make(*args: object, **kwargs: object) -> AgentFrame:
+    def make(*args: object, **kwargs: object) -> ReceivedSlice:
         (frame,) = make_slices(*args, **kwargs)
         return frame
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -46,11 +48,9 @@ def test_complete_sliced_frames_are_fused_at_once_and_equal_whole_maps(
 
     expect = Expectations.of(tiny_model)
     whole = [
-        make_frame("vehicle", 1000, T_WORLD_FROM_VEHICLE, encoding),
-        make_frame("infrastructure", 1010, T_WORLD_FROM_INFRA, encoding),
+        check_frame(make_frame("vehicle", 1000, T_WORLD_FROM_VEHICLE, encoding), expect),
+        check_frame(make_frame("infrastructure", 1010, T_WORLD_FROM_INFRA, encoding), expect),
     ]
-    for frame in whole:
-        frame.indices = check_frame(frame, expect)
     np.testing.assert_array_equal(ego.indices, whole[0].indices)
     np.testing.assert_array_equal(partner.indices, whole[1].indices)
     engine = FusionEngine(tiny_model)
@@ -60,6 +60,8 @@ def test_complete_sliced_frames_are_fused_at_once_and_equal_whole_maps(
     np.testing.assert_allclose(sliced.scores, reference.scores, atol=1e-6)
     payload = sum(len(f.payload) for f in ego_slices + infra_slices)
     assert sum(inbox.bytes_received()) == payload  # every slice's payload counts
+    assert ego.payload_bytes + partner.payload_bytes == payload  # each map: its frame's slices together
+    assert ego.decode_ms > whole[0].decode_ms / len(ego_slices)
 
 
 @pytest.mark.parametrize("interleave", [1, 2])
@@ -81,7 +83,7 @@ def test_a_partner_missing_slices_is_fused_after_the_wait_with_its_validity(
     np.testing.assert_array_equal(partner.valid, expected)
     assert partner.cells_received_fraction == pytest.approx(expected.mean())
     whole = make_slices("infrastructure", 1010)[0]
-    indices = check_frame(whole, Expectations.of(tiny_model))
+    indices = check_frame(whole, Expectations.of(tiny_model)).indices
     np.testing.assert_array_equal(partner.indices[:, expected], indices[:, expected])
     assert (partner.indices[:, ~expected] == 0).all()
     # row-major, that is a band the receiver cannot conceal whole; interleaved,
@@ -154,18 +156,14 @@ def test_memory_is_bounded_with_slices(inbox, make_slices):
 
 def test_a_partner_without_any_cell_fuses_like_no_partner(tiny_model, make_frame):
     expect = Expectations.of(tiny_model)
-    ego = make_frame("vehicle", 1000, T_WORLD_FROM_VEHICLE)
-    partner = make_frame("infrastructure", 1010, T_WORLD_FROM_INFRA)
-    for frame in (ego, partner):
-        frame.indices = check_frame(frame, expect)
-    partner.valid = np.zeros(tiny_model.grid.bev_shape, dtype=bool)
+    ego = check_frame(make_frame("vehicle", 1000, T_WORLD_FROM_VEHICLE), expect)
+    partner = check_frame(make_frame("infrastructure", 1010, T_WORLD_FROM_INFRA), expect)
     engine = FusionEngine(tiny_model)
-    empty = engine.fuse(ego, [partner])
+    empty = engine.fuse(ego, [replace(partner, valid=np.zeros(tiny_model.grid.bev_shape, dtype=bool))])
     alone = engine.fuse(ego, [None])
     assert empty.fused_agent_ids == ["vehicle", "infrastructure"]
     np.testing.assert_allclose(empty.detections.boxes, alone.detections.boxes, atol=1e-4)
     np.testing.assert_allclose(empty.detections.scores, alone.detections.scores, atol=1e-5)
-    partner.valid = None
     full = engine.fuse(ego, [partner]).detections  # the partner's cells do change the result
     scores = alone.detections.scores
     assert full.scores.shape != scores.shape or not np.allclose(full.scores, scores, atol=1e-5)

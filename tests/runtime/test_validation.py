@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -22,8 +24,9 @@ def test_good_frame_decodes_to_the_sent_indices(tiny_model, sweeps, make_frame, 
     sent = AgentEncoder(tiny_model, encoding).encode(sweeps["vehicle"]).indices
     frame = make_frame(encode_with=encoding)
     assert frame.encoding == int(encoding)
-    np.testing.assert_array_equal(check_frame(frame, Expectations.of(tiny_model)), sent)
-    assert frame.decode_ms > 0
+    received = check_frame(frame, Expectations.of(tiny_model))
+    np.testing.assert_array_equal(received.indices, sent)
+    assert received.valid is None and received.decode_ms > 0 and received.payload_bytes == len(frame.payload)
 
 
 NAN_POSE = np.full((4, 4), np.nan)
@@ -65,9 +68,8 @@ def test_each_defect_has_its_reason(tiny_model, make_frame, overrides, reason):
 
 def test_truncated_payload_is_malformed(tiny_model, make_frame):
     frame = make_frame()
-    frame.payload = frame.payload[:-1]
     with pytest.raises(Rejected) as caught:
-        check_frame(frame, Expectations.of(tiny_model))
+        check_frame(replace(frame, payload=frame.payload[:-1]), Expectations.of(tiny_model))
     assert caught.value.reason is RejectReason.MALFORMED_PAYLOAD
 
 
@@ -88,7 +90,7 @@ def test_each_slice_decodes_on_its_own(tiny_model, sweeps, make_slices, encoding
     assert len(slices) > 1
     expect = Expectations.of(tiny_model)
     for frame in slices[::-1]:
-        cells = check_slice(frame, expect)
+        cells = check_slice(frame, expect).cells
         np.testing.assert_array_equal(cells, flat[:, frame.first_cell : frame.first_cell + frame.num_cells])
     with pytest.raises(Rejected) as caught:
         check_frame(slices[1], expect)  # one slice of several is not a whole map
