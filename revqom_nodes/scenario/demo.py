@@ -158,7 +158,7 @@ def _print_summary(metrics: dict[str, Any]) -> None:
         f"{metrics['frames_fused_with_partners']} fused with the infrastructure)",
         f"  AP@0.3 {ap['0.3']:.3f}   AP@0.5 {ap['0.5']:.3f}   AP@0.7 {ap['0.7']:.3f}   "
         f"({metrics['ground_truth_boxes']} ground-truth boxes, range {metrics['eval_range_m']})",
-        "  bytes per agent per frame:",
+        "  bytes per agent per frame (all of a frame's slices):",
     ]
     for agent_id, b in metrics["bytes_per_agent"].items():
         entropy = (
@@ -168,8 +168,12 @@ def _print_summary(metrics: dict[str, Any]) -> None:
         )
         lines.append(
             f"    {agent_id:15s} packed {b['packed']} B ({b['compression_vs_raw']['packed']:.0f}x)   "
-            f"entropy {entropy}   raw float32 {b['raw_float32']} B"
+            f"entropy {entropy}   raw float32 {b['raw_float32']} B   "
+            f"({b['messages'] / b['frames']:.1f} messages per frame)"
         )
+    bpp = metrics["bpp"]
+    entropy_bpp = "-" if bpp["entropy"] is None else f"{bpp['entropy']:.2f}"
+    lines.append(f"    bits per BEV cell, all agents: packed {bpp['packed']:.2f}   entropy {entropy_bpp}")
     lines.append("  latency ms (p50 / p95):")
     for stage, s in metrics["latency_ms"].items():
         values = "n/a" if s["p50"] is None else f"{s['p50']:.1f} / {s['p95']:.1f}  (n={s['count']})"
