@@ -117,8 +117,9 @@ def _pictures(
     import numpy as np
 
     from revqom_nodes.geometry import invert, transform_points
-    from revqom_nodes.scenario.render import render_bev, write_gif, write_montage
+    from revqom_nodes.scenario.render import display_min_score, render_bev, write_gif, write_montage
 
+    min_score = display_min_score()
     paths = []
     step = max(1, -(-len(frames) // GIF_FRAMES))
     for frame in frames[::step]:
@@ -126,8 +127,10 @@ def _pictures(
         points = [transform_points(T_ego_from_world @ a.T_world_from_lidar, a.points) for a in frame.agents]
         record = detections.get(frame.ego.timestamp_us * 1000, {"boxes": [], "scores": []})
         boxes = np.asarray(record["boxes"], np.float64).reshape(-1, 7)
+        drawn = int(np.sum(np.asarray(record["scores"]) >= min_score))
         title = (
-            f"frame {frame.frame_id}: {len(boxes)} detections, {len(frame.boxes_world)} ground-truth boxes"
+            f"frame {frame.frame_id}: {drawn} detections scored >= {min_score:g} (of {len(boxes)}), "
+            f"{len(frame.boxes_world)} ground-truth boxes"
         )
         paths.append(
             render_bev(
@@ -138,6 +141,7 @@ def _pictures(
                 np.asarray(record["scores"]),
                 range_m=range_m,
                 title=title,
+                min_score=min_score,
             )
         )
     chosen = [
