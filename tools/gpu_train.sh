@@ -4,8 +4,8 @@
 # side, and phase 2 starts from phase 1's models (init_from in their configs).
 #
 #   bash tools/gpu_train.sh OUT_DIR [BUDGET_S]
-#   PHASE1="NAME[:STEPS] ..." PHASE2="..."   configs in config/train/ (default: the first GPU run,
-#                                            raw + ego, then K=64 with and without slice dropout)
+#   PHASE1="NAME[:STEPS] ..." PHASE2="..."   configs in config/train/ (NAME may be experiments/NAME;
+#                                            default: raw + ego, then K=64 with and without slice dropout)
 #   Without :STEPS, --max-iters comes from the step time measured here (probe of 60 steps).
 #
 # Writes OUT_DIR/parity_k64.json, OUT_DIR/pytest_cuda.log, OUT_DIR/run.log and
@@ -46,14 +46,14 @@ train() {  # CONFIG ITERS: one training, log in $OUT/NAME.log
   revqom train --config "$1" --data "$DATA/synth_train" --max-iters "$2" --out "$RUNS/$name" \
     --no-progress --device "$DEVICE" "${@:3}" > "$OUT/$name.log" 2>&1
 }
-PHASE1=${PHASE1:-"synthetic_gpu_raw synthetic_gpu_ego"}
-PHASE2=${PHASE2:-"synthetic_gpu_k64 synthetic_gpu_k64_drop"}
+PHASE1=${PHASE1:-"synthetic_gpu_raw_ctx synthetic_gpu_ego_ctx"}
+PHASE2=${PHASE2:-"synthetic_gpu_k64_ctx experiments/synthetic_gpu_k64_ctx_drop"}
 NEED_PROBE=0
 for run in $PHASE1 $PHASE2; do [ "$run" = "${run#*:}" ] && NEED_PROBE=1; done
 if [ "$NEED_PROBE" = 1 ]; then  # some run has no :STEPS: measure the step time
-    train config/train/synthetic_gpu_raw.yaml 60 --no-export
-    STEP_S=$("$PY" -c "import json; r=[json.loads(l) for l in open('$RUNS/synthetic_gpu_raw/train_log.jsonl')]; print((r[-1]['seconds']-r[1]['seconds'])/(r[-1]['step']-r[1]['step']))")
-    rm -rf "$RUNS/synthetic_gpu_raw"
+    train config/train/synthetic_gpu_raw_ctx.yaml 60 --no-export
+    STEP_S=$("$PY" -c "import json; r=[json.loads(l) for l in open('$RUNS/synthetic_gpu_raw_ctx/train_log.jsonl')]; print((r[-1]['seconds']-r[1]['seconds'])/(r[-1]['step']-r[1]['step']))")
+    rm -rf "$RUNS/synthetic_gpu_raw_ctx"
     LEFT=$(( BUDGET - $(now) - 40 ))
     # Two runs share the GPU and the CPUs (about 1.7 times slower each); exports take about 60 s.
     ITERS1=$("$PY" -c "print(max($MIN_ITERS, min(4000, int(($LEFT * 0.5 - 30) / (1.7 * $STEP_S)))))")

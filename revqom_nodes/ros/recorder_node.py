@@ -126,6 +126,8 @@ class RecorderNode(Node):
             info,
             agent_id=msg.agent_id,
             sequence=msg.sequence,
+            slice_index=msg.slice_index,
+            num_slices=msg.num_slices,
             payload_bytes=len(msg.payload),
             encoding=msg.encoding,
             height=msg.height,

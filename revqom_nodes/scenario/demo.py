@@ -117,8 +117,9 @@ def _pictures(
     import numpy as np
 
     from revqom_nodes.geometry import invert, transform_points
-    from revqom_nodes.scenario.render import render_bev, write_gif, write_montage
+    from revqom_nodes.scenario.render import display_min_score, render_bev, write_gif, write_montage
 
+    min_score = display_min_score()
     paths = []
     step = max(1, -(-len(frames) // GIF_FRAMES))
     for frame in frames[::step]:
@@ -126,8 +127,10 @@ def _pictures(
         points = [transform_points(T_ego_from_world @ a.T_world_from_lidar, a.points) for a in frame.agents]
         record = detections.get(frame.ego.timestamp_us * 1000, {"boxes": [], "scores": []})
         boxes = np.asarray(record["boxes"], np.float64).reshape(-1, 7)
+        drawn = int(np.sum(np.asarray(record["scores"]) >= min_score))
         title = (
-            f"frame {frame.frame_id}: {len(boxes)} detections, {len(frame.boxes_world)} ground-truth boxes"
+            f"frame {frame.frame_id}: {drawn} detections scored >= {min_score:g} (of {len(boxes)}), "
+            f"{len(frame.boxes_world)} ground-truth boxes"
         )
         paths.append(
             render_bev(
@@ -138,6 +141,7 @@ def _pictures(
                 np.asarray(record["scores"]),
                 range_m=range_m,
                 title=title,
+                min_score=min_score,
             )
         )
     chosen = [
@@ -158,7 +162,7 @@ def _print_summary(metrics: dict[str, Any]) -> None:
         f"{metrics['frames_fused_with_partners']} fused with the infrastructure)",
         f"  AP@0.3 {ap['0.3']:.3f}   AP@0.5 {ap['0.5']:.3f}   AP@0.7 {ap['0.7']:.3f}   "
         f"({metrics['ground_truth_boxes']} ground-truth boxes, range {metrics['eval_range_m']})",
-        "  bytes per agent per frame:",
+        "  bytes per agent per frame (all of a frame's slices):",
     ]
     for agent_id, b in metrics["bytes_per_agent"].items():
         entropy = (
@@ -168,8 +172,12 @@ def _print_summary(metrics: dict[str, Any]) -> None:
         )
         lines.append(
             f"    {agent_id:15s} packed {b['packed']} B ({b['compression_vs_raw']['packed']:.0f}x)   "
-            f"entropy {entropy}   raw float32 {b['raw_float32']} B"
+            f"entropy {entropy}   raw float32 {b['raw_float32']} B   "
+            f"({b['messages'] / b['frames']:.1f} messages per frame)"
         )
+    bpp = metrics["bpp"]
+    entropy_bpp = "-" if bpp["entropy"] is None else f"{bpp['entropy']:.2f}"
+    lines.append(f"    bits per BEV cell, all agents: packed {bpp['packed']:.2f}   entropy {entropy_bpp}")
     lines.append("  latency ms (p50 / p95):")
     for stage, s in metrics["latency_ms"].items():
         values = "n/a" if s["p50"] is None else f"{s['p50']:.1f} / {s['p95']:.1f}  (n={s['count']})"

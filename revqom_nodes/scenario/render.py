@@ -1,7 +1,9 @@
 """BEV pictures of a run: both agents' points in the ego frame, ground truth and detections.
 
 ``render_bev`` writes one PNG per frame (matplotlib, Agg); ``write_gif`` and
-``write_montage`` assemble them with Pillow.
+``write_montage`` assemble them with Pillow. Pictures draw the detections scored at least
+``display_min_score()`` (the fusion node's ``output.display_min_score``, as its RViz markers);
+AP and the recorded detections keep every box.
 """
 
 from __future__ import annotations
@@ -13,8 +15,20 @@ import numpy as np
 
 from revqom_nodes.geometry import box_corners
 
+FUSION_PARAMS = "config/fusion.param.yaml"
 AGENT_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#8172b3")
 GT_COLOR = "#2ca02c"
+
+
+def display_min_score() -> float:
+    """The fusion node's ``output.display_min_score`` from its parameter file."""
+    import yaml
+
+    from revqom_nodes.launcher.substitutions import package_share_directory
+
+    path = package_share_directory("revqom") / FUSION_PARAMS
+    params = yaml.safe_load(path.read_text(encoding="utf-8"))["/**"]["ros__parameters"]
+    return float(params["output.display_min_score"])
 
 
 def _outline(axes: object, boxes: np.ndarray, color: str, width: float, style: str = "-") -> None:
@@ -33,11 +47,13 @@ def render_bev(
     *,
     range_m: Sequence[float],
     title: str,
+    min_score: float,
     agent_names: Sequence[str] = ("vehicle", "infrastructure"),
     max_points: int = 40_000,
     size_px: int = 640,
 ) -> Path:
-    """One frame in the ego frame: points (A clouds (N, 3+), ego frame), GT (M, 7), detections (P, 7).
+    """One frame in the ego frame: points (A clouds (N, 3+), ego frame), GT (M, 7), detections (P, 7)
+    with their (P,) scores; only detections scored ``min_score`` or more are drawn.
 
     ``range_m`` (x_min, y_min, x_max, y_max) bounds the view. Returns the written path.
     """
@@ -65,12 +81,13 @@ def render_bev(
         )
     _outline(axes, np.asarray(gt_boxes).reshape(-1, 7), GT_COLOR, 1.2)
     cmap = plt.get_cmap("autumn_r")
-    for box, score in zip(
-        np.asarray(det_boxes).reshape(-1, 7), np.asarray(det_scores).reshape(-1), strict=True
-    ):
+    scores = np.asarray(det_scores, np.float64).reshape(-1)
+    shown = scores >= min_score
+    for box, score in zip(np.asarray(det_boxes).reshape(-1, 7)[shown], scores[shown], strict=True):
         _outline(axes, box[None], matplotlib.colors.to_hex(cmap(float(score))), 1.0, "--")
     axes.plot([], [], "-", color=GT_COLOR, label="ground truth")
-    axes.plot([], [], "--", color=matplotlib.colors.to_hex(cmap(0.8)), label="detections (colour: score)")
+    label = f"detections, score >= {min_score:g} (colour: score)"
+    axes.plot([], [], "--", color=matplotlib.colors.to_hex(cmap(0.8)), label=label)
     axes.plot([0], [0], marker=(3, 0, -90), color="black", markersize=9)
     axes.set_xlim(x_min, x_max)
     axes.set_ylim(y_min, y_max)

@@ -5,11 +5,14 @@ Latency stages, all from one host clock (DDS source / receive timestamps, see re
 - ``encode``: points -> payload inside each agent (AgentStatus.encode_ms);
 - ``transport``: EncodedBEV receive time - publish time (measured at the recorder, a second
   subscriber of the same topics on the same host);
-- ``pairing_wait``: from the ego's EncodedBEV publish to the start of its fusion: transport
-  plus the wait for the partners' paired messages (``fusion.sync_wait_ms``; with the replay
-  slowed down, waiting for a partner's next sweep takes longer in wall time);
+- ``pairing_wait``: from the ego's EncodedBEV publish (its last slice) to the start of its
+  fusion: transport plus the wait for the partners' paired messages (``fusion.sync_wait_ms``;
+  with the replay slowed down, waiting for a partner's next sweep takes longer in wall time);
 - ``decode_fuse``: payloads -> detections in the fusion node (FusionStatus.decode_fuse_ms);
 - ``end_to_end``: detections publish time - the ego sweep's publish time by the replay.
+
+Bytes are per agent per frame: the payloads of all of a frame's slices summed (what the agent
+sent for the frame, its AgentStatus.payload_bytes), as ``revqom eval`` counts a frame's map.
 
 AP uses ``evaluation.ap.ApAccumulator`` over the range ``revqom eval`` uses
 (``evaluation.runner.eval_range``), so the two agree on the same frames.
@@ -76,21 +79,40 @@ def detections_by_stamp(events: RunEvents) -> dict[int, dict[str, Any]]:
     return out
 
 
-def _bytes_summary(events: RunEvents, channels: int) -> dict[str, Any]:
-    """Per agent: mean bytes sent, packed size (exact formula), entropy size (when sent entropy)."""
-    per_agent: dict[str, Any] = {}
-    records_by_agent: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def frame_payloads(events: RunEvents) -> dict[str, list[int]]:
+    """Per agent: the payload bytes of each of its frames, all slices of a frame summed.
+
+    A frame is one (agent, stamp); frames the recorder did not get every slice of (best-effort
+    QoS) are left out, so that each value is what the agent sent for that frame.
+    """
+    slices: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for record in events["encoded_bev"]:
-        records_by_agent[record["agent_id"]].append(record)
-    for agent_id, records in sorted(records_by_agent.items()):
-        first = records[0]
+        slices[record["agent_id"], record["stamp_ns"]].append(record)
+    out: dict[str, list[int]] = defaultdict(list)
+    for (agent_id, _), records in sorted(slices.items()):
+        if len({r["slice_index"] for r in records}) == records[0]["num_slices"]:
+            out[agent_id].append(sum(r["payload_bytes"] for r in records))
+    return dict(out)
+
+
+def _bytes_summary(events: RunEvents, channels: int) -> dict[str, Any]:
+    """Per agent, per frame: mean bytes sent (all slices), packed size (exact formula), entropy
+    size (the bytes sent, when entropy-coded)."""
+    per_agent: dict[str, Any] = {}
+    first_by_agent: dict[str, dict[str, Any]] = {}
+    for record in events["encoded_bev"]:
+        first_by_agent.setdefault(record["agent_id"], record)
+    entropy_agents = {r["agent_id"] for r in events["encoded_bev"] if r["encoding"] == 1}
+    for agent_id, sizes in sorted(frame_payloads(events).items()):
+        first = first_by_agent[agent_id]
         height, width = first["height"], first["width"]
         packed = packed_size(height, width, first["num_quantizers"], first["codebook_size"])
-        sent = float(np.mean([r["payload_bytes"] for r in records]))
-        entropy_coded = any(r["encoding"] == 1 for r in records)
+        sent = float(np.mean(sizes))
+        entropy_coded = agent_id in entropy_agents
         raw = raw_bytes(channels, height, width)
         per_agent[agent_id] = {
-            "messages": len(records),
+            "frames": len(sizes),
+            "messages": sum(r["agent_id"] == agent_id for r in events["encoded_bev"]),
             "sent": sent,
             "packed": packed,
             "entropy": sent if entropy_coded else None,
@@ -104,9 +126,19 @@ def _bytes_summary(events: RunEvents, channels: int) -> dict[str, Any]:
     return per_agent
 
 
+def _mean_per_agent_frame(per_agent: dict[str, Any], key: str) -> float | None:
+    """Mean of ``key`` over every frame of every agent that has it (``revqom eval``'s mean)."""
+    rows = [a for a in per_agent.values() if a[key] is not None]
+    frames = sum(a["frames"] for a in rows)
+    return sum(a[key] * a["frames"] for a in rows) / frames if frames else None
+
+
 def _latency(events: RunEvents, ego_cloud_topic: str, ego_agent_id: str) -> dict[str, Any]:
     clouds = {r["stamp_ns"]: r["source_ns"] for r in events["cloud"] if r.get("topic") == ego_cloud_topic}
-    ego_sent = {r["stamp_ns"]: r["source_ns"] for r in events["encoded_bev"] if r["agent_id"] == ego_agent_id}
+    ego_sent: dict[int, int] = {}  # the publish time of the ego frame's last slice
+    for r in events["encoded_bev"]:
+        if r["agent_id"] == ego_agent_id:
+            ego_sent[r["stamp_ns"]] = max(r["source_ns"], ego_sent.get(r["stamp_ns"], 0))
     fuse_ms = {r["stamp_ns"]: r["decode_fuse_ms"] for r in events["fusion_status"]}
     detections = detections_by_stamp(events)
     end_to_end = [(d["source_ns"] - clouds[s]) / NS_PER_MS for s, d in detections.items() if s in clouds]
@@ -152,14 +184,11 @@ def summarize_run(
         count += len(scores)
         accumulator.add_frame(boxes, scores, frame.boxes)
     per_agent = _bytes_summary(events, channels)
-    all_sent = list(per_agent.values())
+    mean_packed, mean_entropy = (_mean_per_agent_frame(per_agent, key) for key in ("packed", "entropy"))
     cells = None
     if events["encoded_bev"]:
         first = events["encoded_bev"][0]
         cells = first["height"] * first["width"]
-    mean_packed = float(np.mean([a["packed"] for a in all_sent])) if all_sent else None
-    entropies = [a["entropy"] for a in all_sent if a["entropy"] is not None]
-    mean_entropy = float(np.mean(entropies)) if entropies else None
     statuses = events["fusion_status"]
     if missing:
         log.warning(

@@ -23,6 +23,7 @@ when used as a context manager. Needs root, iproute2 and nftables (``nft``).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -195,13 +196,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def check_requirements() -> None:
-    """``TestbedError`` unless we are root with ``ip`` and ``nft`` on PATH."""
+@functools.cache
+def unavailable_reason() -> str | None:
+    """Why the test bed cannot run on this machine, in one line; None when it can (root, ``ip``
+    and ``nft`` on PATH, and a network namespace can be created)."""
     if os.geteuid() != 0:
-        raise TestbedError("the test bed needs root (network namespaces and nftables)")
+        return "the test bed needs root (network namespaces and nftables)"
     for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
         if shutil.which(tool) is None:
-            raise TestbedError(f"'{tool}' not found: apt-get install -y {package}")
+            return f"'{tool}' not found: apt-get install -y {package} (tools/bootstrap.sh does as root)"
+    probe, _ = namespace_names(token="0")
+    try:
+        _command(["ip", "netns", "add", probe])
+    except TestbedError as exc:
+        return f"cannot create a network namespace here: {str(exc).splitlines()[0]}"
+    _command(["ip", "netns", "delete", probe])
+    return None
+
+
+def check_requirements() -> None:
+    """``TestbedError`` with ``unavailable_reason()`` when the test bed cannot run here."""
+    reason = unavailable_reason()
+    if reason is not None:
+        raise TestbedError(reason)
 
 
 def remove_stale_namespaces() -> list[str]:

@@ -4,7 +4,8 @@ dropping the infrastructure's packets, monolithic messages against slices at 0, 
 A tiny random model with a 128 x 128 grid, K = 64, Q = 3 (a 36,864-byte packed map: 26 IP
 fragments as one message, or 34 slices of at most 1,100 bytes, one IP packet each; a 1,200-byte
 slice takes two with this message layout, see docs/results/loss.md), 8 synthetic frames. Needs
-root and nftables (CI installs it in .ci/run); 40-60 s per run on 2 cores.
+root, nftables (``tools/bootstrap.sh`` installs it as root) and network namespaces; skipped with
+the reason otherwise. 40-60 s per run on 2 cores.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from revqom_nodes.scenario.testbed_net import unavailable_reason
+
 pytestmark = [
     pytest.mark.ros,
     pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="the test bed needs root (network namespaces, nftables)"),
+    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
 ]
 
 FRAMES = 8

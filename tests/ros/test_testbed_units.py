@@ -1,10 +1,10 @@
 """The test bed's pure parts: loss rule, counters, DDS profile, namespace names, node placement,
-the benchmark's metrics, the replay's topic filter; and the namespaces' life cycle (root only)."""
+the benchmark's metrics, the replay's topic filter; and the namespaces' life cycle (root, nftables
+and network namespaces: skipped with the reason elsewhere)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -34,6 +34,7 @@ from revqom_nodes.scenario.testbed_net import (
     parse_counters,
     remove_stale_namespaces,
     stale_namespaces,
+    unavailable_reason,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,14 +213,32 @@ def test_replay_topic_filter_selects_and_refuses_unknown_topics() -> None:
         select_topics(available, ["/vehicle/pose", "/nope"])
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_the_test_bed_says_in_one_line_why_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import revqom_nodes.scenario.testbed_net as net
+
+    monkeypatch.setattr(net.os, "geteuid", lambda: 1000)
+    assert unavailable_reason.__wrapped__() == "the test bed needs root (network namespaces and nftables)"
+    monkeypatch.setattr(net.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(net.shutil, "which", lambda tool: None if tool == "nft" else f"/usr/sbin/{tool}")
+    assert "'nft' not found: apt-get install -y nftables" in unavailable_reason.__wrapped__()
+    monkeypatch.setattr(net.shutil, "which", lambda tool: f"/usr/sbin/{tool}")
+
+    def refuse(argv: list[str]) -> str:
+        raise TestbedError("ip netns add failed (1): not permitted\nmore detail")
+
+    monkeypatch.setattr(net, "_command", refuse)
+    reason = unavailable_reason.__wrapped__()
+    assert reason == "cannot create a network namespace here: ip netns add failed (1): not permitted"
+
+
+needs_testbed = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
 
 
 def _namespaces() -> str:
     return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
 
 
-@needs_root
+@needs_testbed
 def test_link_is_set_up_and_always_torn_down() -> None:
     with pytest.raises(KeyError), NetworkLink(loss=0.3) as link:
         names = _namespaces()
@@ -237,7 +256,7 @@ def test_link_is_set_up_and_always_torn_down() -> None:
     assert link.ego not in _namespaces() and link.infra not in _namespaces()
 
 
-@needs_root
+@needs_testbed
 def test_stale_namespaces_of_dead_runs_are_removed() -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()

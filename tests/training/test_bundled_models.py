@@ -1,5 +1,6 @@
 """Every bundled model in models/ loads, its identity hashes recompute to the stored ones, its
-provenance file matches it, it is under 20 MB, and the K=64 model evaluates end to end."""
+provenance file matches it and names its training config, it is under 20 MB, models/MANIFEST.yaml
+lists exactly the bundled models, and the K=64 model evaluates end to end."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from revqom_nodes.data.dairv2x import DairV2XReader
 from revqom_nodes.evaluation.errors import EvaluationError
 from revqom_nodes.evaluation.runner import SliceLoss, evaluate_model
 from revqom_nodes.model_file import load_model, model_identity, read_model_file
+from revqom_nodes.scenario.demo import BUNDLED_MODEL
+from revqom_nodes.training.config import load_config
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+ROOT = Path(__file__).resolve().parents[2]
+MODELS_DIR = ROOT / "models"
+MANIFEST = yaml.safe_load((MODELS_DIR / "MANIFEST.yaml").read_text(encoding="utf-8"))
+ROLES = ("default", "baseline", "experiment")
 BUNDLED = sorted(MODELS_DIR.glob("*.pt"))
 REQUIRED = ("synthetic_gpu_k64_ctx", "synthetic_gpu_ego_ctx", "synthetic_gpu_raw_ctx",
             "synthetic_k64", "synthetic_ego", "synthetic_raw")
@@ -38,9 +45,27 @@ def test_bundled_model_identity(path: Path) -> None:
     assert provenance["model_id"] == loaded.model_id
     assert provenance["codebook_id"] == loaded.codebook_id
     assert provenance["git"]["commit"] and provenance["command"].startswith("revqom train")
+    assert f"--config {provenance['config_path']} " in provenance["command"]
+    assert load_config(ROOT / provenance["config_path"]).name == path.stem
+    if provenance.get("initialised_from"):
+        assert (ROOT / provenance["initialised_from"]["path"]).is_file()
     if loaded.codec_state is not None:
         assert loaded.codec_state.codebook_id == loaded.codebook_id
         assert loaded.codec_state.entropy_tables is not None
+
+
+def test_manifest_lists_every_bundled_model_with_its_config_and_results() -> None:
+    assert set(MANIFEST) == {p.stem for p in BUNDLED}
+    defaults = [name for name, entry in MANIFEST.items() if entry["role"] == "default"]
+    assert defaults == [Path(BUNDLED_MODEL).stem]
+    for name, entry in MANIFEST.items():
+        assert entry["role"] in ROLES and entry["what"] and entry["results"].startswith("docs/RESULTS.md")
+        provenance = json.loads((MODELS_DIR / f"{name}.provenance.json").read_text())
+        assert entry["config"] == provenance["config_path"]
+        assert (entry["config"].startswith("config/train/experiments/")) == (entry["role"] == "experiment")
+        for row in (entry, entry.get("late", entry)):
+            assert set(row["ap"]) == {"0.3", "0.5", "0.7"}
+            assert set(row["bytes_per_agent_frame"]) == {"packed", "entropy"}
 
 
 @pytest.mark.skipif(not (MODELS_DIR / "synthetic_k64.pt").is_file(), reason="no bundled K=64 model")

@@ -6,11 +6,14 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from revqom_nodes.training.config import config_from_dict, load_config, merge
 from revqom_nodes.training.errors import TrainingError
 
-REPO_CONFIGS = sorted((Path(__file__).resolve().parents[2] / "config" / "train").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "train"
+REPO_CONFIGS = sorted([*CONFIG_DIR.glob("*.yaml"), *CONFIG_DIR.glob("experiments/*.yaml")])
+MAX_FILES = 2  # a config resolves from at most one base file plus itself
 
 
 def _write(path: Path, text: str) -> Path:
@@ -70,3 +73,11 @@ def test_repository_configs_resolve(path: Path) -> None:
         assert config.model.codec.num_quantizers == 3
     if path.stem in ("synthetic_raw", "synthetic_ego"):
         assert config.model.codec is None
+
+
+@pytest.mark.parametrize("path", REPO_CONFIGS, ids=[p.stem for p in REPO_CONFIGS])
+def test_repository_configs_are_at_most_a_base_and_an_override(path: Path) -> None:
+    files = [path]
+    while (base := yaml.safe_load(files[-1].read_text(encoding="utf-8")).get("base")) is not None:
+        files.append(files[-1].parent / base)
+    assert len(files) <= MAX_FILES, f"{path.name}: {' -> '.join(f.name for f in files)}"
