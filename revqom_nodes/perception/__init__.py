@@ -9,5 +9,7 @@ modules do not pull in spconv, whose import takes about 10 s of CPU):
   ``make_frame_input``, ``DetectorOutput``, ``DetectionLosses``;
 - ``postprocess``: ``Detections``, ``merge_detections``;
 - ``grid``: ``BevGrid`` (the BEV axis convention); ``errors``: ``PerceptionError``;
-- ``bench``: ``revqom bench detector`` (training-step and inference timings).
+- ``nms``: ``rotated_nms`` (torch, any device); ``iou``: the rotated BEV IoU (numpy and torch);
+- ``bench``: ``revqom bench detector`` (training-step and inference timings) and
+  ``revqom bench nms`` (the numpy reference NMS against the torch one).
 """

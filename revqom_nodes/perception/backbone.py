@@ -1,8 +1,10 @@
 """SECOND-style sparse 3D backbone (spconv), height compression and a light BEV conv block.
 
 Stage order: voxels -> SubMConv3d stem -> ``num_downsamplings`` x [SparseConv3d stride 2
-(x, y and z) + SubMConv3d blocks] -> dense (B, C3, D, H, W) -> height compression to
-(B, C3 * D, H, W) -> 1x1 conv to C -> ``bev_blocks`` 3x3 conv blocks -> BEV map (B, C, H, W).
+(x, y and z) + SubMConv3d blocks] -> height compression: the sparse features scattered straight
+into (B, C3 * D, H, W), channel c3 * D + z (what spconv's ``.dense()`` (B, C3, D, H, W) flattened
+gives, without its full channels-last copy) -> 1x1 conv to C -> ``bev_blocks`` 3x3 conv blocks
+-> BEV map (B, C, H, W).
 
 spconv's sparse convolutions need ``ConvAlgo.Native`` on the CPU; on CUDA the
 default (implicit GEMM) is faster. The algorithm is fixed at construction; the
@@ -128,6 +130,16 @@ class SparseBevBackbone(nn.Module):
             dense = features.new_zeros(voxels.batch_size, self.height_channels, height, width)
         else:
             x = spconv.SparseConvTensor(features, voxels.coords, self.spatial_shape, voxels.batch_size)
-            dense = self.sparse(x).dense()  # (B, C3, D, H, W)
-            dense = dense.flatten(1, 2)  # height compression: (B, C3 * D, H, W)
+            dense = height_compression(self.sparse(x))
         return self.bev(dense)
+
+
+def height_compression(x: spconv.SparseConvTensor) -> Tensor:
+    """Sparse features (N, C3) at [sample, z, y, x] on a (D, H, W) grid -> dense (B, C3 * D, H, W),
+    channel c3 * D + z: ``x.dense().flatten(1, 2)``, scattered directly."""
+    depth, height, width = x.spatial_shape
+    channels = x.features.shape[1]
+    dense = x.features.new_zeros(x.batch_size, channels, depth, height, width)
+    sample, z, y, col = x.indices.long().unbind(dim=1)
+    dense[sample, :, z, y, col] = x.features
+    return dense.flatten(1, 2)

@@ -1,4 +1,11 @@
-"""``revqom bench detector``: time one training step and one inference of the detector, as JSON.
+"""``revqom bench detector`` and ``revqom bench nms``: perception timings, as JSON.
+
+``nms`` times rotated NMS, the numpy reference loop against the torch one, in the same run
+(interleaved), on clustered candidate sets like a detection head's (``--sizes``), and
+checks that both keep the same boxes.
+
+``detector``: time one training step and one inference of the detector, and the height
+compression of its sparse backbone's output: spconv's ``.dense()`` against the direct scatter.
 
 Input clouds come from a DAIR-V2X-C root (``--data``: its first frames, vehicle and
 infrastructure) or, without one, from a ray-cast stand-in (ground, walls, car-sized
@@ -82,9 +89,11 @@ def _frame(args: argparse.Namespace) -> tuple[list[np.ndarray], list[np.ndarray]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    import spconv.pytorch as spconv
     import torch
     import yaml
 
+    from revqom_nodes.perception.backbone import height_compression
     from revqom_nodes.perception.config import DetectorConfig
     from revqom_nodes.perception.detector import build_detector, make_frame_input
     from revqom_nodes.perception.voxelize import voxelize_batch
@@ -109,6 +118,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model.eval()
     detect_s = _median_s(lambda: model.detect(clouds, poses), args.repeats)
     voxels = voxelize_batch([p.to(model.device) for p in frame.points], config.grid)
+    backbone = model.backbone
+    with torch.no_grad():
+        sparse = backbone.sparse(
+            spconv.SparseConvTensor(voxels.features, voxels.coords, backbone.spatial_shape, voxels.batch_size)
+        )
+        dense_s = _median_s(lambda: sparse.dense().flatten(1, 2), args.repeats)
+        scatter_s = _median_s(lambda: height_compression(sparse), args.repeats)
     return {
         "config": config.to_dict(),
         "device": str(model.device),
@@ -121,6 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "train_step_cpu_s": train_s[1],
         "detect_s": detect_s[0],
         "detect_cpu_s": detect_s[1],
+        "height_compression_s": {"spconv_dense": dense_s[0], "scatter": scatter_s[0]},
     }
 
 
@@ -129,7 +146,68 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def nms_candidates(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` (M, 7) boxes and (M,) scores as a head proposes them: 8 jittered boxes per car
+    over 160 m x 80 m, a quarter of them turned by pi / 2."""
+    per_object = 8
+    centre = np.repeat(rng.uniform([-80, -40], [80, 40], (count // per_object + 1, 2)), per_object, axis=0)
+    centre = centre[:count]
+    boxes = np.column_stack([
+        centre + rng.normal(0, 0.8, (count, 2)), rng.normal(-1, 0.1, count),
+        rng.uniform(3.8, 5.0, count), rng.uniform(1.7, 2.2, count), rng.uniform(1.4, 1.8, count),
+        rng.normal(0, 0.1, count) + (rng.uniform(size=count) < 0.25) * np.pi / 2,
+    ])
+    return boxes, rng.uniform(0.2, 1.0, count)
+
+
+def _percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1e3
+    return {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95)}
+
+
+def run_nms(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from revqom_nodes.perception.nms import rotated_nms, rotated_nms_numpy
+
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    kwargs = {"iou_threshold": args.iou_threshold, "max_detections": args.max_detections}
+    sizes: dict[str, Any] = {}
+    for count in args.sizes:
+        boxes, scores = nms_candidates(rng, count)
+        on_device = torch.from_numpy(boxes).to(args.device), torch.from_numpy(scores).to(args.device)
+        runs = {
+            "numpy": lambda b=boxes, s=scores: rotated_nms_numpy(b, s, **kwargs),
+            "torch": lambda b=on_device: rotated_nms(*b, **kwargs).cpu().numpy(),
+        }
+        kept = {name: fn() for name, fn in runs.items()}  # also the warm-up
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(args.repeats):
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        sizes[str(count)] = {
+            **{name: _percentiles_ms(t) for name, t in times.items()},
+            "kept": len(kept["torch"]),
+            "same_kept": bool(np.array_equal(kept["numpy"], kept["torch"])),
+        }
+    return {"threads": args.threads, "device": args.device, "repeats": args.repeats, **kwargs,
+            "candidates": sizes}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("nms", help="time rotated NMS, numpy reference against torch")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512, 1024],
+                        help="candidates per set")
+    parser.add_argument("--iou-threshold", type=float, default=0.15)
+    parser.add_argument("--max-detections", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    parser.set_defaults(run=lambda args: print(json.dumps(run_nms(args), indent=2)) or 0)
+
     parser = subparsers.add_parser("detector", help="time a detector training step and inference")
     parser.add_argument("--config", help="detector YAML for DetectorConfig.from_dict (default: the defaults)")
     parser.add_argument("--data", help="DAIR-V2X-C root whose first train frame supplies the clouds")

@@ -27,9 +27,10 @@ class Detections(NamedTuple):
         return cls(np.zeros((0, 7), np.float32), np.zeros((0,), np.float32))
 
 
-def _nms(boxes: np.ndarray, scores: np.ndarray, head: HeadConfig) -> Detections:
+def _nms(boxes: Tensor, scores: Tensor, head: HeadConfig) -> Detections:
+    """(M, 7) boxes and (M,) scores on any device -> the kept ones, on the host as float32."""
     keep = rotated_nms(boxes, scores, iou_threshold=head.nms_iou, max_detections=head.max_detections)
-    return Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32))
+    return Detections(boxes[keep].float().cpu().numpy(), scores[keep].float().cpu().numpy())
 
 
 @torch.no_grad()
@@ -45,7 +46,7 @@ def decode_detections(
     boxes = decode_boxes(box_deltas[candidates].float(), anchors[candidates])
     direction = direction_logits[candidates].argmax(dim=1)
     boxes[:, 6] = apply_direction(boxes[:, 6], direction)
-    return _nms(boxes.cpu().double().numpy(), scores[candidates].cpu().double().numpy(), head)
+    return _nms(boxes, scores[candidates], head)
 
 
 def merge_detections(
@@ -59,4 +60,4 @@ def merge_detections(
     scores = [d.scores.astype(np.float64) for d in per_agent]
     if not boxes:
         return Detections.empty()
-    return _nms(np.concatenate(boxes), np.concatenate(scores), head)
+    return _nms(torch.from_numpy(np.concatenate(boxes)), torch.from_numpy(np.concatenate(scores)), head)
