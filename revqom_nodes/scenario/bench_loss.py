@@ -187,7 +187,7 @@ def _parse_list(text: str, kind: type, name: str) -> list:
 def _run(args: argparse.Namespace) -> int:
     from revqom_nodes.data.bag import convert_to_bag
     from revqom_nodes.evaluation.runner import eval_range
-    from revqom_nodes.launcher.substitutions import LaunchError, package_share_directory
+    from revqom_nodes.launcher.substitutions import LaunchError
     from revqom_nodes.model_file import ModelFileError
     from revqom_nodes.scenario.demo import (
         ground_truth_frames,
@@ -197,6 +197,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     from revqom_nodes.scenario.testbed import TestbedConfig, run_testbed
     from revqom_nodes.scenario.testbed_net import TestbedError, check_requirements
+    from revqom_nodes.share import package_share_directory
 
     started = time.perf_counter()
     out = Path(args.out)

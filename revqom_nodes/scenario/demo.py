@@ -32,7 +32,7 @@ GIF_FRAMES = 40
 
 
 def resolve_model_path(requested: str | None) -> Path:
-    from revqom_nodes.launcher.substitutions import package_share_directory
+    from revqom_nodes.share import package_share_directory
 
     path = Path(requested) if requested else package_share_directory("revqom") / BUNDLED_MODEL
     if not path.is_file():
