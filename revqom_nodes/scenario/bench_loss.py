@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from revqom_nodes.defaults import node_defaults
+
 log = logging.getLogger(__name__)
 
 INFRA_AGENT_ID = "infrastructure"
@@ -291,7 +293,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--loss", default="0,0.1,0.3", help="per-packet loss shares, comma-separated")
     parser.add_argument("--transport", default="monolithic,slices", help="monolithic and/or slices")
     parser.add_argument(
-        "--slice-bytes", type=int, default=1100, help="slice payload budget, bytes (one IP packet per slice)"
+        "--slice-bytes", type=int, default=node_defaults("agent")["output.slice_bytes"],
+        help="slice payload budget, bytes (default: the agent node's output.slice_bytes: one IP packet)",
     )
     parser.add_argument(
         "--interleave", default="2",
