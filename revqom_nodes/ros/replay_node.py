@@ -140,6 +140,8 @@ class ReplayNode(Node):
                 self._play_once()
                 if not self.loop:
                     break
+            if self._stop.is_set() or not self.context.ok():  # stopped (Ctrl-C) before the end
+                return
             self.get_logger().info(f"end of bag: {self.frames_played} ground-truth frames played")
             self._stop.wait(self.exit_delay_s)
         except RuntimeConfigError as exc:

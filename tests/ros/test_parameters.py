@@ -8,16 +8,19 @@ files' values hold unless a user sets one; '' reads as the file's value.
 from __future__ import annotations
 
 import ast
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 
 from revqom_nodes.defaults import NODES, node_defaults, node_parameters, parameter_file
 
 ROOT = Path(__file__).resolve().parents[2]
 ROS = ROOT / "revqom_nodes" / "ros"
 LAUNCH = ROOT / "launch" / "scenario.launch.xml"
+README = ROOT / "README.md"
 
 
 def _read_keys(module: Path) -> set[str]:
@@ -67,6 +70,22 @@ def test_launch_arguments_do_not_restate_the_parameter_files() -> None:
             argument = value[len("$(var ") : -1]
             if argument in defaults and defaults[argument] is not None:
                 assert defaults[argument] == "''", f"launch argument {argument} restates {name}"
+
+
+def _readme_table(node: str) -> dict[str, object]:
+    """Parameter -> default as README.md's table for ``node`` shows it."""
+    section = README.read_text().split(f"#### {node}_node", 1)[1].split("\n### ", 1)[0].split("\n#### ", 1)[0]
+    rows = re.findall(r"^\| `([\w.]+)` \| [^|]+ \| ([^|]+) \|", section, flags=re.MULTILINE)
+    table = {}
+    for name, cell in rows:
+        cell = re.sub(r"\s*\(.*\)$", "", cell.strip())  # "[] (every topic)", '"" (required)'
+        table[name] = "" if cell == '""' else yaml.safe_load(cell)
+    return table
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_the_readme_tables_show_the_parameter_files(node: str) -> None:
+    assert _readme_table(node) == dict(node_defaults(node))
 
 
 def test_offline_tools_read_the_agent_slice_budget() -> None:
