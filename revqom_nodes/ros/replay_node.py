@@ -194,7 +194,7 @@ class ReplayNode(Node):
             publisher.publish(raw)
             if message.topic == GROUND_TRUTH_TOPIC:
                 self._publish_ground_truth_markers(raw)
-        if first_ns is not None:  # the next pass starts one message period after this one ended
+        if first_ns is not None:  # the next pass starts one message period after this one's last message
             self.offset_ns += last_ns - first_ns + self.period_ns
 
     def _restamped(self, message: BagMessage) -> bytes:

@@ -28,7 +28,7 @@ class BagInfo(NamedTuple):
     end_ns: int
     message_count: int
     topics: dict[str, str]  # topic -> type
-    period_ns: int  # message period of the busiest topic (0: it has one message)
+    period_ns: int  # message period of a typical topic (median message count; 0: one message each)
 
 
 def bag_info(path: str | Path) -> BagInfo:
@@ -38,9 +38,9 @@ def bag_info(path: str | Path) -> BagInfo:
     try:
         with Reader(path) as reader:
             topics = {c.topic: c.msgtype for c in reader.connections}
-            busiest = max((c.msgcount for c in reader.connections), default=0)
-            span_ns = reader.end_time - reader.start_time if busiest > 1 else 0
-            period_ns = span_ns // (busiest - 1) if busiest > 1 else 0
+            counts = sorted(c.msgcount for c in reader.connections)
+            typical = counts[len(counts) // 2] if counts else 0  # messages per topic, most topics
+            period_ns = (reader.end_time - reader.start_time) // (typical - 1) if typical > 1 else 0
             return BagInfo(reader.start_time, reader.end_time, reader.message_count, topics, period_ns)
     except Exception as exc:  # rosbags raises several types for missing or corrupt bags
         raise RuntimeConfigError(f"cannot read bag {path}: {exc}") from exc
