@@ -120,7 +120,10 @@ def _read_compressed(body: bytes, dtype: np.dtype, n: int, path: Path) -> dict[s
         )
     if uncompressed != n * dtype.itemsize:
         raise DatasetError(f"{path}: binary_compressed PCD size {uncompressed} does not match {n} points")
-    data = lzf.decompress(body[8 : 8 + compressed], int(uncompressed)) if uncompressed else b""
+    try:  # python-lzf: None when the output would not fit, ValueError for a malformed block
+        data = lzf.decompress(body[8 : 8 + compressed], int(uncompressed)) if uncompressed else b""
+    except ValueError as exc:
+        raise DatasetError(f"{path}: corrupt LZF block in binary_compressed PCD ({exc})") from exc
     if data is None or len(data) != uncompressed:
         raise DatasetError(f"{path}: corrupt LZF block in binary_compressed PCD")
     fields, offset = {}, 0

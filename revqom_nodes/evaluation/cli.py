@@ -18,6 +18,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from revqom_nodes.defaults import node_defaults
+
+AGENT_DEFAULTS = node_defaults("agent")  # --slice-loss mirrors the agent node's slices
+
 log = logging.getLogger(__name__)
 
 
@@ -163,7 +167,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="lose each PACKED slice of the partners' maps with this probability (codec models; "
         "the offline twin of `revqom bench loss`)",
     )
-    parser.add_argument("--slice-bytes", type=int, default=1100, help="slice budget for --slice-loss, bytes")
-    parser.add_argument("--interleave", type=int, default=2, help="slice cell order for --slice-loss")
+    parser.add_argument(
+        "--slice-bytes", type=int, default=AGENT_DEFAULTS["output.slice_bytes"],
+        help="slice budget for --slice-loss, bytes (default: the agent node's output.slice_bytes)",
+    )
+    parser.add_argument(
+        "--interleave", type=int, default=AGENT_DEFAULTS["output.interleave"],
+        help="slice cell order for --slice-loss (default: the agent node's output.interleave)",
+    )
     parser.add_argument("--loss-seed", type=int, default=0, help="seed of the lost slices")
     parser.set_defaults(run=_run)

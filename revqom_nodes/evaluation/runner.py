@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from revqom_nodes.codec.wire import Encoding, packed_size
 from revqom_nodes.data.dairv2x import CooperativeFrame
+from revqom_nodes.defaults import node_defaults
 from revqom_nodes.evaluation.ap import DEFAULT_RANGE_M, ApAccumulator
 from revqom_nodes.evaluation.bandwidth import late_bytes, raw_bytes
 from revqom_nodes.evaluation.errors import EvaluationError
@@ -68,12 +69,15 @@ def eval_range(grid: BevGrid) -> tuple[tuple[float, float, float, float], str | 
     )
 
 
+AGENT_DEFAULTS = node_defaults("agent")  # the slices of SliceLoss are the agent node's
+
+
 class SliceLoss(NamedTuple):
     """Random loss of whole slices of the partners' maps (module docstring)."""
 
     probability: float  # each slice is lost with this probability, independently
-    slice_bytes: int = 1100  # PACKED payload budget of a slice, as the agent node's output.slice_bytes
-    interleave: int = 2  # the slices' cell order, as output.interleave
+    slice_bytes: int = AGENT_DEFAULTS["output.slice_bytes"]  # PACKED payload budget of a slice, bytes
+    interleave: int = AGENT_DEFAULTS["output.interleave"]  # the slices' cell order
     seed: int = 0
 
 

@@ -52,10 +52,10 @@ from revqom_nodes.launcher.substitutions import (
     Scope,
     Substitution,
     evaluate_part,
-    package_share_directory,
     parse_template,
     substitute,
 )
+from revqom_nodes.share import PackageNotFoundError, package_share_directory
 
 logger = logging.getLogger(__name__)
 
@@ -408,7 +408,10 @@ def find_launch_file(name: str | Path, package: str = "revqom") -> Path:
     if path.is_file():
         return path
     if path.name == str(name):
-        share = package_share_directory(package)
+        try:
+            share = package_share_directory(package)
+        except PackageNotFoundError as error:
+            raise LaunchError(str(error)) from None
         candidate = share / "launch" / path.name
         if candidate.is_file():
             return candidate

@@ -39,7 +39,8 @@ from typing import IO, TextIO
 
 from revqom_nodes.launcher.file import parse_launch_file
 from revqom_nodes.launcher.node import NodeSpec
-from revqom_nodes.launcher.substitutions import SOURCE_PACKAGE, LaunchError, ament_prefixes
+from revqom_nodes.launcher.substitutions import LaunchError
+from revqom_nodes.share import SOURCE_PACKAGE, ament_prefixes
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ kept) or contain nested substitutions. Supported substitutions:
 |---|---|
 | ``$(var NAME)`` | the launch configuration NAME (an error if unset) |
 | ``$(env NAME [DEFAULT])`` | the environment variable, else DEFAULT (an error if neither) |
-| ``$(find-pkg-share PKG)`` | the package's share directory, see ``package_share_directory`` |
+| ``$(find-pkg-share PKG)`` | the package's share directory, see ``revqom_nodes.share`` |
 | ``$(dirname)`` | the directory of the launch file being read |
 
 Anything else (``$(command ...)``, ``$(eval ...)``, ...) raises ``LaunchError``.
@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import os
 import re
-import sys
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from revqom_nodes.share import PackageNotFoundError, package_share_directory
+
 SUPPORTED_SUBSTITUTIONS = ("var", "env", "find-pkg-share", "dirname")
-SOURCE_PACKAGE = "revqom"
 
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
@@ -167,7 +166,7 @@ def evaluate_part(part: str | Substitution, scope: Scope, where: str) -> str:
     if part.name == "find-pkg-share" and len(args) == 1:
         try:
             return str(package_share_directory(args[0]))
-        except LaunchError as error:
+        except PackageNotFoundError as error:
             raise LaunchError(f"{where}: {error}") from None
     if part.name == "dirname" and not args:
         return str(scope.launch_file.resolve().parent)
@@ -187,53 +186,3 @@ def evaluate(template: Template, scope: Scope, where: str) -> str:
 def substitute(text: str, scope: Scope, where: str) -> str:
     """Parse and evaluate an attribute value."""
     return evaluate(parse_template(text, where), scope, where)
-
-
-def ament_prefixes() -> list[Path]:
-    """The install prefixes searched for packages: ``AMENT_PREFIX_PATH``, then ``sys.prefix``.
-
-    ``sys.prefix`` is where the ROS 2 wheels and the pip-only bootstrap install packages
-    (``share/<pkg>``, ``lib/<pkg>``); on a sourced ROS 2 install it adds nothing new.
-    """
-    entries = [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    if Path(sys.prefix) not in entries:
-        entries.append(Path(sys.prefix))
-    return entries
-
-
-def source_tree_root() -> Path | None:
-    """The checkout that holds the imported ``revqom_nodes``, when it is the ROS package revqom.
-
-    True for an editable install or ``PYTHONPATH=<checkout>``; then launch/, config/ and
-    models/ are read from the checkout, so edits take effect without reinstalling.
-    """
-    root = Path(__file__).resolve().parents[2]
-    manifest = root / "package.xml"
-    if not manifest.is_file():
-        return None
-    try:
-        name = ET.parse(manifest).getroot().findtext("name")
-    except ET.ParseError:
-        return None
-    return root if name is not None and name.strip() == SOURCE_PACKAGE else None
-
-
-def package_share_directory(package: str) -> Path:
-    """``$(find-pkg-share package)``.
-
-    For ``revqom``: the source checkout (``source_tree_root``) when there is one; otherwise,
-    and for every other package, the first prefix of ``ament_prefixes()`` whose ament index
-    lists the package, ``<prefix>/share/<package>``.
-    """
-    if package == SOURCE_PACKAGE:
-        root = source_tree_root()
-        if root is not None:
-            return root
-    prefixes = ament_prefixes()
-    for prefix in prefixes:
-        marker = prefix / "share" / "ament_index" / "resource_index" / "packages" / package
-        if marker.is_file():
-            return prefix / "share" / package
-    raise LaunchError(
-        f"package '{package}' not found (searched the ament index of: {', '.join(map(str, prefixes))})"
-    )

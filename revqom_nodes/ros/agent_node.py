@@ -2,8 +2,8 @@
 
 Subscribes to a PointCloud2 topic (sensor-data QoS) and, unless a static pose is given, to
 the agent's PoseStamped topic; publishes EncodedBEV (best effort, keep last 1) and an
-AgentStatus per sweep. Callbacks only queue; a worker thread pairs each sweep with its pose
-and encodes it, so pose reception never waits on inference. A bad cloud (wrong fields,
+AgentStatus per sweep. Callbacks only queue; a worker thread (``ros/worker.py``) pairs each
+sweep with its pose and encodes it, so pose reception never waits on inference. A bad cloud (wrong fields,
 truncated data), a missing pose or a failed encoding is logged (rate-limited), counted in
 ``frames_failed`` and skipped: the node keeps running.
 
@@ -12,8 +12,7 @@ Parameters: see ``config/agent.param.yaml`` and the node tables in README.md.
 
 from __future__ import annotations
 
-import sys
-import threading
+import math
 import time
 from collections import deque
 
@@ -30,9 +29,10 @@ from revqom_nodes.ros.conversions import (
     pose_stamped_to_matrix,
     stamp_to_ns,
 )
-from revqom_nodes.ros.lifecycle import run_node
-from revqom_nodes.ros.parameters import declare
+from revqom_nodes.ros.lifecycle import exit_process, run_node
+from revqom_nodes.ros.parameters import declare_parameters
 from revqom_nodes.ros.qos import ENCODED_BEV_QOS, POSE_QOS, RESULT_QOS, SENSOR_QOS
+from revqom_nodes.ros.worker import Worker
 from revqom_nodes.runtime.encoder import AgentEncoder, parse_encoding
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.latency import RateLimiter
@@ -49,58 +49,39 @@ class AgentNode(Node):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__("agent_node", **kwargs)
-        model_path = declare(self, "model.path", "", "model file (.pt)")
-        self.agent_id = declare(self, "agent.id", "vehicle", "agent id sent in every message")
-        role = declare(self, "agent.role", "vehicle", "vehicle or infrastructure")
-        device = declare(self, "device", "auto", "auto, cpu or cuda[:N]")
-        encoding = declare(self, "codec.encoding", "packed", "packed or entropy")
-        threads = declare(self, "torch.num_threads", 0, "PyTorch CPU threads; 0 keeps its default")
-        input_topic = declare(self, "input.topic", "lidar/points", "PointCloud2 input")
-        pose_topic = declare(self, "pose.topic", "pose", "PoseStamped T_world_from_lidar of the sweeps")
-        static_pose = declare(
-            self, "pose.static", [], "16 floats, row-major T_world_from_lidar; replaces pose.topic"
-        )
-        pose_wait_ms = declare(self, "pose.wait_ms", 100.0, "how long a sweep waits for its pose, ms")
-        pose_max_age_ms = declare(self, "pose.max_age_ms", 200.0, "oldest usable pose before a sweep, ms")
-        output_topic = declare(self, "output.topic", "encoded_bev", "EncodedBEV output")
-        slice_bytes = declare(
-            self, "output.slice_bytes", 1100,
-            "largest payload of one message, bytes (1100: one IP packet per slice); 0: the whole map in one",
-        )
-        interleave = declare(
-            self, "output.interleave", 2,
-            "cell order of the slices: 1 row-major; s sends the s x s sub-grids one after another",
-        )
-        status_topic = declare(self, "output.status_topic", "agent_status", "AgentStatus output")
-
+        params = declare_parameters(self, "agent")
+        role = params["agent.role"]
+        slice_bytes, interleave = params["output.slice_bytes"], params["output.interleave"]
         if role not in ROLES:
             raise RuntimeConfigError(f"agent.role must be one of {list(ROLES)}, got {role!r}")
-        if not model_path:
+        if not params["model.path"]:
             raise RuntimeConfigError("parameter model.path is required")
-        if threads > 0:
-            torch.set_num_threads(threads)
+        if params["torch.num_threads"] > 0:
+            torch.set_num_threads(params["torch.num_threads"])
+        self.agent_id: str = params["agent.id"]
         self.role = ROLES[role]
-        self.model = load_runtime_model(model_path, device)
-        self.encoder = AgentEncoder(self.model, parse_encoding(encoding), slice_bytes, interleave)
-        self.static_pose = self._static_pose(static_pose)
-        self.poses = PoseBuffer(max_age_ms=pose_max_age_ms)
-        self.pose_wait_s = pose_wait_ms / 1e3
+        self.model = load_runtime_model(params["model.path"], params["device"])
+        self.encoder = AgentEncoder(
+            self.model, parse_encoding(params["codec.encoding"]), slice_bytes, interleave
+        )
+        self.static_pose = self._static_pose(params["pose.static"])
+        self.poses = PoseBuffer(max_age_ms=params["pose.max_age_ms"])
+        self.pose_wait_s = params["pose.wait_ms"] / 1e3
         self.sequence = 0
         self.frames_encoded = 0
         self.frames_failed = 0
         self.limiter = RateLimiter(LOG_INTERVAL_S)
         self._queue: deque[PointCloud2] = deque()
-        self._wake = threading.Condition()
-        self._stopping = False
+        self._head_deadline: float | None = None  # when the oldest queued sweep stops waiting for its pose
 
         # Subscriptions first: once the publishers are visible the node is ready (the replay waits for them).
+        input_topic, pose_topic = params["input.topic"], params["pose.topic"]
         if self.static_pose is None:
             self.create_subscription(PoseStamped, pose_topic, self._on_pose, POSE_QOS)
         self.create_subscription(PointCloud2, input_topic, self._on_cloud, SENSOR_QOS)
-        self.encoded_pub = self.create_publisher(EncodedBEV, output_topic, ENCODED_BEV_QOS)
-        self.status_pub = self.create_publisher(AgentStatus, status_topic, RESULT_QOS)
-        self._worker = threading.Thread(target=self._work, name="encoder", daemon=True)
-        self._worker.start()
+        self.encoded_pub = self.create_publisher(EncodedBEV, params["output.topic"], ENCODED_BEV_QOS)
+        self.status_pub = self.create_publisher(AgentStatus, params["output.status_topic"], RESULT_QOS)
+        self.worker = Worker(self, "encoder", self._next_sweep, self._encode)
         self.get_logger().info(
             f"agent {self.agent_id} ({role}) on {self.model.device}: {self.encoded_pub.topic_name} "
             f"<- {self.resolve_topic_name(input_topic)}, pose "
@@ -126,39 +107,33 @@ class AgentNode(Node):
     def _on_pose(self, msg: PoseStamped) -> None:
         stamp_ns, T = pose_stamped_to_matrix(msg)
         self.poses.add(stamp_ns, T)
-        with self._wake:
-            self._wake.notify()
+        self.worker.wake()
 
     def _on_cloud(self, msg: PointCloud2) -> None:
-        with self._wake:
+        with self.worker.lock:
             if len(self._queue) >= QUEUE_DEPTH:
                 self._queue.popleft()
+                self._head_deadline = None
                 self._fail("overloaded", "encoder is behind: dropped the oldest queued sweep")
             self._queue.append(msg)
-            self._wake.notify()
+        self.worker.wake()
 
     # ---- worker -------------------------------------------------------------------------
-    def _work(self) -> None:
-        while True:
-            with self._wake:
-                while not self._queue and not self._stopping:
-                    self._wake.wait()
-                if self._stopping:
-                    return
-                msg = self._queue.popleft()
-                stamp_ns = stamp_to_ns(msg.header.stamp)
-                if self.static_pose is None:
-                    deadline = time.monotonic() + self.pose_wait_s
-                    while not self.poses.settled(stamp_ns) and not self._stopping:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        self._wake.wait(remaining)
-                if self._stopping:
-                    return
-            self._encode(msg, stamp_ns)
+    def _next_sweep(self) -> tuple[PointCloud2 | None, float]:
+        """The oldest sweep once its pose is in (or it waited ``pose.wait_ms``); else how long to wait, s."""
+        if not self._queue:
+            return None, math.inf
+        if self.static_pose is None and not self.poses.settled(stamp_to_ns(self._queue[0].header.stamp)):
+            if self._head_deadline is None:
+                self._head_deadline = time.monotonic() + self.pose_wait_s
+            remaining = self._head_deadline - time.monotonic()
+            if remaining > 0:
+                return None, remaining
+        self._head_deadline = None
+        return self._queue.popleft(), 0.0
 
-    def _encode(self, msg: PointCloud2, stamp_ns: int) -> None:
+    def _encode(self, msg: PointCloud2) -> None:
+        stamp_ns = stamp_to_ns(msg.header.stamp)
         T = self.static_pose if self.static_pose is not None else self.poses.lookup(stamp_ns)
         if T is None:
             self._fail(
@@ -208,10 +183,7 @@ class AgentNode(Node):
         )
 
     def destroy_node(self) -> None:
-        with self._wake:
-            self._stopping = True
-            self._wake.notify_all()
-        self._worker.join(timeout=5.0)
+        self.worker.stop()
         super().destroy_node()
 
 
@@ -220,4 +192,4 @@ def main(args: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -22,10 +23,12 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from revqom_nodes.data.pointcloud import cloud_data_to_xyzi
 from revqom_nodes.geometry import box_corners, quaternion_from_matrix
-from revqom_nodes.perception.postprocess import Detections
-from revqom_nodes.runtime.encoder import EncodedSweep
 from revqom_nodes.runtime.frames import ReceivedSlice, pose_matrix
-from revqom_nodes.runtime.model import RuntimeModel
+
+if TYPE_CHECKING:  # torch: the recorder and the replay node, which use none of these, never load it
+    from revqom_nodes.perception.postprocess import Detections
+    from revqom_nodes.runtime.encoder import EncodedSweep
+    from revqom_nodes.runtime.model import RuntimeModel
 
 NS_PER_S = 1_000_000_000
 DETECTION_LABEL = "vehicle"
@@ -51,6 +54,26 @@ def cdr_header_stamp_ns(raw: bytes) -> int:
         raise ValueError(f"serialized message of {len(raw)} bytes is too short for a header")
     sec, nanosec = struct.unpack("<iI" if raw[1] & 1 else ">iI", raw[4:12])
     return sec * NS_PER_S + nanosec
+
+
+def shift_header_stamp(raw: bytes, offset_ns: int) -> bytes:
+    """A serialized message whose first field is a ``std_msgs/Header``, its stamp ``offset_ns`` later."""
+    order = "<iI" if raw[1] & 1 else ">iI"
+    stamp = ns_to_stamp(cdr_header_stamp_ns(raw) + offset_ns)
+    return raw[:4] + struct.pack(order, stamp.sec, stamp.nanosec) + raw[12:]
+
+
+def shift_times(msg: object, offset_ns: int) -> None:
+    """Add ``offset_ns`` to every ``builtin_interfaces/Time`` in a message, nested ones included."""
+    for name in msg.get_fields_and_field_types():
+        value = getattr(msg, name)
+        if isinstance(value, Time):
+            setattr(msg, name, ns_to_stamp(stamp_to_ns(value) + offset_ns))
+        elif hasattr(value, "get_fields_and_field_types"):
+            shift_times(value, offset_ns)
+        elif isinstance(value, list) and value and hasattr(value[0], "get_fields_and_field_types"):
+            for item in value:
+                shift_times(item, offset_ns)
 
 
 # ---- clouds and poses -------------------------------------------------------------------

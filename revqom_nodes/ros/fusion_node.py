@@ -3,8 +3,9 @@
 Reception callbacks (the executor's thread) validate and buffer messages in an ``Inbox``;
 a worker thread fuses each ego frame with each other agent's paired message (see
 ``runtime/inbox.py`` for the pairing and ``fusion.sync_wait_ms``), so reception never waits
-on inference. Per ego frame it publishes a Detection3DArray (reliable; ego LiDAR frame, ego
-sweep stamp), a MarkerArray for RViz and a FusionStatus (with the share of each agent's cells
+on inference (``ros/worker.py``). Per ego frame it publishes a Detection3DArray (reliable; ego
+LiDAR frame, ego sweep stamp; every box), a MarkerArray for RViz (the boxes scoring at least
+``output.display_min_score``) and a FusionStatus (with the share of each agent's cells
 that arrived, when agents send their maps in slices). Rejected messages, bad slices included,
 are counted by reason and logged (rate-limited); the node keeps running whatever it receives.
 
@@ -14,8 +15,6 @@ Parameters: see ``config/fusion.param.yaml`` and the node tables in README.md.
 from __future__ import annotations
 
 import math
-import sys
-import threading
 from collections.abc import Callable
 
 import torch
@@ -31,9 +30,10 @@ from revqom_nodes.ros.conversions import (
     encoded_bev_to_slice,
     ns_to_stamp,
 )
-from revqom_nodes.ros.lifecycle import run_node
-from revqom_nodes.ros.parameters import declare
+from revqom_nodes.ros.lifecycle import exit_process, run_node
+from revqom_nodes.ros.parameters import declare_parameters
 from revqom_nodes.ros.qos import ENCODED_BEV_QOS, MARKER_QOS, RESULT_QOS
+from revqom_nodes.ros.worker import Worker
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.frames import AssembledMap
 from revqom_nodes.runtime.fusion import FusionEngine, FusionResult
@@ -50,80 +50,46 @@ class FusionNode(Node):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__("fusion_node", **kwargs)
-        model_path = declare(self, "model.path", "", "model file (.pt)")
-        device = declare(self, "device", "auto", "auto, cpu or cuda[:N]")
-        threads = declare(self, "torch.num_threads", 0, "PyTorch CPU threads; 0 keeps its default")
-        ego_id = declare(self, "fusion.ego_agent_id", "vehicle", "agent whose frames trigger fusion")
-        agent_ids = declare(
-            self,
-            "fusion.agent_ids",
-            ["vehicle", "infrastructure"],
-            "agent ids, parallel to fusion.agent_topics, the ego included",
-        )
-        topics = declare(
-            self,
-            "fusion.agent_topics",
-            ["/vehicle/encoded_bev", "/infrastructure/encoded_bev"],
-            "EncodedBEV topic of each agent",
-        )
-        max_age_ms = declare(self, "fusion.max_age_ms", 150.0, "largest |agent - ego| sweep stamp gap, ms")
-        sync_wait_ms = declare(
-            self, "fusion.sync_wait_ms", 200.0, "how long an ego frame waits for its partners' messages, ms"
-        )
-        sweep_period_ms = declare(
-            self,
-            "fusion.sweep_period_ms",
-            100.0,
-            "the agents' LiDAR sweep period, ms (0: always wait for a later sweep)",
-        )
-        buffer_size = declare(self, "fusion.buffer_size", 4, "frames (each with its slices) held per agent")
-        comm_range_m = declare(
-            self,
-            "fusion.comm_range_m",
-            0.0,
-            "partners farther from the ego are not fused, m; 0 takes the model file's",
-        )
-        detections_topic = declare(self, "output.detections_topic", "detections", "Detection3DArray output")
-        markers_topic = declare(self, "output.markers_topic", "markers", "MarkerArray output for RViz")
-        status_topic = declare(self, "output.status_topic", "fusion_status", "FusionStatus output")
-
-        if not model_path:
+        params = declare_parameters(self, "fusion")
+        agent_ids, topics = params["fusion.agent_ids"], params["fusion.agent_topics"]
+        if not params["model.path"]:
             raise RuntimeConfigError("parameter model.path is required")
         if len(agent_ids) != len(topics):
             raise RuntimeConfigError(
                 f"fusion.agent_ids {agent_ids} and fusion.agent_topics {topics} differ in length"
             )
-        if threads > 0:
-            torch.set_num_threads(threads)
-        self.model = load_runtime_model(model_path, device)
+        if params["torch.num_threads"] > 0:
+            torch.set_num_threads(params["torch.num_threads"])
+        self.model = load_runtime_model(params["model.path"], params["device"])
+        comm_range_m = params["fusion.comm_range_m"]
         self.engine = FusionEngine(self.model, comm_range_m if comm_range_m > 0 else None)
         self.inbox = Inbox(
             Expectations.of(self.model),
             agent_ids=agent_ids,
-            ego_agent_id=ego_id,
-            max_age_ms=max_age_ms,
-            sync_wait_ms=sync_wait_ms,
-            sweep_period_ms=sweep_period_ms,
-            buffer_size=buffer_size,
+            ego_agent_id=params["fusion.ego_agent_id"],
+            max_age_ms=params["fusion.max_age_ms"],
+            sync_wait_ms=params["fusion.sync_wait_ms"],
+            sweep_period_ms=params["fusion.sweep_period_ms"],
+            buffer_size=params["fusion.buffer_size"],
         )
+        self.display_min_score: float = params["output.display_min_score"]
         self.frames_published = 0
         self._dropped_reported = 0
         self.limiter = RateLimiter(LOG_INTERVAL_S)
-        self._wake = threading.Condition()
-        self._stopping = False
 
         # Subscriptions first: once the publishers are visible the node is ready (the replay waits for them).
         for agent_id, topic in zip(agent_ids, topics, strict=True):
             self.create_subscription(EncodedBEV, topic, self._receiver(agent_id), ENCODED_BEV_QOS)
-        self.detections_pub = self.create_publisher(Detection3DArray, detections_topic, RESULT_QOS)
-        self.markers_pub = self.create_publisher(MarkerArray, markers_topic, MARKER_QOS)
-        self.status_pub = self.create_publisher(FusionStatus, status_topic, RESULT_QOS)
-        self._worker = threading.Thread(target=self._work, name="fusion", daemon=True)
-        self._worker.start()
+        self.detections_pub = self.create_publisher(
+            Detection3DArray, params["output.detections_topic"], RESULT_QOS
+        )
+        self.markers_pub = self.create_publisher(MarkerArray, params["output.markers_topic"], MARKER_QOS)
+        self.status_pub = self.create_publisher(FusionStatus, params["output.status_topic"], RESULT_QOS)
+        self.worker = Worker(self, "fusion", self.inbox.next_ego, self._fuse)
         self.get_logger().info(
-            f"fusing {list(zip(agent_ids, topics, strict=True))} (ego {ego_id}) on {self.model.device}, "
-            f"max_age_ms {max_age_ms:g}, sync_wait_ms {sync_wait_ms:g}, "
-            f"codebook {self.model.codebook_id[:12]}"
+            f"fusing {list(zip(agent_ids, topics, strict=True))} (ego {params['fusion.ego_agent_id']}) "
+            f"on {self.model.device}, max_age_ms {params['fusion.max_age_ms']:g}, "
+            f"sync_wait_ms {params['fusion.sync_wait_ms']:g}, codebook {self.model.codebook_id[:12]}"
         )
 
     # ---- reception ----------------------------------------------------------------------
@@ -139,24 +105,11 @@ class FusionNode(Node):
                         f"rejected a message on the {topic_agent_id} topic: {rejected} ({counts} so far)"
                     )
                 return
-            with self._wake:
-                self._wake.notify()
+            self.worker.wake()
 
         return receive
 
     # ---- fusion worker ------------------------------------------------------------------
-    def _work(self) -> None:
-        while True:
-            with self._wake:
-                while not self._stopping:
-                    ego, wait_s = self.inbox.next_ego()
-                    if ego is not None:
-                        break
-                    self._wake.wait(None if math.isinf(wait_s) else wait_s)
-                if self._stopping:
-                    return
-            self._fuse(ego)
-
     def _fuse(self, ego: AssembledMap) -> None:
         dropped = self.inbox.ego_frames_dropped
         if dropped > self._dropped_reported and self.limiter.allow("ego_frames_dropped"):
@@ -172,9 +125,9 @@ class FusionNode(Node):
         header = Header(stamp=ns_to_stamp(ego.stamp_ns), frame_id=ego.frame_id)
         self.detections_pub.publish(detections_to_msg(result.detections, header, result.fused_agent_ids))
         self.frames_published += 1
-        self.markers_pub.publish(
-            boxes_to_markers(result.detections.boxes, result.detections.scores, header, "detections")
-        )
+        boxes, scores = result.detections
+        shown = scores >= self.display_min_score  # RViz draws the confident boxes only
+        self.markers_pub.publish(boxes_to_markers(boxes[shown], scores[shown], header, "detections"))
         self.status_pub.publish(self._status(header, ego, partners, result))
 
     def _status(
@@ -199,10 +152,7 @@ class FusionNode(Node):
         )
 
     def destroy_node(self) -> None:
-        with self._wake:
-            self._stopping = True
-            self._wake.notify_all()
-        self._worker.join(timeout=10.0)
+        self.worker.stop()
         super().destroy_node()
 
 
@@ -211,4 +161,4 @@ def main(args: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

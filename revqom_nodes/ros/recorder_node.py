@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -24,8 +23,8 @@ from revqom.msg import AgentStatus, Detection3DArray, EncodedBEV, FusionStatus
 from sensor_msgs.msg import PointCloud2
 
 from revqom_nodes.ros.conversions import cdr_header_stamp_ns, msg_to_boxes, stamp_to_ns
-from revqom_nodes.ros.lifecycle import run_node
-from revqom_nodes.ros.parameters import declare
+from revqom_nodes.ros.lifecycle import exit_process, run_node
+from revqom_nodes.ros.parameters import declare_parameters
 from revqom_nodes.ros.qos import ENCODED_BEV_QOS, RESULT_QOS, SENSOR_QOS
 from revqom_nodes.runtime.errors import RuntimeConfigError
 
@@ -39,29 +38,24 @@ class RecorderNode(Node):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__("recorder_node", **kwargs)
-        path = declare(self, "output.path", "", "JSON-lines file to append to (parents created)")
-        detections = declare(self, "topics.detections", "/fusion/detections", "Detection3DArray topic")
-        fusion_status = declare(self, "topics.fusion_status", "/fusion/fusion_status", "FusionStatus topic")
-        lists = {
-            name: declare(self, f"topics.{name}", [], text)
-            for name, text in (
-                ("agent_status", "AgentStatus topics"),
-                ("encoded_bev", "EncodedBEV topics"),
-                ("clouds", "PointCloud2 topics (only their stamps are recorded)"),
-            )
-        }
+        params = declare_parameters(self, "recorder")
+        path = params["output.path"]
         if not path:
             raise RuntimeConfigError("parameter output.path is required")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._file: IO[str] | None = open(path, "a", encoding="utf-8")
         self.lines = 0
-        self.create_subscription(Detection3DArray, detections, self._on_detections, RESULT_QOS)
-        self.create_subscription(FusionStatus, fusion_status, self._on_fusion_status, RESULT_QOS)
-        for topic in lists["agent_status"]:
+        self.create_subscription(
+            Detection3DArray, params["topics.detections"], self._on_detections, RESULT_QOS
+        )
+        self.create_subscription(
+            FusionStatus, params["topics.fusion_status"], self._on_fusion_status, RESULT_QOS
+        )
+        for topic in params["topics.agent_status"]:
             self.create_subscription(AgentStatus, topic, self._on_agent_status, RESULT_QOS)
-        for topic in lists["encoded_bev"]:
+        for topic in params["topics.encoded_bev"]:
             self.create_subscription(EncodedBEV, topic, self._on_encoded, ENCODED_BEV_QOS)
-        for topic in lists["clouds"]:
+        for topic in params["topics.clouds"]:
             self.create_subscription(PointCloud2, topic, self._cloud_callback(topic), SENSOR_QOS, raw=True)
         self.get_logger().info(f"recording to {path}")
 
@@ -155,4 +149,4 @@ def main(args: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -11,31 +11,39 @@ until every topic in ``replay.wait_for_publishers`` has a publisher and every to
 ``replay.wait_for_subscribers`` a subscriber (the runtime nodes create theirs once their
 model is loaded), at most ``replay.wait_timeout_s``. At the end of the bag, after
 ``replay.exit_delay_s`` (time for the last frames to get through), it exits with status 0
-(a launch file can end the launch on its exit), unless ``replay.loop``.
+(a launch file can end the launch on its exit), unless ``replay.loop``: then it plays the bag
+again and again, each pass stamped (headers, ``/clock``) one bag length plus one message period
+after the previous one, as a recording played again would be, so that time goes forward.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
 import threading
 import time
 
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.serialization import deserialize_message
+from rclpy.publisher import Publisher
+from rclpy.serialization import deserialize_message, serialize_message
 from rclpy.task import Future
 from revqom.msg import Detection3DArray
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import MarkerArray
 
-from revqom_nodes.ros.conversions import boxes_to_markers, msg_to_boxes, ns_to_stamp
-from revqom_nodes.ros.lifecycle import run_node
-from revqom_nodes.ros.parameters import declare
+from revqom_nodes.ros.conversions import (
+    boxes_to_markers,
+    msg_to_boxes,
+    ns_to_stamp,
+    shift_header_stamp,
+    shift_times,
+)
+from revqom_nodes.ros.lifecycle import exit_process, run_node
+from revqom_nodes.ros.parameters import declare_parameters
 from revqom_nodes.ros.qos import CLOCK_QOS, MARKER_QOS, POSE_QOS, RESULT_QOS, SENSOR_QOS
 from revqom_nodes.runtime.errors import RuntimeConfigError
-from revqom_nodes.runtime.playback import Pacer, bag_info, iter_bag
+from revqom_nodes.runtime.playback import BagMessage, Pacer, bag_info, iter_bag
 
 MESSAGE_MODULES = {  # bag type -> (Python module, class); other types in a bag are not replayed
     "sensor_msgs/msg/PointCloud2": ("sensor_msgs.msg", "PointCloud2"),
@@ -44,6 +52,7 @@ MESSAGE_MODULES = {  # bag type -> (Python module, class); other types in a bag 
     "revqom/msg/Detection3DArray": ("revqom.msg", "Detection3DArray"),
     "revqom/msg/CooperativeFrameInfo": ("revqom.msg", "CooperativeFrameInfo"),
 }
+HEADER_IS_THE_ONLY_TIME = {"sensor_msgs/msg/PointCloud2", "geometry_msgs/msg/PoseStamped"}  # patched in place
 QOS_BY_TYPE = {"sensor_msgs/msg/PointCloud2": SENSOR_QOS, "geometry_msgs/msg/PoseStamped": POSE_QOS}
 GROUND_TRUTH_TOPIC = "/ground_truth/boxes"
 GROUND_TRUTH_MARKERS_TOPIC = "/ground_truth/markers"
@@ -70,36 +79,28 @@ class ReplayNode(Node):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__("replay_node", **kwargs)
-        self.bag = declare(self, "bag.path", "", "rosbag2 folder to play")
-        self.rate = declare(self, "replay.rate", 1.0, "playback speed factor")
-        self.loop = declare(self, "replay.loop", False, "start over at the end of the bag")
-        self.start_offset_s = declare(self, "replay.start_offset_s", 0.0, "skip this much of the bag, s")
-        wanted = declare(self, "replay.topics", [], "bag topics to publish (empty: every topic)")
+        params = declare_parameters(self, "replay")
+        self.bag: str = params["bag.path"]
+        self.rate: float = params["replay.rate"]
+        self.loop: bool = params["replay.loop"]
+        self.start_offset_s: float = params["replay.start_offset_s"]
         self.wait_for = {
-            "publisher": declare(
-                self, "replay.wait_for_publishers", [], "topics that need a publisher before playing starts"
-            ),
-            "subscriber": declare(
-                self, "replay.wait_for_subscribers", [], "topics that need a subscriber before playing starts"
-            ),
+            "publisher": params["replay.wait_for_publishers"],
+            "subscriber": params["replay.wait_for_subscribers"],
         }
-        self.exit_delay_s = declare(
-            self,
-            "replay.exit_delay_s",
-            0.0,
-            "stay up this long after the last message (downstream nodes finish)",
-        )
-        self.wait_timeout_s = declare(
-            self, "replay.wait_timeout_s", 120.0, "stop waiting for subscribers after, s"
-        )
+        self.exit_delay_s: float = params["replay.exit_delay_s"]
+        self.wait_timeout_s: float = params["replay.wait_timeout_s"]
         if not self.bag:
             raise RuntimeConfigError("parameter bag.path is required")
         info = bag_info(self.bag)
         self.pacer = Pacer(self.rate)
         self.clock_pub = self.create_publisher(Clock, "/clock", CLOCK_QOS)
         self.markers_pub = self.create_publisher(MarkerArray, GROUND_TRUTH_MARKERS_TOPIC, MARKER_QOS)
-        self.publishers_by_topic = {}
-        for topic, msgtype in sorted(select_topics(info.topics, wanted).items()):
+        self.publishers_by_topic: dict[str, Publisher] = {}
+        self.classes_by_topic: dict[str, type] = {}
+        self.period_ns = info.period_ns
+        self.offset_ns = 0  # added to every stamp of the pass being played
+        for topic, msgtype in sorted(select_topics(info.topics, params["replay.topics"]).items()):
             cls = self._message_class(msgtype)
             if cls is None:
                 self.get_logger().warning(
@@ -107,6 +108,7 @@ class ReplayNode(Node):
                     "(tf2_msgs has no PyPI wheel; a full ROS 2 install has it)"
                 )
                 continue
+            self.classes_by_topic[topic] = cls
             self.publishers_by_topic[topic] = self.create_publisher(
                 cls, topic, QOS_BY_TYPE.get(msgtype, RESULT_QOS)
             )
@@ -138,12 +140,18 @@ class ReplayNode(Node):
                 self._play_once()
                 if not self.loop:
                     break
+            if self._stop.is_set() or not self.context.ok():  # stopped (Ctrl-C) before the end
+                return
             self.get_logger().info(f"end of bag: {self.frames_played} ground-truth frames played")
             self._stop.wait(self.exit_delay_s)
         except RuntimeConfigError as exc:
             self.get_logger().error(str(exc))
             self.done.set_exception(exc)
             return
+        except Exception:
+            if self._stop.is_set() or not self.context.ok():  # Ctrl-C mid-publish: publish nothing more
+                return
+            raise
         self.done.set_result(self.frames_played)
 
     def _wait_for_endpoints(self) -> None:
@@ -163,23 +171,41 @@ class ReplayNode(Node):
             self._stop.wait(0.1)
 
     def _play_once(self) -> None:
-        started = False
+        """One pass over the bag; every pass after the first is stamped ``self.offset_ns`` later."""
+        first_ns = last_ns = None
         for message in iter_bag(self.bag, self.start_offset_s):
-            if not started:
-                self.pacer.start(message.bag_ns)
-                started = True
-            while (remaining := self.pacer.seconds_until(message.bag_ns)) > 0:
+            if first_ns is None:
+                first_ns = message.bag_ns
+                if self.offset_ns == 0:
+                    self.pacer.start(first_ns)
+            due_ns = message.bag_ns + self.offset_ns
+            while (remaining := self.pacer.seconds_until(due_ns)) > 0:
                 if self._stop.wait(min(remaining, CLOCK_PERIOD_S)):
                     return
-                self.clock_pub.publish(Clock(clock=ns_to_stamp(min(self.pacer.bag_now_ns(), message.bag_ns))))
+                self.clock_pub.publish(Clock(clock=ns_to_stamp(min(self.pacer.bag_now_ns(), due_ns))))
             if self._stop.is_set():
                 return
-            self.clock_pub.publish(Clock(clock=ns_to_stamp(message.bag_ns)))
+            self.clock_pub.publish(Clock(clock=ns_to_stamp(due_ns)))
+            last_ns = message.bag_ns
             publisher = self.publishers_by_topic.get(message.topic)
-            if publisher is not None:
-                publisher.publish(message.raw)
-            if publisher is not None and message.topic == GROUND_TRUTH_TOPIC:
-                self._publish_ground_truth_markers(message.raw)
+            if publisher is None:
+                continue
+            raw = self._restamped(message)
+            publisher.publish(raw)
+            if message.topic == GROUND_TRUTH_TOPIC:
+                self._publish_ground_truth_markers(raw)
+        if first_ns is not None:  # the next pass starts one message period after this one's last message
+            self.offset_ns += last_ns - first_ns + self.period_ns
+
+    def _restamped(self, message: BagMessage) -> bytes:
+        """The message as recorded, its stamps ``self.offset_ns`` later (a recording played again)."""
+        if self.offset_ns == 0:
+            return message.raw
+        if message.msgtype in HEADER_IS_THE_ONLY_TIME:
+            return shift_header_stamp(message.raw, self.offset_ns)
+        msg = deserialize_message(message.raw, self.classes_by_topic[message.topic])
+        shift_times(msg, self.offset_ns)
+        return serialize_message(msg)
 
     def _publish_ground_truth_markers(self, raw: bytes) -> None:
         msg = deserialize_message(raw, Detection3DArray)
@@ -207,4 +233,4 @@ def main(args: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

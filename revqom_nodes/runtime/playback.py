@@ -28,6 +28,7 @@ class BagInfo(NamedTuple):
     end_ns: int
     message_count: int
     topics: dict[str, str]  # topic -> type
+    period_ns: int  # message period of a typical topic (median message count; 0: one message each)
 
 
 def bag_info(path: str | Path) -> BagInfo:
@@ -37,7 +38,10 @@ def bag_info(path: str | Path) -> BagInfo:
     try:
         with Reader(path) as reader:
             topics = {c.topic: c.msgtype for c in reader.connections}
-            return BagInfo(reader.start_time, reader.end_time, reader.message_count, topics)
+            counts = sorted(c.msgcount for c in reader.connections)
+            typical = counts[len(counts) // 2] if counts else 0  # messages per topic, most topics
+            period_ns = (reader.end_time - reader.start_time) // (typical - 1) if typical > 1 else 0
+            return BagInfo(reader.start_time, reader.end_time, reader.message_count, topics, period_ns)
     except Exception as exc:  # rosbags raises several types for missing or corrupt bags
         raise RuntimeConfigError(f"cannot read bag {path}: {exc}") from exc
 
@@ -73,7 +77,7 @@ class Pacer:
         self._origin_wall_s = 0.0
 
     def start(self, bag_ns: int) -> None:
-        """Make ``bag_ns`` due now (call at the first message, and again when looping)."""
+        """Make ``bag_ns`` due now (call at the first message)."""
         self._origin_bag_ns = bag_ns
         self._origin_wall_s = self._clock_s()
 

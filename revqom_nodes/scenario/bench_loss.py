@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from revqom_nodes.defaults import node_defaults
+
 log = logging.getLogger(__name__)
 
 INFRA_AGENT_ID = "infrastructure"
@@ -187,7 +189,7 @@ def _parse_list(text: str, kind: type, name: str) -> list:
 def _run(args: argparse.Namespace) -> int:
     from revqom_nodes.data.bag import convert_to_bag
     from revqom_nodes.evaluation.runner import eval_range
-    from revqom_nodes.launcher.substitutions import LaunchError, package_share_directory
+    from revqom_nodes.launcher.substitutions import LaunchError
     from revqom_nodes.model_file import ModelFileError
     from revqom_nodes.scenario.demo import (
         ground_truth_frames,
@@ -197,6 +199,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     from revqom_nodes.scenario.testbed import TestbedConfig, run_testbed
     from revqom_nodes.scenario.testbed_net import TestbedError, check_requirements
+    from revqom_nodes.share import package_share_directory
 
     started = time.perf_counter()
     out = Path(args.out)
@@ -290,7 +293,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--loss", default="0,0.1,0.3", help="per-packet loss shares, comma-separated")
     parser.add_argument("--transport", default="monolithic,slices", help="monolithic and/or slices")
     parser.add_argument(
-        "--slice-bytes", type=int, default=1100, help="slice payload budget, bytes (one IP packet per slice)"
+        "--slice-bytes", type=int, default=node_defaults("agent")["output.slice_bytes"],
+        help="slice payload budget, bytes (default: the agent node's output.slice_bytes: one IP packet)",
     )
     parser.add_argument(
         "--interleave", default="2",

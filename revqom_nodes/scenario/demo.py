@@ -32,7 +32,7 @@ GIF_FRAMES = 40
 
 
 def resolve_model_path(requested: str | None) -> Path:
-    from revqom_nodes.launcher.substitutions import package_share_directory
+    from revqom_nodes.share import package_share_directory
 
     path = Path(requested) if requested else package_share_directory("revqom") / BUNDLED_MODEL
     if not path.is_file():
@@ -116,10 +116,11 @@ def _pictures(
 ) -> dict[str, str]:
     import numpy as np
 
+    from revqom_nodes.defaults import node_defaults
     from revqom_nodes.geometry import invert, transform_points
-    from revqom_nodes.scenario.render import display_min_score, render_bev, write_gif, write_montage
+    from revqom_nodes.scenario.render import render_bev, write_gif, write_montage
 
-    min_score = display_min_score()
+    min_score = float(node_defaults("fusion")["output.display_min_score"])
     paths = []
     step = max(1, -(-len(frames) // GIF_FRAMES))
     for frame in frames[::step]:

@@ -2,7 +2,7 @@
 
 ``render_bev`` writes one PNG per frame (matplotlib, Agg); ``write_gif`` and
 ``write_montage`` assemble them with Pillow. Pictures draw the detections scored at least
-``display_min_score()`` (the fusion node's ``output.display_min_score``, as its RViz markers);
+the fusion node's ``output.display_min_score`` (as its RViz markers do; the demo passes it);
 AP and the recorded detections keep every box.
 """
 
@@ -15,20 +15,8 @@ import numpy as np
 
 from revqom_nodes.geometry import box_corners
 
-FUSION_PARAMS = "config/fusion.param.yaml"
 AGENT_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#8172b3")
 GT_COLOR = "#2ca02c"
-
-
-def display_min_score() -> float:
-    """The fusion node's ``output.display_min_score`` from its parameter file."""
-    import yaml
-
-    from revqom_nodes.launcher.substitutions import package_share_directory
-
-    path = package_share_directory("revqom") / FUSION_PARAMS
-    params = yaml.safe_load(path.read_text(encoding="utf-8"))["/**"]["ros__parameters"]
-    return float(params["output.display_min_score"])
 
 
 def _outline(axes: object, boxes: np.ndarray, color: str, width: float, style: str = "-") -> None:

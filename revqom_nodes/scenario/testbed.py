@@ -29,10 +29,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
+from revqom_nodes.defaults import node_defaults
 from revqom_nodes.launcher.node import NodeSpec
 from revqom_nodes.scenario.testbed_net import LinkCounters, NetworkLink, TestbedError, dds_profile_xml
 
 log = logging.getLogger(__name__)
+
+AGENT_DEFAULTS = node_defaults("agent")
 
 LAUNCH_FILE = "scenario.launch.xml"
 INFRA_ROS_NAMESPACE = "/infrastructure"
@@ -58,8 +61,8 @@ class TestbedConfig:
     model: Path
     out_dir: Path
     loss: float = 0.0  # share of the infrastructure's IP packets dropped, [0, 1]
-    slice_bytes: int = 0  # agent output.slice_bytes; 0: one message per frame (monolithic)
-    interleave: int = 2  # agent output.interleave: the slices' cell order (1: row-major)
+    slice_bytes: int = AGENT_DEFAULTS["output.slice_bytes"]  # 0: one message per frame (monolithic)
+    interleave: int = AGENT_DEFAULTS["output.interleave"]  # the slices' cell order (1: row-major)
     rate: float = 0.25  # replay speed: low enough that both agents and the fusion keep up
     sync_wait_ms: float = 1000.0
     max_age_ms: float = 150.0

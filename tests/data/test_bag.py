@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import struct
 from collections import defaultdict
 from pathlib import Path
 
@@ -151,12 +152,23 @@ def _corrupt_copy(tiny_root: Path, tmp_path: Path) -> tuple[Path, str]:
     return root, bad
 
 
-def test_corrupt_frame_is_skipped_and_counted(tiny_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("defect", ["truncated", "corrupt_lzf"])
+def test_corrupt_frame_is_skipped_and_counted(
+    tiny_root: Path, tmp_path: Path, defect: str, caplog: pytest.LogCaptureFixture
+) -> None:
     root, bad = _corrupt_copy(tiny_root, tmp_path)
+    if defect == "corrupt_lzf":  # a well-formed header and size words around a malformed LZF block
+        pcd = root / "vehicle-side" / "velodyne" / f"{bad}.pcd"
+        pcd.write_bytes(
+            b"VERSION 0.7\nFIELDS x y z intensity\nSIZE 4 4 4 4\nTYPE F F F F\nCOUNT 1 1 1 1\n"
+            b"WIDTH 2\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 2\nDATA binary_compressed\n"
+            + struct.pack("<II", 4, 32) + b"\x01abc"
+        )
     report = convert_to_bag(root, tmp_path / "bag", progress=False)
     assert report.skipped_ids == [bad] and report.frames_written == 3
     raw = _raw_messages(tmp_path / "bag")
     assert len(raw["/vehicle/lidar/points"]) == 3 and len(raw["/tf"]) == 6
+    assert f"{bad}.pcd" in caplog.text  # the warning names the file
 
 
 def test_strict_stops_and_leaves_nothing(tiny_root: Path, tmp_path: Path) -> None:

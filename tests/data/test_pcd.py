@@ -118,15 +118,21 @@ def test_truncated_file_names_the_file(tmp_path: Path, mode: str, cut: int) -> N
         read_pcd(path)
 
 
-def test_corrupt_lzf_block(tmp_path: Path) -> None:
+CORRUPT_LZF_BLOCKS = {  # python-lzf returns None for the first, raises ValueError for the second
+    "overflowing": bytes([0xFF, 0xFF, 0xFF, 0x00]) * 4,
+    "malformed": b"\x01abc",
+}
+
+
+@pytest.mark.parametrize("garbage", CORRUPT_LZF_BLOCKS.values(), ids=CORRUPT_LZF_BLOCKS.keys())
+def test_corrupt_lzf_block_names_the_file(tmp_path: Path, garbage: bytes) -> None:
     path = tmp_path / "a.pcd"
-    garbage = bytes([0xFF, 0xFF, 0xFF, 0x00]) * 4
     path.write_bytes(
         _header("x y z intensity", "4 4 4 4", "F F F F", 2, "binary_compressed")
         + struct.pack("<II", len(garbage), 32)
         + garbage
     )
-    with pytest.raises(DatasetError, match="LZF"):
+    with pytest.raises(DatasetError, match=r"a\.pcd: corrupt LZF block"):
         read_pcd(path)
 
 

@@ -12,10 +12,10 @@ from revqom_nodes.launcher.substitutions import (
     LaunchError,
     Scope,
     Substitution,
-    package_share_directory,
     parse_template,
     substitute,
 )
+from revqom_nodes.share import PackageNotFoundError, package_share_directory
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLE = FIXTURES / "example.launch.xml"
@@ -273,7 +273,9 @@ def test_find_pkg_share_prefers_the_checkout_then_the_ament_index(
     share = prefix / "share" / "other_pkg"
     assert package_share_directory("other_pkg") == share
     assert find_launch_file("a.launch.xml", "other_pkg") == share / "launch" / "a.launch.xml"
-    with pytest.raises(LaunchError, match="package 'missing_pkg' not found"):
+    with pytest.raises(PackageNotFoundError, match="package 'missing_pkg' not found"):
         package_share_directory("missing_pkg")
+    with pytest.raises(LaunchError, match="package 'missing_pkg' not found"):
+        find_launch_file("a.launch.xml", "missing_pkg")
     with pytest.raises(LaunchError, match=r"launch file 'b\.launch\.xml' not found"):
         find_launch_file("b.launch.xml", "other_pkg")

@@ -195,3 +195,27 @@ def test_detections_and_markers():
     assert len({(m.ns, m.id) for m in markers[1:]}) == 4
     empty = boxes_to_markers(np.zeros((0, 7)), np.zeros(0), header, "detections").markers
     assert [m.action for m in empty] == [Marker.DELETEALL]
+
+
+def test_stamps_shift_in_place_and_in_nested_messages() -> None:
+    """A looping replay stamps each pass later: the header of a serialized cloud is patched in
+    place, every Time of a deserialized message (nested ones too) moves by the same offset."""
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.serialization import deserialize_message
+    from revqom.msg import CooperativeFrameInfo
+
+    from revqom_nodes.ros.conversions import shift_header_stamp, shift_times
+
+    offset_ns = 1_367_000_000
+    cloud = make_cloud(np.zeros((3, 4), np.float32), 1_626_155_676_900_000_000)
+    shifted = deserialize_message(shift_header_stamp(serialize_message(cloud), offset_ns), PointCloud2)
+    assert stamp_to_ns(shifted.header.stamp) == 1_626_155_676_900_000_000 + offset_ns
+    assert bytes(shifted.data) == bytes(cloud.data)
+    info = CooperativeFrameInfo()
+    info.header.stamp, info.infrastructure_stamp = ns_to_stamp(5), ns_to_stamp(7)
+    shift_times(info, offset_ns)
+    assert stamp_to_ns(info.header.stamp) == 5 + offset_ns
+    assert stamp_to_ns(info.infrastructure_stamp) == 7 + offset_ns
+    pose = PoseStamped()
+    shift_times(pose, offset_ns)
+    assert stamp_to_ns(pose.header.stamp) == offset_ns

@@ -50,9 +50,9 @@ def test_scenario_nodes_and_parameters(record: str) -> None:
     assert vehicle["model.path"] == str(ROOT / "models" / "synthetic_gpu_k64_ctx.pt")
     fusion = inline(nodes["fusion/fusion"])
     assert fusion["fusion.agent_topics"] == ["/vehicle/encoded_bev", "/infrastructure/encoded_bev"]
-    assert fusion["fusion.max_age_ms"] == 150.0
+    assert fusion["fusion.max_age_ms"] == ""  # not given: the node keeps its parameter file's value
     replay = inline(nodes["replay"])
-    assert (replay["bag.path"], replay["replay.rate"]) == ("/data/bag", 0.5)
+    assert (replay["bag.path"], replay["replay.rate"], replay["replay.loop"]) == ("/data/bag", 0.5, "")
     assert replay["replay.wait_for_publishers"] == [
         "/vehicle/encoded_bev",
         "/infrastructure/encoded_bev",
