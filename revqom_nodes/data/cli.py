@@ -10,10 +10,25 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 
+def _delay_range_ms(text: str) -> tuple[float, float]:
+    """``D`` or ``A:B`` (milliseconds, 0 <= A <= B) -> (low, high)."""
+    try:
+        low, high = (float(v) for v in (text.split(":") if ":" in text else (text, text)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected D or A:B in ms (200, 100:300), got {text!r}") from None
+    if not 0.0 <= low <= high:
+        raise argparse.ArgumentTypeError(f"expected 0 <= A <= B, got {text!r}")
+    return low, high
+
+
 def _synth(args: argparse.Namespace) -> int:
     from revqom_nodes.data.synthetic import SynthConfig, generate_dataset
 
-    config = SynthConfig(vehicle_beams=args.vehicle_beams, infrastructure_rings=args.infrastructure_rings)
+    config = SynthConfig(
+        vehicle_beams=args.vehicle_beams,
+        infrastructure_rings=args.infrastructure_rings,
+        partner_delay_ms=args.partner_delay_ms,
+    )
     summary = generate_dataset(
         args.out,
         args.frames,
@@ -111,6 +126,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     synth.add_argument("--vehicle-beams", type=int, default=40, help="beams of the ego LiDAR")
     synth.add_argument("--infrastructure-rings", type=int, default=150, help="rings of the pole LiDAR")
+    synth.add_argument(
+        "--partner-delay-ms", type=_delay_range_ms, default=None, metavar="D|A:B",
+        help="the pole's sweep of each pair is D ms older than the ego's (A:B: drawn per frame, seeded); "
+        "default: the pole's own clock, 15-50 ms off",
+    )
     synth.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(run=_guarded(_synth))

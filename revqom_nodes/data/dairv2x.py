@@ -284,6 +284,17 @@ class DairV2XReader:
         pair = self._pairs[index]
         return pair.vehicle_id, pair.infrastructure_id, pair.offset
 
+    def timestamps_us(self, index: int) -> tuple[int, int]:
+        """(vehicle, infrastructure) ``pointcloud_timestamp`` of frame ``index`` in microseconds,
+        from the side indexes (no file read)."""
+        pair = self._pairs[index]
+        return (
+            _timestamp_us(self._side_record(VEHICLE_SIDE, pair.vehicle_id),
+                          f"{VEHICLE_SIDE}/data_info.json ({pair.vehicle_id})"),
+            _timestamp_us(self._side_record(INFRASTRUCTURE_SIDE, pair.infrastructure_id),
+                          f"{INFRASTRUCTURE_SIDE}/data_info.json ({pair.infrastructure_id})"),
+        )
+
     def __getitem__(self, index: int) -> CooperativeFrame:
         pair = self._pairs[index]
         try:

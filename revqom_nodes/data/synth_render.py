@@ -94,13 +94,20 @@ def render_frame(
     seed: int,
     label_min_points: int,
     label_range_m: float,
+    partner_delay_us: int | None = None,
 ) -> RenderedFrame:
-    """Frame ``k`` of ``scene``: the ego sweep at the vehicle stamp, the pole sweep at its own."""
+    """Frame ``k`` of ``scene``: the ego sweep at the vehicle stamp, the pole sweep at its own
+    clock, or ``partner_delay_us`` microseconds before the ego's (the traffic moves meanwhile;
+    the cooperative labels stay at the ego's stamp)."""
     rng = np.random.default_rng([seed, scene.index, k])
     vehicle_us = scene.start_us + k * SWEEP_PERIOD_US + int(rng.integers(-300, 301))
-    infrastructure_us = (
-        scene.start_us + scene.infrastructure_phase_us + k * SWEEP_PERIOD_US + int(rng.integers(-300, 301))
-    )
+    pole_jitter_us = int(rng.integers(-300, 301))  # drawn in any case: the sweeps' noise stays the same
+    if partner_delay_us is None:
+        infrastructure_us = (
+            scene.start_us + scene.infrastructure_phase_us + k * SWEEP_PERIOD_US + pole_jitter_us
+        )
+    else:
+        infrastructure_us = vehicle_us - partner_delay_us
     t_vehicle = (vehicle_us - scene.start_us) * 1e-6
     t_infrastructure = (infrastructure_us - scene.start_us) * 1e-6
 

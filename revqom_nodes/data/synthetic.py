@@ -1,7 +1,10 @@
 """Synthetic DAIR-V2X-C look-alike datasets: ``generate_dataset`` and its file layout.
 
 Each scene (sequence) is rendered at 10 Hz (``synth_render``): the ego's 360-degree LiDAR
-at the vehicle stamps and the pole LiDAR at its own clock, a few tens of ms off. Every
+at the vehicle stamps and the pole LiDAR at its own clock, a few tens of ms off; with
+``SynthConfig.partner_delay_ms`` the pole's sweep of each pair is instead that many ms older
+than the ego's (one value drawn per frame from the range), the traffic having moved meanwhile,
+and the cooperative labels stay at the ego's stamp. Every
 file and field of the DAIR-V2X-C layout is written (README.md, "Data"); images are not (no
 camera model): their paths are listed, as in the real data_info files, but the files are
 absent. The infrastructure calibration is written off by ``system_error_offset``, which
@@ -54,6 +57,7 @@ class SynthConfig:
     val_fraction: float = 0.2
     label_min_points: int = 3
     label_range_m: float = 100.0
+    partner_delay_ms: tuple[float, float] | None = None  # (low, high); None: the pole's own clock
 
 
 @dataclass
@@ -199,6 +203,9 @@ def generate_dataset(
     """
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
+    delay_ms = config.partner_delay_ms
+    if delay_ms is not None and not 0.0 <= delay_ms[0] <= delay_ms[1]:
+        raise ValueError(f"partner_delay_ms must be (low, high) with 0 <= low <= high, got {delay_ms}")
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise DatasetError(f"{out}: exists already (use overwrite to replace it)")
@@ -215,6 +222,7 @@ def generate_dataset(
         for directory in _DIRECTORIES:
             (partial / directory).mkdir(parents=True)
         ids_rng = np.random.default_rng([seed, 1 << 20])
+        delay_rng = np.random.default_rng([seed, 1 << 21])  # drawn only with partner_delay_ms
         next_vehicle, next_infra = 0, int(ids_rng.integers(0, 50))
         start_us = FIRST_STAMP_US + int(ids_rng.integers(0, 1_000_000_000))
         cooperative, vehicle_info, infra_info = [], [], []
@@ -237,6 +245,7 @@ def generate_dataset(
                 )
                 vehicle_ids = [f"{next_vehicle + k:06d}" for k in range(length)]
                 for k in range(length):
+                    delay_us = None if delay_ms is None else round(delay_rng.uniform(*delay_ms) * 1000)
                     frame = render_frame(
                         scene,
                         k,
@@ -245,6 +254,7 @@ def generate_dataset(
                         seed=seed,
                         label_min_points=config.label_min_points,
                         label_range_m=config.label_range_m,
+                        partner_delay_us=delay_us,
                     )
                     batch = (vehicle_ids[0], vehicle_ids[-1])
                     records = _write_frame(

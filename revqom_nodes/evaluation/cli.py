@@ -7,7 +7,11 @@ Several: ``revqom eval --sweep M1 M2 M3:late ... --data ROOT --out-dir DIR`` wri
 ``revqom eval --tabulate OUT1.json OUT2.json ... --out-dir DIR`` makes the table and the plot
 from earlier results without evaluating again. ``--slice-loss P`` (with ``--slice-bytes``,
 ``--interleave``, ``--loss-seed``) loses each slice of the partners' maps with probability P,
-as the lossy-network test bed does for real (``runner.SliceLoss``).
+as the lossy-network test bed does for real (``runner.SliceLoss``). ``--delay-ms D`` and
+``--pose-noise XY_M,YAW_DEG`` (``--noise-seed``) give the partners older sweeps and noisy
+transmitted poses (``robustness``); ``revqom eval --robustness --model M [--baselines RAW,EGO]
+--data ROOT --out R.json`` writes the delay x pose-noise grid of M, raw fusion, late fusion and
+ego only, and ``R.png`` beside it.
 """
 
 from __future__ import annotations
@@ -31,14 +35,43 @@ def _spec(text: str, late: bool) -> tuple[Path, bool]:
     return Path(text), late
 
 
+def _pose_noise(text: str) -> tuple[float, float]:
+    """``XY_M,YAW_DEG`` (standard deviations, >= 0) -> (xy_m, yaw_deg)."""
+    parts = text.split(",")
+    try:
+        xy_m, yaw_deg = (float(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected XY_M,YAW_DEG (metres on x and y, degrees on yaw, e.g. 0.2,0.2), got {text!r}"
+        ) from None
+    if xy_m < 0 or yaw_deg < 0:
+        raise argparse.ArgumentTypeError(f"standard deviations must be >= 0, got {text!r}")
+    return xy_m, yaw_deg
+
+
+def _delay_ms(text: str) -> float:
+    """A delay in milliseconds, >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a delay in ms, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"the delay must be >= 0 ms, got {text!r}")
+    return value
+
+
+def _load(path: Path, late: bool, device: str) -> tuple[str, Any]:
+    from revqom_nodes.model_file import load_model
+
+    return path.stem + ("_late" if late else ""), load_model(path, device, mode="late" if late else None)
+
+
 def _evaluate_one(
     path: Path, late: bool, frames: Any, device: str, progress: bool, slice_loss: Any = None
 ) -> dict[str, Any]:
     from revqom_nodes.evaluation.runner import evaluate_model
-    from revqom_nodes.model_file import load_model
 
-    loaded = load_model(path, device, mode="late" if late else None)
-    name = path.stem + ("_late" if late else "")
+    name, loaded = _load(path, late, device)
     result = evaluate_model(loaded, frames, name=name, progress=progress, slice_loss=slice_loss)
     result["model_file"] = str(path)
     return result
@@ -46,7 +79,7 @@ def _evaluate_one(
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     keys = ("model", "mode", "ap", "frames", "bytes_per_agent_frame", "bpp", "eval_range_m",
-            "entropy_bits_per_stage", "slice_loss")
+            "entropy_bits_per_stage", "slice_loss", "partner_perturbation")
     return {k: result[k] for k in keys if k in result}
 
 
@@ -82,6 +115,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.sweep and not args.out_dir:
         log.error("--sweep needs --out-dir DIR")
         return 2
+    perturbed = args.delay_ms is not None or args.pose_noise is not None
+    if args.robustness and (args.sweep or args.late or perturbed or args.slice_loss is not None):
+        log.error("--robustness runs its own grid: no --sweep, --late, --delay-ms, --pose-noise or "
+                  "--slice-loss")
+        return 2
     if args.slice_loss is not None and not 0.0 <= args.slice_loss <= 1.0:
         log.error("--slice-loss must be a share in [0, 1], got %s", args.slice_loss)
         return 2
@@ -97,9 +135,28 @@ def _run(args: argparse.Namespace) -> int:
         reader = DairV2XReader(args.data, args.split)
         count = len(reader) if args.frames is None else min(args.frames, len(reader))
         frames = [reader[i] for i in range(count)] if count <= 64 else _Lazy(reader, count)
+        stamps_us = [reader.timestamps_us(i) for i in range(count)] if perturbed or args.robustness else []
+        if args.robustness:
+            return _robustness(args, frames, stamps_us, device)
+        extra = {}
+        if perturbed:
+            from revqom_nodes.evaluation.robustness import (
+                PartnerPerturbation,
+                PerturbedFrames,
+                partner_schedule,
+                perturbation_summary,
+            )
+
+            perturbation = PartnerPerturbation(args.delay_ms or 0.0, *(args.pose_noise or (0.0, 0.0)),
+                                               args.noise_seed)
+            schedule = partner_schedule(stamps_us, perturbation.delay_ms)
+            if not schedule.pairs:
+                raise EvaluationError(f"no frame has a partner sweep {perturbation.delay_ms:g} ms older")
+            frames = PerturbedFrames(frames, schedule, perturbation)
+            extra["partner_perturbation"] = perturbation_summary(perturbation, schedule)
         if args.model:
             path, late = _spec(args.model, args.late)
-            result = _evaluate_one(path, late, frames, device, not args.no_progress, slice_loss)
+            result = _evaluate_one(path, late, frames, device, not args.no_progress, slice_loss) | extra
             _write(result, Path(args.out))
             print(json.dumps(_summary(result), indent=2))
             if result["eval_range_note"]:
@@ -109,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
         results = []
         for text in args.sweep:
             path, late = _spec(text, False)
-            result = _evaluate_one(path, late, frames, device, not args.no_progress, slice_loss)
+            result = _evaluate_one(path, late, frames, device, not args.no_progress, slice_loss) | extra
             _write(result, out_dir / f"{result['model']}.json")
             results.append(result)
             print(json.dumps(_summary(result)))
@@ -118,6 +175,31 @@ def _run(args: argparse.Namespace) -> int:
     except (ModelFileError, EvaluationError, DatasetError, OSError, ValueError) as exc:
         log.error("%s", exc)
         return 1
+
+
+def _robustness(args: argparse.Namespace, frames: Any, stamps_us: list[tuple[int, int]], device: str) -> int:
+    """The delay x pose-noise grid of --model and the --baselines -> --out R.json and R.png."""
+    from revqom_nodes.evaluation.report import robustness_plot
+    from revqom_nodes.evaluation.robustness import robustness_grid
+
+    raw, ego = args.baselines
+    models = [_load(Path(args.model), False, device), _load(raw, False, device),
+              _load(ego, True, device), _load(ego, False, device)]
+    grid = robustness_grid(models, frames, stamps_us, noise_seed=args.noise_seed,
+                           progress=not args.no_progress)
+    out = Path(args.out)
+    _write({"data": str(args.data), "split": args.split, **grid}, out)
+    robustness_plot(grid["rows"], out.with_suffix(".png"))
+    print(json.dumps({k: v for k, v in grid.items() if k != "rows"}))
+    return 0
+
+
+def _baselines(text: str) -> tuple[Path, Path]:
+    """``RAW,EGO``: the raw-fusion model file and the ego-only one (also run as late fusion)."""
+    parts = text.split(",")
+    if len(parts) != 2 or not all(parts):
+        raise argparse.ArgumentTypeError(f"expected RAW,EGO (two model files), got {text!r}")
+    return Path(parts[0]), Path(parts[1])
 
 
 def _report(results: list[dict[str, Any]], out_dir: Path) -> None:
@@ -176,4 +258,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="slice cell order for --slice-loss (default: the agent node's output.interleave)",
     )
     parser.add_argument("--loss-seed", type=int, default=0, help="seed of the lost slices")
+    parser.add_argument(
+        "--delay-ms", type=_delay_ms, default=None,
+        help="partners' sweeps this much older than the ego's: the pair round(D / 100 ms) sweeps earlier "
+        "(frames without one are dropped and counted)",
+    )
+    parser.add_argument(
+        "--pose-noise", type=_pose_noise, default=None, metavar="XY_M,YAW_DEG",
+        help="Gaussian noise on the partners' transmitted poses: std in metres on x and y, degrees on yaw",
+    )
+    parser.add_argument("--noise-seed", type=int, default=0, help="seed of the pose noise")
+    parser.add_argument(
+        "--robustness", action="store_true",
+        help="--model M and the --baselines over delays 0-400 ms x pose noise 0-1.0: --out R.json and R.png",
+    )
+    parser.add_argument(
+        "--baselines", type=_baselines, metavar="RAW,EGO",
+        default=(Path("models/synthetic_gpu_raw_ctx.pt"), Path("models/synthetic_gpu_ego_ctx.pt")),
+        help="for --robustness: raw-fusion and ego-only model files (the ego-only one also runs as late "
+        "fusion)",
+    )
     parser.set_defaults(run=_run)

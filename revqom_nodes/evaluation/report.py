@@ -1,4 +1,4 @@
-"""Results of several evaluations as a markdown table and a rate-accuracy plot (PNG)."""
+"""Results of several evaluations as a markdown table, a rate-accuracy plot and a robustness plot (PNG)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,18 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save(figure: Any, path: str | Path) -> Path:
+    """Write a finished matplotlib figure as a PNG at ``path`` and free it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def rate_accuracy_plot(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """AP@0.5 against entropy-coded bytes per agent per frame (log x); zero-byte rows as lines."""
     import matplotlib
@@ -69,9 +81,32 @@ def rate_accuracy_plot(results: Sequence[dict[str, Any]], path: str | Path) -> P
     axes.set_title("Rate-accuracy")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
+
+
+def robustness_plot(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """AP@0.5 against the partner's delay (no pose noise) and against its pose noise (no delay),
+    one line per model, from the ``rows`` of ``revqom eval --robustness``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (by_delay, by_noise) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        mode = mine[0]["mode"]
+        label = f"{MODE_LABELS.get(mode, mode)} ({model})"
+        style = "^--" if mode == "ego_only" else "o-"  # dashed: visible where late fusion lies on it
+        delayed = sorted((r["delay_ms"], r["ap"]["0.5"]) for r in mine if not any(r["pose_noise"]))
+        noisy = sorted((r["pose_noise"][0], r["ap"]["0.5"]) for r in mine if r["delay_ms"] == 0)
+        by_delay.plot(*zip(*delayed, strict=True), style, label=label)
+        by_noise.plot(*zip(*noisy, strict=True), style, label=label)
+    by_delay.set_xlabel("partner delay (ms), no pose noise")
+    by_noise.set_xlabel("partner pose noise std (m on x, y and deg on yaw), no delay")
+    by_delay.set_ylabel("AP@0.5")
+    for axes in (by_delay, by_noise):
+        axes.grid(True, alpha=0.3)
+    by_noise.legend(fontsize=8)
+    figure.suptitle("Robustness to V2X timing and localization error")
+    return _save(figure, path)

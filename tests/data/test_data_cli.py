@@ -66,3 +66,7 @@ def test_bad_input_is_an_error_message_not_a_traceback(
     status, _ = _run(["data", "synth", "--out", str(tmp_path / "x"), "--frames", "0"], capsys)
     assert status == 1 and "frames must be >= 1" in caplog.text
     assert not (tmp_path / "x").exists()
+    for bad in ("0.2,3", "300:100", "-5"):
+        with pytest.raises(SystemExit):
+            main(["data", "synth", "--out", str(tmp_path / "x"), "--frames", "1", "--partner-delay-ms", bad])
+        assert "--partner-delay-ms" in capsys.readouterr().err

@@ -173,6 +173,58 @@ def test_deterministic_per_seed(tmp_path: Path, tiny_root: Path) -> None:
     )
 
 
+# _digest(tiny_root) written by the generator before --partner-delay-ms existed (commit a7a47f0 and
+# /work/wt-base): the default output must stay byte for byte what it was.
+BASE_TINY_DIGEST = "a9d93a241bf44a6a1c5d7c5ceab88e97f7126b329072a58b65b6ac8f79e2e879"
+
+
+def test_default_output_unchanged_since_partner_delay(tiny_root: Path) -> None:
+    assert _digest(tiny_root) == BASE_TINY_DIGEST
+
+
+def _side_files(root: Path, side: str) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / side).rglob("*")) if p.is_file()}
+
+
+def test_partner_delay_renders_the_pole_sweep_earlier(tmp_path: Path, tiny_root: Path) -> None:
+    """The pole's sweep is 300 ms older than the ego's, the traffic moved meanwhile, the ego's side
+    and the ground truth's time are the ego's."""
+    config = SynthConfig(**{**TINY.__dict__, "partner_delay_ms": (300.0, 300.0)})
+    root = generate_dataset(
+        tmp_path / "d", TINY_FRAMES, TINY_SEED, scenes=TINY_SCENES, config=config, progress=False
+    ).root
+    assert _side_files(root, "vehicle-side") == _side_files(tiny_root, "vehicle-side")
+    moved = 0.0
+    reader = DairV2XReader(root, "all")
+    for index, frame in enumerate(reader):
+        vehicle, infra = frame.agents
+        assert reader.timestamps_us(index) == (vehicle.timestamp_us, infra.timestamp_us)
+        assert vehicle.timestamp_us - infra.timestamp_us == 300_000
+        coop = frame.boxes_in(vehicle.T_world_from_lidar)  # at the ego's stamp: its own labels
+        _, dist = _match(vehicle.boxes, coop)
+        assert dist[np.hypot(vehicle.boxes[:, 0], vehicle.boxes[:, 1]) < 95.0].max() < 1e-6
+        _, dist = _match(infra.boxes, frame.boxes_in(infra.T_world_from_lidar))
+        matched = dist <= MAX_SPEED_MPS * 0.3 + 1e-6
+        assert (dist[matched] < 1e-6).any()  # parked and queued vehicles stay
+        moved = max(moved, float(dist[matched].max()))
+    assert moved > 1.0  # further than any vehicle moves in the default pairing's 15-50 ms
+
+
+def test_partner_delay_range_is_drawn_per_frame_and_seeded(tmp_path: Path) -> None:
+    config = SynthConfig(**{**TINY.__dict__, "partner_delay_ms": (100.0, 300.0)})
+
+    def ages_ms(name: str) -> list[float]:
+        root = generate_dataset(tmp_path / name, 6, 5, scenes=2, config=config, progress=False).root
+        frames = DairV2XReader(root, "all")
+        return [(f.ego.timestamp_us - f.agents[1].timestamp_us) / 1000 for f in frames]
+
+    ages = ages_ms("a")
+    assert all(100.0 <= a <= 300.0 for a in ages) and len(set(ages)) == len(ages)
+    assert ages_ms("b") == ages
+    with pytest.raises(ValueError, match="partner_delay_ms"):
+        generate_dataset(tmp_path / "c", 1, 0, config=SynthConfig(partner_delay_ms=(300.0, 100.0)))
+
+
 def test_existing_output_is_kept(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
