@@ -19,6 +19,7 @@ written under a hidden staging folder and moved to its name only when complete.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from revqom_nodes.data.dairv2x import DairV2XReader
+from revqom_nodes.data.dairv2x import INFRASTRUCTURE, DairV2XReader
 from revqom_nodes.data.errors import DatasetError
 from revqom_nodes.data.pointcloud import xyzi_to_cloud_data
 from revqom_nodes.geometry import quaternion_from_matrix
@@ -38,16 +39,50 @@ from revqom_nodes.geometry import quaternion_from_matrix
 log = logging.getLogger(__name__)
 
 WORLD_FRAME = "world"
-LIDAR_FRAMES = {"vehicle": "vehicle_lidar", "infrastructure": "infrastructure_lidar"}
-TOPICS: dict[str, tuple[str, str]] = {
-    "vehicle_points": ("/vehicle/lidar/points", "sensor_msgs/msg/PointCloud2"),
-    "infrastructure_points": ("/infrastructure/lidar/points", "sensor_msgs/msg/PointCloud2"),
-    "vehicle_pose": ("/vehicle/pose", "geometry_msgs/msg/PoseStamped"),
-    "infrastructure_pose": ("/infrastructure/pose", "geometry_msgs/msg/PoseStamped"),
+AGENTS_METADATA_KEY = "revqom.agents"  # custom_data key in metadata.yaml: the agent list as JSON
+COMMON_TOPICS: dict[str, tuple[str, str]] = {
     "tf": ("/tf", "tf2_msgs/msg/TFMessage"),
     "ground_truth": ("/ground_truth/boxes", "revqom/msg/Detection3DArray"),
     "frame_info": ("/cooperative/frame_info", "revqom/msg/CooperativeFrameInfo"),
 }
+
+
+def lidar_frame(agent_id: str) -> str:
+    """An agent's LiDAR frame: ``vehicle`` -> ``vehicle_lidar``, ``vehicle_1`` -> ``vehicle_1_lidar``."""
+    return f"{agent_id}_lidar"
+
+
+def agent_topics(agent_id: str) -> tuple[str, str]:
+    """An agent's (points topic, pose topic): ``/<agent id>/lidar/points``, ``/<agent id>/pose``."""
+    return f"/{agent_id}/lidar/points", f"/{agent_id}/pose"
+
+
+def bag_topics(agent_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """{key: (topic, type)} of a bag with these agents: every agent's ``/<agent id>/lidar/points``,
+    then every agent's ``/<agent id>/pose``, then the common topics."""
+    points = {f"{a}_points": (agent_topics(a)[0], "sensor_msgs/msg/PointCloud2") for a in agent_ids}
+    poses = {f"{a}_pose": (agent_topics(a)[1], "geometry_msgs/msg/PoseStamped") for a in agent_ids}
+    return {**points, **poses, **COMMON_TOPICS}
+
+
+TOPICS = bag_topics(["vehicle", "infrastructure"])  # the DAIR-V2X-C (1 + 1) bag
+
+
+def agent_list(agents: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """The bag's agents as recorded under ``AGENTS_METADATA_KEY``: agent id, role, LiDAR frame and
+    topics of each (agent id, role), the ego first."""
+    return [
+        {
+            "agent_id": agent_id,
+            "role": role,
+            "frame_id": lidar_frame(agent_id),
+            "points_topic": agent_topics(agent_id)[0],
+            "pose_topic": agent_topics(agent_id)[1],
+        }
+        for agent_id, role in agents
+    ]
+
+
 STORAGES = ("mcap", "sqlite3")
 GROUND_TRUTH_LABEL = "vehicle"
 
@@ -190,20 +225,20 @@ class _Messages:
 
 
 def _frame_messages(build: _Messages, frame: Any) -> list[tuple[str, int, Any]]:
-    """(topic key, stamp in ns, message) of one cooperative frame, vehicle first."""
+    """(topic key, stamp in ns, message) of one cooperative frame, in agent order; the frame info
+    pairs the ego with the first roadside unit, as in DAIR-V2X-C."""
     out = []
     for agent in frame.agents:
-        role, stamp = agent.role, agent.timestamp_us
+        name, stamp = agent.agent_id, agent.timestamp_us
         out += [
-            (f"{role}_points", stamp, build.cloud(agent.points, stamp, LIDAR_FRAMES[role])),
-            (f"{role}_pose", stamp, build.pose(agent.T_world_from_lidar, stamp)),
-            ("tf", stamp, build.tf(agent.T_world_from_lidar, stamp, LIDAR_FRAMES[role])),
+            (f"{name}_points", stamp, build.cloud(agent.points, stamp, lidar_frame(name))),
+            (f"{name}_pose", stamp, build.pose(agent.T_world_from_lidar, stamp)),
+            ("tf", stamp, build.tf(agent.T_world_from_lidar, stamp, lidar_frame(name))),
         ]
     stamp = frame.ego.timestamp_us
     out.append(("ground_truth", stamp, build.boxes(frame.boxes_world, stamp)))
-    out.append(
-        ("frame_info", stamp, build.frame_info(frame.agents[0], frame.agents[1], frame.system_error_offset))
-    )
+    infrastructure = frame.agent(INFRASTRUCTURE)
+    out.append(("frame_info", stamp, build.frame_info(frame.ego, infrastructure, frame.system_error_offset)))
     return [(key, us * 1000, msg) for key, us, msg in out]
 
 
@@ -238,11 +273,14 @@ def convert_to_bag(
     staging.mkdir(parents=True)
     try:
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        agents = reader.agents
+        topics = bag_topics([agent_id for agent_id, _ in agents])
         with Writer(staging / out.name, version=Writer.VERSION_LATEST, storage_plugin=plugin) as writer:
             connections = {
                 key: writer.add_connection(topic, msgtype, typestore=build.store)
-                for key, (topic, msgtype) in TOPICS.items()
+                for key, (topic, msgtype) in topics.items()
             }
+            writer.set_custom_data(AGENTS_METADATA_KEY, json.dumps(agent_list(agents)))
             for i in tqdm(range(len(reader)), desc="to-bag", unit="frame", disable=not progress):
                 try:
                     messages = _frame_messages(build, reader[i])
@@ -253,7 +291,7 @@ def convert_to_bag(
                     report.skipped_ids.append(reader.frame_ids[i])
                     continue
                 for key, stamp_ns, msg in messages:
-                    writer.write(connections[key], stamp_ns, build.store.serialize_cdr(msg, TOPICS[key][1]))
+                    writer.write(connections[key], stamp_ns, build.store.serialize_cdr(msg, topics[key][1]))
                 report.messages += len(messages)
                 report.frames_written += 1
         os.replace(staging / out.name, out)

@@ -28,6 +28,8 @@ def _synth(args: argparse.Namespace) -> int:
         vehicle_beams=args.vehicle_beams,
         infrastructure_rings=args.infrastructure_rings,
         partner_delay_ms=args.partner_delay_ms,
+        vehicles=args.vehicles,
+        rsus=args.rsus,
     )
     summary = generate_dataset(
         args.out,
@@ -128,9 +130,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--infrastructure-rings", type=int, default=150, help="rings of the pole LiDAR")
     synth.add_argument(
         "--partner-delay-ms", type=_delay_range_ms, default=None, metavar="D|A:B",
-        help="the pole's sweep of each pair is D ms older than the ego's (A:B: drawn per frame, seeded); "
-        "default: the pole's own clock, 15-50 ms off",
+        help="every partner's sweep of a frame is D ms older than the ego's (A:B: drawn per frame, seeded); "
+        "default: each partner's own clock, 15-50 ms off",
     )
+    synth.add_argument(
+        "--vehicles", type=int, default=1, help="vehicles with a LiDAR, the ego included"
+    )
+    synth.add_argument("--rsus", type=int, default=1, help="roadside units, 1 to 4 (one per corner)")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(run=_guarded(_synth))

@@ -35,6 +35,33 @@ SPLITS: tuple[str, ...] = ("train", "val", "all")
 VEHICLE, INFRASTRUCTURE = "vehicle", "infrastructure"
 VEHICLE_SIDE, INFRASTRUCTURE_SIDE = "vehicle-side", "infrastructure-side"
 LABEL_PATH_KEYS: tuple[str, ...] = ("label_lidar_std_path", "label_lidar_path")
+OTHER_AGENTS_KEY = "other_agents"  # the many-agent extension's key in cooperative/data_info.json
+SIDES: dict[str, str] = {VEHICLE: VEHICLE_SIDE, INFRASTRUCTURE: INFRASTRUCTURE_SIDE}
+
+
+def side_folder(role: str, number: int) -> str:
+    """Folder of a role's ``number``-th agent: (vehicle, 0) -> ``vehicle-side``, (vehicle, 2) ->
+    ``vehicle-side-2`` (the many-agent extension; number 0 is DAIR-V2X-C's own side)."""
+    return SIDES[role] if number == 0 else f"{SIDES[role]}-{number}"
+
+
+def agent_id_of(role: str, number: int) -> str:
+    """Agent id of a role's ``number``-th agent: ``vehicle``, ``vehicle_1``, ``infrastructure_2`` ..."""
+    return role if number == 0 else f"{role}_{number}"
+
+
+def _side_of_path(path: str, where: str) -> tuple[str, int]:
+    """``"vehicle-side-2/velodyne/000010.pcd"`` -> (vehicle, 2); a folder outside the layout is an error."""
+    folder = Path(path).parts[0] if Path(path).parts else ""
+    for role, side in SIDES.items():
+        if folder == side:
+            return role, 0
+        number = folder.removeprefix(f"{side}-")
+        if number != folder and number.isdigit() and int(number) > 0:
+            return role, int(number)
+    raise DatasetError(
+        f"{where}: {path!r} is in no agent folder ({VEHICLE_SIDE}[-K] or {INFRASTRUCTURE_SIDE}[-K])"
+    )
 
 
 def is_vehicle_type(name: object) -> bool:
@@ -205,13 +232,43 @@ def _index_side(path: Path) -> dict[str, dict]:
     return index
 
 
+class _AgentRef(NamedTuple):
+    """Where one agent's sweep of a cooperative frame is: its role's ``number``-th side folder."""
+
+    role: str
+    number: int
+    frame_id: str
+    points: str  # relative to the root
+    offset: tuple[float, float]  # system_error_offset added to an infrastructure pose; (0, 0) for vehicles
+
+
 class _Pair(NamedTuple):
     vehicle_id: str
     infrastructure_id: str
-    vehicle_points: str
-    infrastructure_points: str
     label: str
     offset: tuple[float, float]
+    agents: tuple[_AgentRef, ...]  # the ego, the other vehicles, the roadside units
+
+
+def _other_agents(item: dict, where: str) -> list[_AgentRef]:
+    """The many-agent extension's ``other_agents`` entries of a cooperative record (none in DAIR-V2X-C)."""
+    entries = item.get(OTHER_AGENTS_KEY, [])
+    if not isinstance(entries, list):
+        raise DatasetError(f"{where}: {OTHER_AGENTS_KEY} must be a JSON list")
+    agents = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("pointcloud_path"), str):
+            raise DatasetError(f"{where}: {OTHER_AGENTS_KEY} entry without pointcloud_path: {entry!r}")
+        role, number = _side_of_path(entry["pointcloud_path"], where)
+        if number == 0:
+            raise DatasetError(f"{where}: {OTHER_AGENTS_KEY} names DAIR-V2X-C's own {SIDES[role]}")
+        offset = (
+            parse_offset(entry.get("system_error_offset"), where) if role == INFRASTRUCTURE else (0.0, 0.0)
+        )
+        agents.append(
+            _AgentRef(role, number, frame_id_of(entry["pointcloud_path"]), entry["pointcloud_path"], offset)
+        )
+    return agents
 
 
 def _read_split(path: Path) -> set[str]:
@@ -225,7 +282,8 @@ class DairV2XReader:
     """Frames of a DAIR-V2X-C root for one split (``train``, ``val`` or ``all``).
 
     Only the JSON indexes are read at construction; ``reader[i]`` reads that frame's
-    point clouds, calibration and labels.
+    point clouds, calibration and labels. Roots of the many-agent extension (README.md,
+    "Many agents") give every agent of a frame: the ego, the other vehicles, the roadside units.
     """
 
     def __init__(self, root: str | Path, split: str = "train") -> None:
@@ -237,31 +295,35 @@ class DairV2XReader:
         pairs = load_json(info_path, "cooperative data_info")
         if not isinstance(pairs, list):
             raise DatasetError(f"{info_path}: data_info must hold a JSON list")
-        self._vehicle_info = _index_side(self.root / VEHICLE_SIDE / "data_info.json")
-        self._infrastructure_info = _index_side(self.root / INFRASTRUCTURE_SIDE / "data_info.json")
+        self._side_info = {side: _index_side(self.root / side / "data_info.json") for side in SIDES.values()}
         wanted = None if split == "all" else _read_split(self.root / f"{split}.json")
         self._pairs: list[_Pair] = []
         for i, item in enumerate(pairs):
+            where = f"{info_path} (pair {i})"
             try:
                 vehicle_points = item["vehicle_pointcloud_path"]
                 infrastructure_points = item["infrastructure_pointcloud_path"]
             except (KeyError, TypeError) as exc:
-                raise DatasetError(f"{info_path} (pair {i}): missing point-cloud path {exc}") from exc
+                raise DatasetError(f"{where}: missing point-cloud path {exc}") from exc
             vehicle_id = frame_id_of(vehicle_points)
             if wanted is not None and vehicle_id not in wanted:
                 continue
             label = item.get("cooperative_label_path") or f"cooperative/label_world/{vehicle_id}.json"
-            offset = parse_offset(item.get("system_error_offset"), f"{info_path} (pair {i})")
-            self._pairs.append(
-                _Pair(
-                    vehicle_id,
-                    frame_id_of(infrastructure_points),
-                    vehicle_points,
-                    infrastructure_points,
-                    label,
-                    offset,
-                )
+            offset = parse_offset(item.get("system_error_offset"), where)
+            others = _other_agents(item, where)
+            agents = (
+                _AgentRef(VEHICLE, 0, vehicle_id, vehicle_points, (0.0, 0.0)),
+                *(a for a in others if a.role == VEHICLE),
+                _AgentRef(
+                    INFRASTRUCTURE, 0, frame_id_of(infrastructure_points), infrastructure_points, offset
+                ),
+                *(a for a in others if a.role == INFRASTRUCTURE),
             )
+            for agent in others:
+                side = side_folder(agent.role, agent.number)
+                if side not in self._side_info:
+                    self._side_info[side] = _index_side(self.root / side / "data_info.json")
+            self._pairs.append(_Pair(vehicle_id, frame_id_of(infrastructure_points), label, offset, agents))
         if wanted is not None and len(wanted) > len(self._pairs):
             log.warning(
                 "%d ids of %s.json have no pair in %s", len(wanted) - len(self._pairs), split, info_path
@@ -279,35 +341,45 @@ class DairV2XReader:
         """Vehicle frame ids of this split, in ``cooperative/data_info.json`` order."""
         return [pair.vehicle_id for pair in self._pairs]
 
+    @property
+    def agents(self) -> list[tuple[str, str]]:
+        """(agent id, role) of every agent of this split's frames: the ego, the other vehicles,
+        the roadside units (``[("vehicle", "vehicle"), ("infrastructure", "infrastructure")]``
+        for DAIR-V2X-C)."""
+        refs = {(a.role != VEHICLE, a.number, a.role) for pair in self._pairs for a in pair.agents}
+        return [(agent_id_of(role, number), role) for _, number, role in sorted(refs)]
+
     def pairing(self, index: int) -> tuple[str, str, tuple[float, float]]:
         """(vehicle id, infrastructure id, system_error_offset) of frame ``index``, no file read."""
         pair = self._pairs[index]
         return pair.vehicle_id, pair.infrastructure_id, pair.offset
 
-    def timestamps_us(self, index: int) -> tuple[int, int]:
-        """(vehicle, infrastructure) ``pointcloud_timestamp`` of frame ``index`` in microseconds,
-        from the side indexes (no file read)."""
-        pair = self._pairs[index]
-        return (
-            _timestamp_us(self._side_record(VEHICLE_SIDE, pair.vehicle_id),
-                          f"{VEHICLE_SIDE}/data_info.json ({pair.vehicle_id})"),
-            _timestamp_us(self._side_record(INFRASTRUCTURE_SIDE, pair.infrastructure_id),
-                          f"{INFRASTRUCTURE_SIDE}/data_info.json ({pair.infrastructure_id})"),
-        )
+    def timestamps_us(self, index: int) -> tuple[int, ...]:
+        """``pointcloud_timestamp`` of every agent of frame ``index`` in microseconds, in the
+        order of ``CooperativeFrame.agents`` ((vehicle, infrastructure) for DAIR-V2X-C), from the
+        side indexes (no file read)."""
+        stamps = []
+        for agent in self._pairs[index].agents:
+            side = side_folder(agent.role, agent.number)
+            record = self._side_record(side, agent.frame_id)
+            stamps.append(_timestamp_us(record, f"{side}/data_info.json ({agent.frame_id})"))
+        return tuple(stamps)
 
     def __getitem__(self, index: int) -> CooperativeFrame:
         pair = self._pairs[index]
         try:
-            vehicle = self._vehicle(pair)
-            infrastructure = self._infrastructure(pair)
+            agents = [
+                self._vehicle(agent) if agent.role == VEHICLE else self._infrastructure(agent)
+                for agent in pair.agents
+            ]
             label_path = self.root / pair.label
             boxes, labels = parse_world_labels(load_json(label_path, "cooperative label"), label_path)
         except DatasetError as exc:
             raise DatasetError(f"frame {pair.vehicle_id}: {exc}") from exc
-        return CooperativeFrame(pair.vehicle_id, [vehicle, infrastructure], boxes, labels, pair.offset)
+        return CooperativeFrame(pair.vehicle_id, agents, boxes, labels, pair.offset)
 
     def _side_record(self, side: str, frame_id: str) -> dict:
-        index = self._vehicle_info if side == VEHICLE_SIDE else self._infrastructure_info
+        index = self._side_info[side]
         if frame_id not in index:
             raise DatasetError(f"{self.root / side / 'data_info.json'}: no record for frame {frame_id}")
         return index[frame_id]
@@ -320,11 +392,11 @@ class DairV2XReader:
         data, path = self._side_file(side, record, LABEL_PATH_KEYS, default, "single-side label")
         return parse_side_labels(data, path)
 
-    def _vehicle(self, pair: _Pair) -> AgentSample:
-        fid = pair.vehicle_id
-        record = self._side_record(VEHICLE_SIDE, fid)
+    def _vehicle(self, agent: _AgentRef) -> AgentSample:
+        fid, side = agent.frame_id, side_folder(VEHICLE, agent.number)
+        record = self._side_record(side, fid)
         data, path = self._side_file(
-            VEHICLE_SIDE,
+            side,
             record,
             ("calib_lidar_to_novatel_path",),
             f"calib/lidar_to_novatel/{fid}.json",
@@ -332,33 +404,33 @@ class DairV2XReader:
         )
         T_novatel_from_lidar = parse_calibration(data, path)
         data, path = self._side_file(
-            VEHICLE_SIDE,
+            side,
             record,
             ("calib_novatel_to_world_path",),
             f"calib/novatel_to_world/{fid}.json",
             "calibration",
         )
         T_world_from_lidar = parse_calibration(data, path) @ T_novatel_from_lidar
-        boxes, labels = self._labels(VEHICLE_SIDE, record, f"label/lidar/{fid}.json")
-        points = read_pcd(self.root / pair.vehicle_points)
-        stamp = _timestamp_us(record, f"{VEHICLE_SIDE}/data_info.json ({fid})")
-        return AgentSample(VEHICLE, VEHICLE, fid, points, T_world_from_lidar, stamp, boxes, labels)
+        boxes, labels = self._labels(side, record, f"label/lidar/{fid}.json")
+        points = read_pcd(self.root / agent.points)
+        stamp = _timestamp_us(record, f"{side}/data_info.json ({fid})")
+        agent_id = agent_id_of(VEHICLE, agent.number)
+        return AgentSample(agent_id, VEHICLE, fid, points, T_world_from_lidar, stamp, boxes, labels)
 
-    def _infrastructure(self, pair: _Pair) -> AgentSample:
-        fid = pair.infrastructure_id
-        record = self._side_record(INFRASTRUCTURE_SIDE, fid)
+    def _infrastructure(self, agent: _AgentRef) -> AgentSample:
+        fid, side = agent.frame_id, side_folder(INFRASTRUCTURE, agent.number)
+        record = self._side_record(side, fid)
         data, path = self._side_file(
-            INFRASTRUCTURE_SIDE,
+            side,
             record,
             ("calib_virtuallidar_to_world_path",),
             f"calib/virtuallidar_to_world/{fid}.json",
             "calibration",
         )
         T_world_from_lidar = parse_calibration(data, path)
-        T_world_from_lidar[:2, 3] += pair.offset
-        boxes, labels = self._labels(INFRASTRUCTURE_SIDE, record, f"label/virtuallidar/{fid}.json")
-        points = read_pcd(self.root / pair.infrastructure_points)
-        stamp = _timestamp_us(record, f"{INFRASTRUCTURE_SIDE}/data_info.json ({fid})")
-        return AgentSample(
-            INFRASTRUCTURE, INFRASTRUCTURE, fid, points, T_world_from_lidar, stamp, boxes, labels
-        )
+        T_world_from_lidar[:2, 3] += agent.offset
+        boxes, labels = self._labels(side, record, f"label/virtuallidar/{fid}.json")
+        points = read_pcd(self.root / agent.points)
+        stamp = _timestamp_us(record, f"{side}/data_info.json ({fid})")
+        agent_id = agent_id_of(INFRASTRUCTURE, agent.number)
+        return AgentSample(agent_id, INFRASTRUCTURE, fid, points, T_world_from_lidar, stamp, boxes, labels)

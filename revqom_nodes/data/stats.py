@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from revqom_nodes.data.dairv2x import DairV2XReader
+from revqom_nodes.data.dairv2x import INFRASTRUCTURE, DairV2XReader
 from revqom_nodes.geometry import box_corners, count_points_in_boxes
 
 EVAL_RANGE_M: tuple[tuple[float, float], tuple[float, float]] = ((-100.0, 100.0), (-40.0, 40.0))
@@ -43,7 +43,7 @@ def dataset_stats(
     ego_points_all, infra_points_all = [], []
     for i in tqdm(range(count), desc="stats", unit="frame", disable=not progress):
         frame = reader[i]
-        ego, infra = frame.agents[0], frame.agents[1]
+        ego, infra = frame.ego, frame.agent(INFRASTRUCTURE)
         vehicle_points.append(len(ego.points))
         infra_points.append(len(infra.points))
         objects.append(len(frame.boxes_world))

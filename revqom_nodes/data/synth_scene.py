@@ -9,11 +9,16 @@ ego vehicle drives east on the inner lane towards the intersection (a short sequ
 centred 30-70 m before it; one of more than 80 m of driving goes through it), often
 behind a vehicle and beside a van, truck or bus. The infrastructure LiDAR stands on a
 pole at one corner, looking into the intersection.
+
+More agents (``add_agents``, drawn from a random stream of their own so that the 1 + 1
+scene stays the same): connected vehicles are road users of the traffic near the ego, with
+the ego's LiDAR rig and a clock of their own; further roadside units stand on the other
+corners.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,6 +38,7 @@ SIDE_VEHICLE_PROBABILITY = 0.5
 # from there it looks over the traffic next to the ego, into the arms the ego sees least.
 POLE_CORNERS: tuple[tuple[float, float], ...] = ((-1.0, 1.0), (1.0, 1.0), (-1.0, -1.0), (1.0, -1.0))
 POLE_CORNER_WEIGHTS: tuple[float, ...] = (0.35, 0.35, 0.15, 0.15)
+CONNECTED_RANGE_M = 60.0  # connected vehicles are drawn among the moving road users this near the ego
 
 # (type, probability, length, width, height ranges in metres)
 VEHICLE_SIZES: dict[str, tuple[float, tuple[float, float], tuple[float, float], tuple[float, float]]] = {
@@ -72,8 +78,27 @@ class Vehicle:
 
 
 @dataclass
+class Pole:
+    """A roadside unit: its levelled "virtual LiDAR" frame on the pole, the pattern's tilt, the
+    calibration error written for it (dx, dy metres) and its clock minus the ego's (us)."""
+
+    T_scene_from_infrastructure: np.ndarray
+    pitch_deg: float
+    system_error_offset: tuple[float, float]
+    phase_us: int
+
+
+@dataclass
+class ConnectedVehicle:
+    """A road user that also senses: ``index`` into ``Scene.vehicles``, its clock minus the ego's (us)."""
+
+    index: int
+    phase_us: int
+
+
+@dataclass
 class Scene:
-    """One sequence: static world, road users, ego, infrastructure pose and clocks."""
+    """One sequence: static world, road users, ego, connected vehicles, poles and clocks."""
 
     index: int
     T_world_from_scene: np.ndarray
@@ -81,12 +106,10 @@ class Scene:
     static_reflectivity: np.ndarray  # (S,)
     vehicles: list[Vehicle]  # others; the ego is separate
     ego: Vehicle
-    T_scene_from_infrastructure: np.ndarray  # levelled "virtual LiDAR" frame on the pole
-    infrastructure_pitch_deg: float
-    system_error_offset: tuple[float, float]
+    poles: list[Pole]  # the first is DAIR-V2X-C's infrastructure side
     start_us: int  # vehicle clock of frame 0
-    infrastructure_phase_us: int  # infrastructure clock minus vehicle clock
     name: str
+    connected: list[ConnectedVehicle] = field(default_factory=list)  # besides the ego
 
     def vehicle_boxes(self, t_s: float) -> np.ndarray:
         """(V, 7) boxes of the other road users at ``t_s``."""
@@ -94,8 +117,13 @@ class Scene:
 
     def T_scene_from_ego_base(self, t_s: float) -> np.ndarray:
         """Pose of the ego's base (ground point under its centre, x forward) at ``t_s``."""
-        x, y, _, _, _, _, yaw = self.ego.box_at(t_s)
-        return make_transform(rotation_z(yaw), [x, y, 0.0])
+        return base_pose(self.ego, t_s)
+
+
+def base_pose(vehicle: Vehicle, t_s: float) -> np.ndarray:
+    """``T_scene_from_base`` of a vehicle (ground point under its centre, x forward) at ``t_s``."""
+    x, y, _, _, _, _, yaw = vehicle.box_at(t_s)
+    return make_transform(rotation_z(yaw), [x, y, 0.0])
 
 
 def part_boxes(vehicles: list[Vehicle], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -272,14 +300,12 @@ def make_scene(
     ego = Vehicle("Car", 4.6, 1.85, 1.5, ego_x0, EGO_LANE_Y, 0.0, ego_speed, 0.5)
 
     vehicles = _road_users(rng, ego, road_users)
-    sx, sy = POLE_CORNERS[int(rng.choice(len(POLE_CORNERS), p=POLE_CORNER_WEIGHTS))]
-    pole = np.array([sx * (CROSS_CURB_X + 2.0), sy * (MAIN_CURB_Y + 2.0)])
-    yaw = float(np.arctan2(-pole[1], -pole[0]) + np.radians(rng.uniform(-10.0, 10.0)))
-    height = float(rng.uniform(5.0, 7.0))
+    corner = int(rng.choice(len(POLE_CORNERS), p=POLE_CORNER_WEIGHTS))
+    T_scene_from_pole = _pole_pose(rng, corner)
     scene_yaw = float(rng.uniform(-np.pi, np.pi))
     origin = [rng.uniform(1000.0, 9000.0), rng.uniform(-9000.0, -1000.0), rng.uniform(15.0, 45.0)]
-    offset = rng.uniform(0.1, 0.8, size=2) * rng.choice([-1.0, 1.0], size=2)
-    phase_ms = float(rng.uniform(15.0, 50.0)) * float(rng.choice([-1.0, 1.0]))
+    offset, phase_us = _pole_errors(rng)
+    pole = Pole(T_scene_from_pole, float(rng.uniform(15.0, 21.0)), offset, phase_us)
     return Scene(
         index=index,
         T_world_from_scene=make_transform(rotation_z(scene_yaw), origin),
@@ -287,10 +313,60 @@ def make_scene(
         static_reflectivity=np.array(static_refl + furniture_refl),
         vehicles=vehicles,
         ego=ego,
-        T_scene_from_infrastructure=make_transform(rotation_z(yaw), [pole[0], pole[1], height]),
-        infrastructure_pitch_deg=float(rng.uniform(15.0, 21.0)),
-        system_error_offset=(round(float(offset[0]), 3), round(float(offset[1]), 3)),
+        poles=[pole],
         start_us=start_us,
-        infrastructure_phase_us=int(phase_ms * 1000),
         name=f"synthetic_intersection_{index:03d}",
     )
+
+
+def _pole_pose(rng: np.random.Generator, corner: int) -> np.ndarray:
+    """``T_scene_from_infrastructure`` of a pole 5-7 m high on ``POLE_CORNERS[corner]``, looking
+    into the intersection (+-10 deg)."""
+    sx, sy = POLE_CORNERS[corner]
+    pole = np.array([sx * (CROSS_CURB_X + 2.0), sy * (MAIN_CURB_Y + 2.0)])
+    yaw = float(np.arctan2(-pole[1], -pole[0]) + np.radians(rng.uniform(-10.0, 10.0)))
+    height = float(rng.uniform(5.0, 7.0))
+    return make_transform(rotation_z(yaw), [pole[0], pole[1], height])
+
+
+def _clock_phase_us(rng: np.random.Generator) -> int:
+    """A sensor's clock minus the ego's: 15-50 ms either way, in microseconds."""
+    return int(float(rng.uniform(15.0, 50.0)) * float(rng.choice([-1.0, 1.0])) * 1000)
+
+
+def _pole_errors(rng: np.random.Generator) -> tuple[tuple[float, float], int]:
+    """A pole's calibration error (dx, dy) of 0.1-0.8 m each and its clock phase (us)."""
+    offset = rng.uniform(0.1, 0.8, size=2) * rng.choice([-1.0, 1.0], size=2)
+    return (round(float(offset[0]), 3), round(float(offset[1]), 3)), _clock_phase_us(rng)
+
+
+def add_agents(scene: Scene, rng: np.random.Generator, *, vehicles: int, rsus: int) -> None:
+    """Give ``scene`` ``vehicles`` - 1 connected vehicles and ``rsus`` - 1 more poles (in place).
+
+    Connected vehicles are drawn among the moving road users within ``CONNECTED_RANGE_M`` of
+    the ego at the scene start, then the nearest others complete them; the poles take the
+    corners the first pole left free, in random order. Each gets a clock 15-50 ms off the ego's.
+    """
+    if vehicles < 1 or not 1 <= rsus <= len(POLE_CORNERS):
+        raise ValueError(f"need vehicles >= 1 and 1 <= rsus <= {len(POLE_CORNERS)}, got {vehicles}, {rsus}")
+    if vehicles - 1 > len(scene.vehicles):
+        raise ValueError(f"scene {scene.index} has {len(scene.vehicles)} road users, {vehicles - 1} wanted")
+    ego_xy = scene.ego.box_at(0.0)[:2]
+    distance = np.array([np.hypot(*(v.box_at(0.0)[:2] - ego_xy)) for v in scene.vehicles])
+    moving = np.array([v.speed > 0.0 for v in scene.vehicles], dtype=bool)
+    near = moving & (distance <= CONNECTED_RANGE_M)
+    rest = [int(i) for i in np.argsort(distance, kind="stable") if not near[i]]
+    chosen = [*rng.permutation(np.flatnonzero(near)).tolist(), *rest][: vehicles - 1]
+    for index in chosen:
+        scene.connected.append(ConnectedVehicle(int(index), _clock_phase_us(rng)))
+    first = POLE_CORNERS.index(_corner_of(scene.poles[0]))
+    free = [c for c in rng.permutation(len(POLE_CORNERS)).tolist() if c != first]
+    for corner in free[: rsus - 1]:
+        T_scene_from_pole = _pole_pose(rng, corner)
+        offset, phase_us = _pole_errors(rng)
+        scene.poles.append(Pole(T_scene_from_pole, float(rng.uniform(15.0, 21.0)), offset, phase_us))
+
+
+def _corner_of(pole: Pole) -> tuple[float, float]:
+    x, y = pole.T_scene_from_infrastructure[:2, 3]
+    return float(np.sign(x)), float(np.sign(y))

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from revqom_nodes.data.dairv2x import INFRASTRUCTURE, OTHER_AGENTS_KEY, VEHICLE, side_folder
 from revqom_nodes.data.errors import DatasetError
 from revqom_nodes.data.lidar import infrastructure_lidar, vehicle_lidar
 from revqom_nodes.data.pcd import write_pcd
@@ -33,10 +34,11 @@ from revqom_nodes.data.synth_render import (
     SWEEP_PERIOD_US,
     T_NOVATEL_FROM_LIDAR,
     RenderedFrame,
+    RenderedSweep,
     SideLabels,
     render_frame,
 )
-from revqom_nodes.data.synth_scene import Scene, make_scene
+from revqom_nodes.data.synth_scene import Scene, add_agents, make_scene
 from revqom_nodes.geometry import box_corners
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,9 @@ class SynthConfig:
     val_fraction: float = 0.2
     label_min_points: int = 3
     label_range_m: float = 100.0
-    partner_delay_ms: tuple[float, float] | None = None  # (low, high); None: the pole's own clock
+    partner_delay_ms: tuple[float, float] | None = None  # (low, high); None: each partner's own clock
+    vehicles: int = 1  # the ego and vehicles - 1 connected vehicles
+    rsus: int = 1  # roadside units, at most one per corner
 
 
 @dataclass
@@ -97,64 +101,83 @@ def _write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
 
 
-def _write_frame(
-    root: Path, frame: RenderedFrame, scene: Scene, vehicle_id: str, infra_id: str, batch: tuple[str, str]
-) -> tuple[dict, dict, dict]:
-    """Write one pair's files -> its (cooperative, vehicle, infrastructure) data_info records."""
-    vehicle_dir, infra_dir = root / "vehicle-side", root / "infrastructure-side"
-    write_pcd(vehicle_dir / "velodyne" / f"{vehicle_id}.pcd", frame.vehicle_points)
-    write_pcd(infra_dir / "velodyne" / f"{infra_id}.pcd", frame.infrastructure_points)
+def _write_vehicle(
+    root: Path, side: str, sweep: RenderedSweep, fid: str, scene: Scene, batch: tuple[str, str]
+) -> dict:
+    """Write one vehicle sweep's files under ``side`` -> its side data_info record."""
+    write_pcd(root / side / "velodyne" / f"{fid}.pcd", sweep.points)
     _write_json(
-        vehicle_dir / "calib" / "lidar_to_novatel" / f"{vehicle_id}.json",
+        root / side / "calib" / "lidar_to_novatel" / f"{fid}.json",
         {"transform": _calibration(T_NOVATEL_FROM_LIDAR)},
     )
     _write_json(
-        vehicle_dir / "calib" / "novatel_to_world" / f"{vehicle_id}.json",
-        _calibration(frame.T_world_from_novatel),
+        root / side / "calib" / "novatel_to_world" / f"{fid}.json",
+        _calibration(sweep.T_world_from_calibrated),
     )
-    dx, dy = scene.system_error_offset
-    T_calibrated = frame.T_world_from_infrastructure.copy()
-    T_calibrated[:2, 3] -= (dx, dy)  # the calibration error that the pair's offset corrects
-    _write_json(
-        infra_dir / "calib" / "virtuallidar_to_world" / f"{infra_id}.json",
-        _calibration(T_calibrated, relative_error={"delta_x": dx, "delta_y": dy}),
-    )
-    _write_json(
-        vehicle_dir / "label" / "lidar" / f"{vehicle_id}.json", _side_label_json(frame.vehicle_labels)
-    )
-    _write_json(
-        infra_dir / "label" / "virtuallidar" / f"{infra_id}.json",
-        _side_label_json(frame.infrastructure_labels),
-    )
-    world = [
-        {"type": kind, "world_8_points": corners.tolist()}
-        for kind, corners in zip(frame.world_kinds, box_corners(frame.world_boxes), strict=True)
-    ]
-    _write_json(root / "cooperative" / "label_world" / f"{vehicle_id}.json", world)
-    vehicle = {
-        "image_path": f"image/{vehicle_id}.jpg",
-        "image_timestamp": str(frame.vehicle_us + 1_500),
-        "pointcloud_path": f"velodyne/{vehicle_id}.pcd",
-        "pointcloud_timestamp": str(frame.vehicle_us),
-        "calib_lidar_to_novatel_path": f"calib/lidar_to_novatel/{vehicle_id}.json",
-        "calib_novatel_to_world_path": f"calib/novatel_to_world/{vehicle_id}.json",
-        "label_lidar_std_path": f"label/lidar/{vehicle_id}.json",
+    _write_json(root / side / "label" / "lidar" / f"{fid}.json", _side_label_json(sweep.labels))
+    return {
+        "image_path": f"image/{fid}.jpg",
+        "image_timestamp": str(sweep.stamp_us + 1_500),
+        "pointcloud_path": f"velodyne/{fid}.pcd",
+        "pointcloud_timestamp": str(sweep.stamp_us),
+        "calib_lidar_to_novatel_path": f"calib/lidar_to_novatel/{fid}.json",
+        "calib_novatel_to_world_path": f"calib/novatel_to_world/{fid}.json",
+        "label_lidar_std_path": f"label/lidar/{fid}.json",
         "batch_id": str(scene.index),
         "batch_start_id": batch[0],
         "batch_end_id": batch[1],
         "intersection_loc": scene.name,
     }
-    infrastructure = {
-        "image_path": f"image/{infra_id}.jpg",
-        "image_timestamp": str(frame.infrastructure_us + 1_500),
-        "pointcloud_path": f"velodyne/{infra_id}.pcd",
-        "pointcloud_timestamp": str(frame.infrastructure_us),
-        "calib_virtuallidar_to_world_path": f"calib/virtuallidar_to_world/{infra_id}.json",
-        "label_lidar_std_path": f"label/virtuallidar/{infra_id}.json",
+
+
+def _write_infrastructure(
+    root: Path, side: str, sweep: RenderedSweep, fid: str, scene: Scene, offset: tuple[float, float]
+) -> dict:
+    """Write one pole sweep's files under ``side``, the calibration off by ``offset`` (dx, dy)
+    metres, which the cooperative index corrects -> its side data_info record."""
+    write_pcd(root / side / "velodyne" / f"{fid}.pcd", sweep.points)
+    T_calibrated = sweep.T_world_from_calibrated.copy()
+    T_calibrated[:2, 3] -= offset
+    _write_json(
+        root / side / "calib" / "virtuallidar_to_world" / f"{fid}.json",
+        _calibration(T_calibrated, relative_error={"delta_x": offset[0], "delta_y": offset[1]}),
+    )
+    _write_json(root / side / "label" / "virtuallidar" / f"{fid}.json", _side_label_json(sweep.labels))
+    return {
+        "image_path": f"image/{fid}.jpg",
+        "image_timestamp": str(sweep.stamp_us + 1_500),
+        "pointcloud_path": f"velodyne/{fid}.pcd",
+        "pointcloud_timestamp": str(sweep.stamp_us),
+        "calib_virtuallidar_to_world_path": f"calib/virtuallidar_to_world/{fid}.json",
+        "label_lidar_std_path": f"label/virtuallidar/{fid}.json",
         "batch_id": str(scene.index),
         "intersection_loc": scene.name,
     }
-    cooperative = {
+
+
+def _write_frame(
+    root: Path, frame: RenderedFrame, scene: Scene, vehicle_id: str, infra_id: str, batch: tuple[str, str]
+) -> tuple[dict, list[dict], list[dict]]:
+    """Write one cooperative frame's files -> its cooperative record and the side records of its
+    vehicles and roadside units (in the order of ``side_folders``). Every agent of a role uses the
+    frame id of the role's first side."""
+    vehicles = [
+        _write_vehicle(root, side_folder(VEHICLE, n), sweep, vehicle_id, scene, batch)
+        for n, sweep in enumerate(frame.vehicles)
+    ]
+    infrastructures = [
+        _write_infrastructure(
+            root, side_folder(INFRASTRUCTURE, n), sweep, infra_id, scene, pole.system_error_offset
+        )
+        for n, (sweep, pole) in enumerate(zip(frame.infrastructures, scene.poles, strict=True))
+    ]
+    world = [
+        {"type": kind, "world_8_points": corners.tolist()}
+        for kind, corners in zip(frame.world_kinds, box_corners(frame.world_boxes), strict=True)
+    ]
+    _write_json(root / "cooperative" / "label_world" / f"{vehicle_id}.json", world)
+    dx, dy = scene.poles[0].system_error_offset
+    cooperative: dict = {
         "infrastructure_image_path": f"infrastructure-side/image/{infra_id}.jpg",
         "infrastructure_pointcloud_path": f"infrastructure-side/velodyne/{infra_id}.pcd",
         "vehicle_image_path": f"vehicle-side/image/{vehicle_id}.jpg",
@@ -162,19 +185,43 @@ def _write_frame(
         "cooperative_label_path": f"cooperative/label_world/{vehicle_id}.json",
         "system_error_offset": {"delta_x": dx, "delta_y": dy},
     }
-    return cooperative, vehicle, infrastructure
+    others = [
+        {"pointcloud_path": f"{side_folder(VEHICLE, n)}/velodyne/{vehicle_id}.pcd"}
+        for n in range(1, len(frame.vehicles))
+    ] + [
+        {
+            "pointcloud_path": f"{side_folder(INFRASTRUCTURE, n)}/velodyne/{infra_id}.pcd",
+            "system_error_offset": {
+                "delta_x": pole.system_error_offset[0],
+                "delta_y": pole.system_error_offset[1],
+            },
+        }
+        for n, pole in enumerate(scene.poles[1:], start=1)
+    ]
+    if others:
+        cooperative[OTHER_AGENTS_KEY] = others
+    return cooperative, vehicles, infrastructures
 
 
-_DIRECTORIES = (
-    "cooperative/label_world",
-    "vehicle-side/velodyne",
-    "vehicle-side/calib/lidar_to_novatel",
-    "vehicle-side/calib/novatel_to_world",
-    "vehicle-side/label/lidar",
-    "infrastructure-side/velodyne",
-    "infrastructure-side/calib/virtuallidar_to_world",
-    "infrastructure-side/label/virtuallidar",
-)
+def _side_directories(vehicles: int, rsus: int) -> list[str]:
+    """Folders a dataset of ``vehicles`` + ``rsus`` agents needs, relative to its root."""
+    directories = ["cooperative/label_world"]
+    for n in range(vehicles):
+        side = side_folder(VEHICLE, n)
+        directories += [
+            f"{side}/velodyne",
+            f"{side}/calib/lidar_to_novatel",
+            f"{side}/calib/novatel_to_world",
+        ]
+        directories.append(f"{side}/label/lidar")
+    for n in range(rsus):
+        side = side_folder(INFRASTRUCTURE, n)
+        directories += [
+            f"{side}/velodyne",
+            f"{side}/calib/virtuallidar_to_world",
+            f"{side}/label/virtuallidar",
+        ]
+    return directories
 
 
 def _frames_per_scene(frames: int, scenes: int | None, config: SynthConfig) -> list[int]:
@@ -219,13 +266,16 @@ def generate_dataset(
     shutil.rmtree(partial, ignore_errors=True)
     summary = GenerationSummary(out, frames, len(lengths))
     try:
-        for directory in _DIRECTORIES:
+        for directory in _side_directories(config.vehicles, config.rsus):
             (partial / directory).mkdir(parents=True)
         ids_rng = np.random.default_rng([seed, 1 << 20])
         delay_rng = np.random.default_rng([seed, 1 << 21])  # drawn only with partner_delay_ms
         next_vehicle, next_infra = 0, int(ids_rng.integers(0, 50))
         start_us = FIRST_STAMP_US + int(ids_rng.integers(0, 1_000_000_000))
-        cooperative, vehicle_info, infra_info = [], [], []
+        agents_rng = np.random.default_rng([seed, 1 << 22])  # the agents beyond the first two
+        cooperative: list[dict] = []
+        vehicle_info: list[list[dict]] = [[] for _ in range(config.vehicles)]
+        infra_info: list[list[dict]] = [[] for _ in range(config.rsus)]
         with tqdm(total=frames, desc="synth", unit="frame", disable=not progress) as bar:
             for index, length in enumerate(lengths):
                 scene = make_scene(
@@ -235,14 +285,18 @@ def generate_dataset(
                     road_users=config.road_users,
                     start_us=start_us,
                 )
+                add_agents(scene, agents_rng, vehicles=config.vehicles, rsus=config.rsus)
                 vehicle_model = vehicle_lidar(
                     beams=config.vehicle_beams, azimuth_step_deg=config.vehicle_azimuth_step_deg
                 )
-                infrastructure_model = infrastructure_lidar(
-                    rings=config.infrastructure_rings,
-                    azimuth_step_deg=config.infrastructure_azimuth_step_deg,
-                    pitch_deg=scene.infrastructure_pitch_deg,
-                )
+                infrastructure_models = [
+                    infrastructure_lidar(
+                        rings=config.infrastructure_rings,
+                        azimuth_step_deg=config.infrastructure_azimuth_step_deg,
+                        pitch_deg=pole.pitch_deg,
+                    )
+                    for pole in scene.poles
+                ]
                 vehicle_ids = [f"{next_vehicle + k:06d}" for k in range(length)]
                 for k in range(length):
                     delay_us = None if delay_ms is None else round(delay_rng.uniform(*delay_ms) * 1000)
@@ -250,26 +304,29 @@ def generate_dataset(
                         scene,
                         k,
                         vehicle_model,
-                        infrastructure_model,
+                        infrastructure_models,
                         seed=seed,
                         label_min_points=config.label_min_points,
                         label_range_m=config.label_range_m,
                         partner_delay_us=delay_us,
                     )
                     batch = (vehicle_ids[0], vehicle_ids[-1])
-                    records = _write_frame(
+                    record, vehicles, infrastructures = _write_frame(
                         partial, frame, scene, vehicle_ids[k], f"{next_infra + k:06d}", batch
                     )
-                    for table, record in zip((cooperative, vehicle_info, infra_info), records, strict=True):
-                        table.append(record)
+                    cooperative.append(record)
+                    for tables, records in ((vehicle_info, vehicles), (infra_info, infrastructures)):
+                        for table, side_record in zip(tables, records, strict=True):
+                            table.append(side_record)
                     bar.update()
                 (summary.val_ids if index >= len(lengths) - n_val else summary.train_ids).extend(vehicle_ids)
                 next_vehicle += length + int(ids_rng.integers(1, 40))
                 next_infra += length + int(ids_rng.integers(1, 40))
                 start_us += length * SWEEP_PERIOD_US + int(ids_rng.integers(2_000_000, 5_000_000))
         _write_json(partial / "cooperative" / "data_info.json", cooperative)
-        _write_json(partial / "vehicle-side" / "data_info.json", vehicle_info)
-        _write_json(partial / "infrastructure-side" / "data_info.json", infra_info)
+        for role, tables in ((VEHICLE, vehicle_info), (INFRASTRUCTURE, infra_info)):
+            for n, table in enumerate(tables):
+                _write_json(partial / side_folder(role, n) / "data_info.json", table)
         _write_json(partial / "train.json", summary.train_ids)
         _write_json(partial / "val.json", summary.val_ids)
         if out.exists():

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from revqom_nodes.data.bag import LIDAR_FRAMES, TOPICS, convert_to_bag, project_typestore
+from revqom_nodes.data.bag import TOPICS, convert_to_bag, lidar_frame, project_typestore
 from revqom_nodes.data.dairv2x import DairV2XReader
 from revqom_nodes.data.errors import DatasetError
 from revqom_nodes.data.pointcloud import cloud_data_to_xyzi
@@ -63,7 +63,7 @@ def test_rosbags_view_of_every_topic(tiny_root: Path, mcap_bag: Path) -> None:
         tf[stamped.child_frame_id, stamp] = stamped.transform
     for i, frame in enumerate(frames):
         for agent in frame.agents:
-            transform = tf[LIDAR_FRAMES[agent.role], agent.timestamp_us * 1000]
+            transform = tf[lidar_frame(agent.agent_id), agent.timestamp_us * 1000]
             t, q = transform.translation, transform.rotation
             T = matrix_from_quaternion([q.x, q.y, q.z, q.w], [t.x, t.y, t.z])
             np.testing.assert_allclose(T, agent.T_world_from_lidar, atol=1e-9)
@@ -98,7 +98,7 @@ def test_rclpy_reads_clouds_and_poses(tiny_root: Path, mcap_bag: Path) -> None:
             stamp, data = raw[f"/{agent.role}/lidar/points"][i]
             cloud = serialization.deserialize_message(data, sensor_msgs.PointCloud2)
             assert stamp == _ns(cloud.header.stamp) == agent.timestamp_us * 1000
-            assert cloud.header.frame_id == LIDAR_FRAMES[agent.role] and cloud.is_dense
+            assert cloud.header.frame_id == lidar_frame(agent.agent_id) and cloud.is_dense
             points = cloud_data_to_xyzi(
                 cloud.fields,
                 cloud.point_step,
