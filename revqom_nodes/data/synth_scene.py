@@ -347,8 +347,6 @@ def add_agents(scene: Scene, rng: np.random.Generator, *, vehicles: int, rsus: i
     the ego at the scene start, then the nearest others complete them; the poles take the
     corners the first pole left free, in random order. Each gets a clock 15-50 ms off the ego's.
     """
-    if vehicles < 1 or not 1 <= rsus <= len(POLE_CORNERS):
-        raise ValueError(f"need vehicles >= 1 and 1 <= rsus <= {len(POLE_CORNERS)}, got {vehicles}, {rsus}")
     if vehicles - 1 > len(scene.vehicles):
         raise ValueError(f"scene {scene.index} has {len(scene.vehicles)} road users, {vehicles - 1} wanted")
     ego_xy = scene.ego.box_at(0.0)[:2]

@@ -10,6 +10,12 @@ camera model): their paths are listed, as in the real data_info files, but the f
 absent. The infrastructure calibration is written off by ``system_error_offset``, which
 the pair's ``data_info`` entry corrects. The dataset appears under ``out_dir`` only once
 complete.
+
+With ``SynthConfig.vehicles`` / ``rsus`` above 1, the connected vehicles and further poles
+(``synth_scene.add_agents``) get one side folder each (``vehicle-side-1``,
+``infrastructure-side-1``, ...) and an ``other_agents`` list in each cooperative record: the
+many-agent extension of the layout (README.md, "Many agents"). Their sweeps draw from random
+streams of their own, so the DAIR-V2X-C part is the same bytes as the 1 + 1 dataset of the seed.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from revqom_nodes.data.synth_render import (
     SideLabels,
     render_frame,
 )
-from revqom_nodes.data.synth_scene import Scene, add_agents, make_scene
+from revqom_nodes.data.synth_scene import POLE_CORNERS, Scene, add_agents, make_scene
 from revqom_nodes.geometry import box_corners
 
 log = logging.getLogger(__name__)
@@ -250,6 +256,10 @@ def generate_dataset(
     """
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
+    if config.vehicles < 1 or not 1 <= config.rsus <= len(POLE_CORNERS):
+        raise ValueError(
+            f"need vehicles >= 1 and 1 <= rsus <= {len(POLE_CORNERS)}, got {config.vehicles}, {config.rsus}"
+        )
     delay_ms = config.partner_delay_ms
     if delay_ms is not None and not 0.0 <= delay_ms[0] <= delay_ms[1]:
         raise ValueError(f"partner_delay_ms must be (low, high) with 0 <= low <= high, got {delay_ms}")
