@@ -12,6 +12,10 @@ Per cooperative frame (topics and frames as in README.md, "ROS 2 bag layout"):
 | /ground_truth/boxes | revqom/msg/Detection3DArray (label "vehicle", score 1) | world | vehicle sweep |
 | /cooperative/frame_info | revqom/msg/CooperativeFrameInfo | world | vehicle sweep |
 
+Further agents of a many-agent root get the same topics under their agent id
+(``/vehicle_1/lidar/points``, ``/vehicle_1/pose``, frame ``vehicle_1_lidar``); every bag
+records its agents in ``metadata.yaml`` (``custom_data[AGENTS_METADATA_KEY]``, ``agent_list``).
+
 Poses are ``T_world_from_lidar`` as the reader gives them (``system_error_offset``
 applied to the infrastructure; the offset also travels in the frame info). The bag is
 written under a hidden staging folder and moved to its name only when complete.

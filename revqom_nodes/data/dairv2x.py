@@ -11,6 +11,10 @@ Tolerated real-data variations: ``system_error_offset`` given as ``""``, numbers
 as strings, type names in any case, missing images (never read), ``label_lidar_std_path``
 or ``label_lidar_path``, ``relative_error`` values ``""``. Only vehicle classes (Car, Van,
 Truck, Bus, any case) are kept, in the cooperative and in the single-side labels.
+
+Many agents (README.md, "Many agents"): further agents have side folders of their own
+(``side_folder``: ``vehicle-side-1``, ``infrastructure-side-1``, ...), listed per cooperative
+record under ``other_agents``; a frame's agents are the ego, the other vehicles, the roadside units.
 """
 
 from __future__ import annotations
