@@ -107,11 +107,21 @@ def _write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
 
 
+def _write_sweep(side_dir: Path, sweep: RenderedSweep, fid: str) -> dict:
+    """Write a sweep's point cloud -> the image and point-cloud fields of its data_info record."""
+    write_pcd(side_dir / "velodyne" / f"{fid}.pcd", sweep.points)
+    return {
+        "image_path": f"image/{fid}.jpg",
+        "image_timestamp": str(sweep.stamp_us + 1_500),
+        "pointcloud_path": f"velodyne/{fid}.pcd",
+        "pointcloud_timestamp": str(sweep.stamp_us),
+    }
+
+
 def _write_vehicle(
     root: Path, side: str, sweep: RenderedSweep, fid: str, scene: Scene, batch: tuple[str, str]
 ) -> dict:
     """Write one vehicle sweep's files under ``side`` -> its side data_info record."""
-    write_pcd(root / side / "velodyne" / f"{fid}.pcd", sweep.points)
     _write_json(
         root / side / "calib" / "lidar_to_novatel" / f"{fid}.json",
         {"transform": _calibration(T_NOVATEL_FROM_LIDAR)},
@@ -122,10 +132,7 @@ def _write_vehicle(
     )
     _write_json(root / side / "label" / "lidar" / f"{fid}.json", _side_label_json(sweep.labels))
     return {
-        "image_path": f"image/{fid}.jpg",
-        "image_timestamp": str(sweep.stamp_us + 1_500),
-        "pointcloud_path": f"velodyne/{fid}.pcd",
-        "pointcloud_timestamp": str(sweep.stamp_us),
+        **_write_sweep(root / side, sweep, fid),
         "calib_lidar_to_novatel_path": f"calib/lidar_to_novatel/{fid}.json",
         "calib_novatel_to_world_path": f"calib/novatel_to_world/{fid}.json",
         "label_lidar_std_path": f"label/lidar/{fid}.json",
@@ -141,7 +148,6 @@ def _write_infrastructure(
 ) -> dict:
     """Write one pole sweep's files under ``side``, the calibration off by ``offset`` (dx, dy)
     metres, which the cooperative index corrects -> its side data_info record."""
-    write_pcd(root / side / "velodyne" / f"{fid}.pcd", sweep.points)
     T_calibrated = sweep.T_world_from_calibrated.copy()
     T_calibrated[:2, 3] -= offset
     _write_json(
@@ -150,10 +156,7 @@ def _write_infrastructure(
     )
     _write_json(root / side / "label" / "virtuallidar" / f"{fid}.json", _side_label_json(sweep.labels))
     return {
-        "image_path": f"image/{fid}.jpg",
-        "image_timestamp": str(sweep.stamp_us + 1_500),
-        "pointcloud_path": f"velodyne/{fid}.pcd",
-        "pointcloud_timestamp": str(sweep.stamp_us),
+        **_write_sweep(root / side, sweep, fid),
         "calib_virtuallidar_to_world_path": f"calib/virtuallidar_to_world/{fid}.json",
         "label_lidar_std_path": f"label/virtuallidar/{fid}.json",
         "batch_id": str(scene.index),
@@ -209,25 +212,20 @@ def _write_frame(
     return cooperative, vehicles, infrastructures
 
 
+_SIDE_SUBFOLDERS: dict[str, tuple[str, ...]] = {
+    VEHICLE: ("velodyne", "calib/lidar_to_novatel", "calib/novatel_to_world", "label/lidar"),
+    INFRASTRUCTURE: ("velodyne", "calib/virtuallidar_to_world", "label/virtuallidar"),
+}
+
+
 def _side_directories(vehicles: int, rsus: int) -> list[str]:
     """Folders a dataset of ``vehicles`` + ``rsus`` agents needs, relative to its root."""
-    directories = ["cooperative/label_world"]
-    for n in range(vehicles):
-        side = side_folder(VEHICLE, n)
-        directories += [
-            f"{side}/velodyne",
-            f"{side}/calib/lidar_to_novatel",
-            f"{side}/calib/novatel_to_world",
-        ]
-        directories.append(f"{side}/label/lidar")
-    for n in range(rsus):
-        side = side_folder(INFRASTRUCTURE, n)
-        directories += [
-            f"{side}/velodyne",
-            f"{side}/calib/virtuallidar_to_world",
-            f"{side}/label/virtuallidar",
-        ]
-    return directories
+    return ["cooperative/label_world"] + [
+        f"{side_folder(role, n)}/{sub}"
+        for role, count in ((VEHICLE, vehicles), (INFRASTRUCTURE, rsus))
+        for n in range(count)
+        for sub in _SIDE_SUBFOLDERS[role]
+    ]
 
 
 def _frames_per_scene(frames: int, scenes: int | None, config: SynthConfig) -> list[int]:
