@@ -84,10 +84,14 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
     from rclpy.node import Node
     from rclpy.serialization import serialize_message
     from revqom.msg import Detection3DArray, FusionStatus
-    from std_msgs.msg import Header
 
     from revqom_nodes.codec.wire import Encoding
-    from revqom_nodes.ros.conversions import encoded_bev_to_slice, make_encoded_bev, msg_to_boxes, ns_to_stamp
+    from revqom_nodes.ros.conversions import (
+        encoded_bev_to_slice,
+        msg_to_boxes,
+        ns_to_stamp,
+        slice_to_encoded_bev,
+    )
     from revqom_nodes.ros.qos import ENCODED_BEV_QOS, RESULT_QOS
     from revqom_nodes.runtime.encoder import AgentEncoder
     from revqom_nodes.runtime.fusion import FusionEngine
@@ -98,24 +102,13 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
     T_vehicle, T_infra = _poses()
     ego_sweep = AgentEncoder(model, Encoding.PACKED).encode(tiny_cloud(1))
     infra_sweep = AgentEncoder(model, Encoding.ENTROPY).encode(tiny_cloud(2, height_m=6.0))
-    ego_msg = make_encoded_bev(
-        ego_sweep,
-        model,
-        agent_id="vehicle",
-        role=0,
-        sequence=0,
-        header=Header(frame_id="vehicle_lidar"),
-        T_world_from_lidar=T_vehicle,
-    )
-    infra_msg = make_encoded_bev(
-        infra_sweep,
-        model,
-        agent_id="infrastructure",
-        role=1,
-        sequence=0,
-        header=Header(frame_id="infrastructure_lidar"),
+    (ego_msg,) = map(slice_to_encoded_bev, AgentEncoder(model).messages(
+        ego_sweep.slices, agent_id="vehicle", frame_id="vehicle_lidar", T_world_from_lidar=T_vehicle
+    ))
+    (infra_msg,) = map(slice_to_encoded_bev, AgentEncoder(model, Encoding.ENTROPY).messages(
+        infra_sweep.slices, agent_id="infrastructure", role=1, frame_id="infrastructure_lidar",
         T_world_from_lidar=T_infra,
-    )
+    ))
     expect = Expectations.of(model)
     frames = [check_frame(encoded_bev_to_slice(m), expect) for m in (ego_msg, infra_msg)]
     engine = FusionEngine(model)
