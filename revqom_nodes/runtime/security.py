@@ -126,5 +126,5 @@ class SliceGuard:
                 f"from the receiver's clock (max {self.max_clock_skew_ns / 1e6:g} ms)"
             )
         if not self.verifier.check_signature(fields, authenticator, verdict.signer):
-            return RejectReason.BAD_SIGNATURE, f"{message.agent_id} slice {message.slice_index}: forged or altered"
+            return RejectReason.BAD_SIGNATURE, f"{message.agent_id} slice {message.slice_index}"
         return None
