@@ -27,7 +27,12 @@ def scenario_keys(directory: Path) -> Path:
     init_ca(keys, name=SCENARIO_CA_NAME, not_before=RECORDINGS_NOT_BEFORE, days=SCENARIO_DAYS, force=True)
     for agent_id, role in SCENARIO_AGENTS.items():
         issue_agent(
-            keys, agent_id=agent_id, role=role, not_before=RECORDINGS_NOT_BEFORE, days=SCENARIO_DAYS, force=False
+            keys,
+            agent_id=agent_id,
+            role=role,
+            not_before=RECORDINGS_NOT_BEFORE,
+            days=SCENARIO_DAYS,
+            force=False,
         )
     log.info("scenario keys (CA and %s) in %s", ", ".join(SCENARIO_AGENTS), directory)
     return directory

@@ -202,7 +202,7 @@ def test_modes_and_signers_are_configured_clearly(keys):
     assert parse_security_mode("auto", "") is SecurityMode.OFF
     assert parse_security_mode("auto", str(keys)) is SecurityMode.ENFORCE
     assert parse_security_mode(" Permissive ", str(keys)) is SecurityMode.PERMISSIVE
-    with pytest.raises(RuntimeConfigError, match="needs security.trust_dir"):
+    with pytest.raises(RuntimeConfigError, match=r"needs security\.trust_dir"):
         parse_security_mode("enforce", "")
     with pytest.raises(RuntimeConfigError, match="unknown security mode"):
         parse_security_mode("strict", str(keys))
