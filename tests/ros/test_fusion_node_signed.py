@@ -1,0 +1,227 @@
+"""A fusion node enforcing signed slices, over real DDS, against an attacker on the
+infrastructure topic.
+
+A child process floods the infrastructure topic with unsigned phantom slices stamped with the
+wall clock; the test process sends signed ego and infrastructure frames and, before each,
+forged (another CA's key), tampered (one flipped bit) and duplicated slices. Every legit frame
+must be fused with the infrastructure and give exactly the unsigned pipeline's detections;
+every attack is counted by its reason.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+FRAMES = 8
+
+
+def test_forged_and_unsigned_slices_change_nothing(tmp_path: Path, ros_env: dict[str, str]) -> None:
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.node import Node
+    from rclpy.serialization import serialize_message
+    from revqom.msg import Detection3DArray, FusionStatus
+
+    from revqom_nodes.codec.wire import Encoding
+    from revqom_nodes.ros.conversions import msg_to_boxes, slice_to_encoded_bev
+    from revqom_nodes.ros.qos import ENCODED_BEV_QOS, RESULT_QOS
+    from revqom_nodes.runtime.encoder import AgentEncoder
+    from revqom_nodes.runtime.fusion import FusionEngine
+    from revqom_nodes.runtime.security import load_signer, sign_slice
+    from revqom_nodes.runtime.validation import Expectations, check_frame
+    from tests.ros.test_fusion_node import _poses
+    from tests.runtime.tiny_model import save_tiny_model, tiny_cloud
+    from tests.trust.conftest import make_keys
+
+    model_path = tmp_path / "tiny.pt"
+    model = save_tiny_model(model_path)
+    keys = make_keys(tmp_path / "keys").root
+    forger = load_signer(make_keys(tmp_path / "other").root, agent_id="infrastructure", role=1)
+    signers = {
+        "vehicle": load_signer(keys, agent_id="vehicle", role=0),
+        "infrastructure": load_signer(keys, agent_id="infrastructure", role=1),
+    }
+    T_vehicle, T_infra = _poses()
+    ego_encoder, infra_encoder = AgentEncoder(model), AgentEncoder(model, Encoding.ENTROPY)
+    ego_sweep, infra_sweep = (
+        ego_encoder.encode(tiny_cloud(1)),
+        infra_encoder.encode(tiny_cloud(2, height_m=6.0)),
+    )
+
+    def frame(agent_id: str, stamp_ns: int, sequence: int):
+        encoder, sweep, T = (
+            (ego_encoder, ego_sweep, T_vehicle)
+            if agent_id == "vehicle"
+            else (infra_encoder, infra_sweep, T_infra)
+        )
+        (message,) = encoder.messages(
+            sweep.slices,
+            agent_id=agent_id,
+            role=int(agent_id != "vehicle"),
+            stamp_ns=stamp_ns,
+            sequence=sequence,
+            frame_id=f"{agent_id}_lidar",
+            T_world_from_lidar=T,
+        )
+        return message
+
+    # The unsigned pipeline's detections: what every legit frame must give.
+    expect = Expectations.of(model)
+    reference = (
+        FusionEngine(model)
+        .fuse(
+            check_frame(frame("vehicle", 0, 0), expect), [check_frame(frame("infrastructure", 0, 0), expect)]
+        )
+        .detections
+    )
+    # The flood: the ego's map as a phantom infrastructure map, unsigned, fresh stamps.
+    (phantom,) = ego_encoder.messages(
+        ego_sweep.slices,
+        agent_id="infrastructure",
+        role=1,
+        frame_id="infrastructure_lidar",
+        T_world_from_lidar=T_vehicle,
+    )
+    (tmp_path / "phantom.cdr").write_bytes(serialize_message(slice_to_encoded_bev(phantom)))
+
+    log_path = tmp_path / "fusion.log"
+    with open(log_path, "w") as log:
+        fusion = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "revqom_nodes.ros.fusion_node",
+                "--ros-args",
+                "-r",
+                "__node:=fusion",
+                "-p",
+                f"model.path:={model_path}",
+                "-p",
+                "device:=cpu",
+                "-p",
+                "fusion.sync_wait_ms:=300.0",
+                "-p",
+                f"security.trust_dir:={keys}",
+                "-p",
+                "output.detections_topic:=/fusion/detections",
+                "-p",
+                "output.status_topic:=/fusion/status",
+                "-p",
+                "output.markers_topic:=/fusion/markers",
+            ],
+            cwd=ROOT,
+            env=ros_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    attacker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.ros.publish_agent_frames",
+            str(tmp_path / "phantom.cdr"),
+            "/infrastructure/encoded_bev",
+            "0.02",
+        ],
+        cwd=ROOT,
+        env=ros_env,
+    )
+    detections: dict[int, Detection3DArray] = {}
+    statuses: list[FusionStatus] = []
+    sent: list[int] = []
+    rclpy.init()
+    try:
+        node = Node("signed_test")
+        ego_pub = node.create_publisher(
+            type(slice_to_encoded_bev(phantom)), "/vehicle/encoded_bev", ENCODED_BEV_QOS
+        )
+        infra_pub = node.create_publisher(
+            type(slice_to_encoded_bev(phantom)), "/infrastructure/encoded_bev", ENCODED_BEV_QOS
+        )
+        node.create_subscription(
+            Detection3DArray,
+            "/fusion/detections",
+            lambda m: detections.setdefault(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m),
+            RESULT_QOS,
+        )
+        node.create_subscription(FusionStatus, "/fusion/status", statuses.append, RESULT_QOS)
+
+        def spin_for(seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                rclpy.spin_once(node, timeout_sec=0.01)
+
+        deadline = time.monotonic() + 120.0
+        while (
+            node.count_publishers("/fusion/detections") == 0
+            or node.count_subscribers("/vehicle/encoded_bev") == 0
+        ):
+            assert fusion.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the fusion node did not come up"
+            spin_for(0.2)
+        spin_for(1.0)
+
+        for k in range(1, FRAMES + 1):
+            stamp = time.time_ns()
+            legit = sign_slice(frame("infrastructure", stamp, k), signers["infrastructure"])
+            flipped = bytearray(legit.payload)
+            flipped[0] ^= 0x01
+            attacks = [
+                sign_slice(
+                    replace(
+                        frame("vehicle", stamp, k),
+                        agent_id="infrastructure",
+                        role=1,
+                        frame_id="infrastructure_lidar",
+                    ),
+                    forger,
+                ),  # another CA's key
+                replace(legit, payload=bytes(flipped)),  # one bit flipped
+                replace(
+                    frame("infrastructure", stamp + 950_000_000, k), T_world_from_lidar=T_vehicle
+                ),  # unsigned
+            ]
+            for attack in attacks:
+                infra_pub.publish(slice_to_encoded_bev(attack))
+            infra_pub.publish(slice_to_encoded_bev(legit))
+            infra_pub.publish(slice_to_encoded_bev(legit))  # a replay: the same slice again
+            ego_pub.publish(slice_to_encoded_bev(sign_slice(frame("vehicle", stamp, k), signers["vehicle"])))
+            sent.append(stamp)
+            spin_for(0.5)
+        spin_for(1.5)
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown()
+        attacker.kill()
+        attacker.wait(timeout=10)
+        fusion.send_signal(signal.SIGINT)
+        try:
+            code = fusion.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            fusion.kill()
+            code = None
+    output = log_path.read_text()
+    assert code == 0, output[-3000:]
+    assert "security enforce" in output
+
+    assert sorted(detections) == sent, "a legit frame got no detections"
+    for stamp in sent:
+        assert list(detections[stamp].fused_agent_ids) == ["vehicle", "infrastructure"]
+        boxes, scores = msg_to_boxes(detections[stamp])
+        np.testing.assert_allclose(boxes, reference.boxes, atol=1e-3)
+        np.testing.assert_allclose(scores, reference.scores, atol=1e-4)
+    counts = dict(zip(statuses[-1].rejected_reasons, statuses[-1].rejected_counts, strict=True))
+    assert counts["unknown_signer"] >= FRAMES - 1 and counts["bad_signature"] >= FRAMES - 1, counts
+    assert counts["replayed"] >= FRAMES - 1, counts
+    assert counts["unsigned"] >= 2 * FRAMES, counts  # the flood and the +0.95 s stamps
+    assert counts["out_of_order"] == counts["stale"] == counts["bad_slice"] == 0, counts
