@@ -20,7 +20,6 @@ import pytest
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 BAD_KINDS = (
     "truncated",
     "codebook",
@@ -96,6 +95,7 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
     from revqom_nodes.runtime.encoder import AgentEncoder
     from revqom_nodes.runtime.fusion import FusionEngine
     from revqom_nodes.runtime.validation import Expectations, check_frame
+    from tests.ros.fusion_process import ROOT, spin_for, start_fusion_node, stop, wait_until_up
     from tests.runtime.tiny_model import save_tiny_model, tiny_cloud
 
     model = save_tiny_model(tmp_path / "tiny.pt")
@@ -119,33 +119,7 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
     (tmp_path / "infra.cdr").write_bytes(serialize_message(infra_msg))
 
     log_path = tmp_path / "fusion.log"
-    with open(log_path, "w") as log:
-        fusion = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "revqom_nodes.ros.fusion_node",
-                "--ros-args",
-                "-r",
-                "__node:=fusion",
-                "-p",
-                f"model.path:={tmp_path / 'tiny.pt'}",
-                "-p",
-                "device:=cpu",
-                "-p",
-                "fusion.sync_wait_ms:=300.0",
-                "-p",
-                "output.detections_topic:=/fusion/detections",
-                "-p",
-                "output.status_topic:=/fusion/status",
-                "-p",
-                "output.markers_topic:=/fusion/markers",
-            ],
-            cwd=ROOT,
-            env=ros_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    fusion = start_fusion_node(tmp_path / "tiny.pt", log_path, ros_env)
     infra = subprocess.Popen(
         [
             sys.executable,
@@ -173,20 +147,7 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
         )
         node.create_subscription(FusionStatus, "/fusion/status", statuses.append, RESULT_QOS)
 
-        def spin_for(seconds: float) -> None:
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                rclpy.spin_once(node, timeout_sec=0.01)
-
-        deadline = time.monotonic() + 120.0
-        while (
-            node.count_publishers("/fusion/detections") == 0
-            or node.count_subscribers("/vehicle/encoded_bev") == 0
-        ):
-            assert fusion.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the fusion node did not come up"
-            spin_for(0.2)
-        spin_for(1.0)
+        wait_until_up(rclpy, node, fusion, log_path)
 
         sent: list[int] = []
 
@@ -199,12 +160,12 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
 
         for k in range(2 * len(BAD_KINDS)):  # good ego frames, one malformed message after each
             send_ego()
-            spin_for(0.05)
+            spin_for(rclpy, node, 0.05)
             kind = BAD_KINDS[k % len(BAD_KINDS)]
             attack = _bad(infra_msg, kind)
             attack.header.stamp = ns_to_stamp(time.time_ns() - (5 * 10**9 if kind == "stale" else 0))
             attack_pub.publish(attack)
-            spin_for(0.35)
+            spin_for(rclpy, node, 0.35)
 
         process = psutil.Process(fusion.pid)
         rss_before = process.memory_info().rss
@@ -212,8 +173,8 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
             attack = _bad(infra_msg, "oversize" if k % 2 else "intruder")
             attack.agent_id = f"intruder{k}" if k % 2 == 0 else attack.agent_id
             attack_pub.publish(attack)
-            spin_for(0.005)
-        spin_for(1.0)
+            spin_for(rclpy, node, 0.005)
+        spin_for(rclpy, node, 1.0)
         rss_growth_mb = (process.memory_info().rss - rss_before) / 2**20
 
         infra.send_signal(signal.SIGKILL)  # the roadside unit dies mid-run
@@ -221,19 +182,14 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
         lost_from = len(sent)
         for _ in range(6):
             send_ego()
-            spin_for(0.4)
-        spin_for(1.0)
+            spin_for(rclpy, node, 0.4)
+        spin_for(rclpy, node, 1.0)
         node.destroy_node()
     finally:
         rclpy.try_shutdown()
         if infra.poll() is None:
             infra.kill()
-        fusion.send_signal(signal.SIGINT)
-        try:
-            code = fusion.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            fusion.kill()
-            code = None
+        code = stop(fusion)
     output = log_path.read_text()
     assert code == 0, output[-3000:]
 

@@ -10,7 +10,6 @@ every attack is counted by its reason.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,6 @@ import pytest
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 FRAMES = 8
 
 
@@ -39,6 +37,7 @@ def test_forged_and_unsigned_slices_change_nothing(tmp_path: Path, ros_env: dict
     from revqom_nodes.runtime.fusion import FusionEngine
     from revqom_nodes.runtime.security import load_signer, sign_slice
     from revqom_nodes.runtime.validation import Expectations, check_frame
+    from tests.ros.fusion_process import ROOT, spin_for, start_fusion_node, stop, wait_until_up
     from tests.ros.test_fusion_node import _poses
     from tests.runtime.tiny_model import save_tiny_model, tiny_cloud
     from tests.trust.conftest import make_keys
@@ -95,35 +94,7 @@ def test_forged_and_unsigned_slices_change_nothing(tmp_path: Path, ros_env: dict
     (tmp_path / "phantom.cdr").write_bytes(serialize_message(slice_to_encoded_bev(phantom)))
 
     log_path = tmp_path / "fusion.log"
-    with open(log_path, "w") as log:
-        fusion = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "revqom_nodes.ros.fusion_node",
-                "--ros-args",
-                "-r",
-                "__node:=fusion",
-                "-p",
-                f"model.path:={model_path}",
-                "-p",
-                "device:=cpu",
-                "-p",
-                "fusion.sync_wait_ms:=300.0",
-                "-p",
-                f"security.trust_dir:={keys}",
-                "-p",
-                "output.detections_topic:=/fusion/detections",
-                "-p",
-                "output.status_topic:=/fusion/status",
-                "-p",
-                "output.markers_topic:=/fusion/markers",
-            ],
-            cwd=ROOT,
-            env=ros_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    fusion = start_fusion_node(model_path, log_path, ros_env, f"security.trust_dir:={keys}")
     attacker = subprocess.Popen(
         [
             sys.executable,
@@ -156,21 +127,7 @@ def test_forged_and_unsigned_slices_change_nothing(tmp_path: Path, ros_env: dict
         )
         node.create_subscription(FusionStatus, "/fusion/status", statuses.append, RESULT_QOS)
 
-        def spin_for(seconds: float) -> None:
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                rclpy.spin_once(node, timeout_sec=0.01)
-
-        deadline = time.monotonic() + 120.0
-        while (
-            node.count_publishers("/fusion/detections") == 0
-            or node.count_subscribers("/vehicle/encoded_bev") == 0
-        ):
-            assert fusion.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the fusion node did not come up"
-            spin_for(0.2)
-        spin_for(1.0)
-
+        wait_until_up(rclpy, node, fusion, log_path)
         for k in range(1, FRAMES + 1):
             stamp = time.time_ns()
             legit = sign_slice(frame("infrastructure", stamp, k), signers["infrastructure"])
@@ -197,19 +154,14 @@ def test_forged_and_unsigned_slices_change_nothing(tmp_path: Path, ros_env: dict
             infra_pub.publish(slice_to_encoded_bev(legit))  # a replay: the same slice again
             ego_pub.publish(slice_to_encoded_bev(sign_slice(frame("vehicle", stamp, k), signers["vehicle"])))
             sent.append(stamp)
-            spin_for(0.5)
-        spin_for(1.5)
+            spin_for(rclpy, node, 0.5)
+        spin_for(rclpy, node, 1.5)
         node.destroy_node()
     finally:
         rclpy.try_shutdown()
         attacker.kill()
         attacker.wait(timeout=10)
-        fusion.send_signal(signal.SIGINT)
-        try:
-            code = fusion.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            fusion.kill()
-            code = None
+        code = stop(fusion)
     output = log_path.read_text()
     assert code == 0, output[-3000:]
     assert "security enforce" in output

@@ -19,9 +19,10 @@ from revqom_nodes.runtime.security import (
     parse_security_mode,
     sign_slice,
 )
-from revqom_nodes.runtime.validation import Rejected, RejectReason
+from revqom_nodes.runtime.validation import RejectReason
 from revqom_nodes.trust import Authenticator, Verifier, load_trust_store
 from revqom_nodes.trust.keydir import KeyDirectory, revoke
+from tests.runtime.test_inbox import reason_of
 from tests.trust.conftest import STAMP_SEC, make_keys
 
 MS = 1_000_000
@@ -73,14 +74,6 @@ def signed(make_slices, signers):
         return [sign_slice(m, signers[agent_id]) for m in messages]
 
     return make
-
-
-def reason_of(inbox, message, topic_agent_id=None):
-    try:
-        inbox.receive(message, topic_agent_id)
-    except Rejected as rejected:
-        return rejected.reason
-    return None
 
 
 def test_signed_slices_are_accepted_and_carry_a_verifiable_authenticator(secure_inbox, signed, keys):
