@@ -138,6 +138,10 @@ def test_nodes_are_placed_in_their_namespaces_and_the_replay_split_by_topic(tmp_
     }
     assert placed["replay"].on_exit_shutdown and not placed["infrastructure/replay"].on_exit_shutdown
     assert placed["infrastructure/replay"].namespace == "/infrastructure"
+    keys = str((tmp_path / "keys").resolve())
+    for label in ("vehicle/agent", "infrastructure/agent", "fusion/fusion"):  # signed and enforced
+        inline = {k: v for p in placed[label].parameters if isinstance(p, dict) for k, v in p.items()}
+        assert inline["security.trust_dir"] == keys, label
     assert placed["recorder"].parameters[-1] == {
         "topics.clouds": ["/vehicle/lidar/points"], "topics.encoded_bev": ["/vehicle/encoded_bev"]
     }
