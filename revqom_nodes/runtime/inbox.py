@@ -94,7 +94,11 @@ class _Pending:
 
 
 class Inbox:
-    """Validated frames of the configured agents (ego first in ``agent_ids``)."""
+    """Validated frames of the configured agents (ego first in ``agent_ids``).
+
+    guard: authenticates each slice (``security.SliceGuard``); None, or its mode ``off``: no
+    authentication. clock_ns: the clock of the sync-wait deadlines (monotonic).
+    """
 
     def __init__(
         self,
