@@ -71,3 +71,28 @@ def stop(process: subprocess.Popen) -> int | None:
     except subprocess.TimeoutExpired:
         process.kill()
         return None
+
+
+def start_publisher(message_file: Path, topic: str, period_s: float, env: dict[str, str]) -> subprocess.Popen:
+    """``tests.ros.publish_agent_frames``: the serialized EncodedBEV in ``message_file`` on
+    ``topic`` every ``period_s``, stamped with the wall clock."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.ros.publish_agent_frames", str(message_file), topic, str(period_s)],
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def listen(node, detections: dict, statuses: list) -> None:
+    """Keep the fusion node's detections (by stamp, ns) and statuses in the given containers."""
+    from revqom.msg import Detection3DArray, FusionStatus
+
+    from revqom_nodes.ros.qos import RESULT_QOS
+
+    node.create_subscription(
+        Detection3DArray,
+        "/fusion/detections",
+        lambda m: detections.setdefault(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m),
+        RESULT_QOS,
+    )
+    node.create_subscription(FusionStatus, "/fusion/status", statuses.append, RESULT_QOS)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -91,11 +89,18 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
         ns_to_stamp,
         slice_to_encoded_bev,
     )
-    from revqom_nodes.ros.qos import ENCODED_BEV_QOS, RESULT_QOS
+    from revqom_nodes.ros.qos import ENCODED_BEV_QOS
     from revqom_nodes.runtime.encoder import AgentEncoder
     from revqom_nodes.runtime.fusion import FusionEngine
     from revqom_nodes.runtime.validation import Expectations, check_frame
-    from tests.ros.fusion_process import ROOT, spin_for, start_fusion_node, stop, wait_until_up
+    from tests.ros.fusion_process import (
+        listen,
+        spin_for,
+        start_fusion_node,
+        start_publisher,
+        stop,
+        wait_until_up,
+    )
     from tests.runtime.tiny_model import save_tiny_model, tiny_cloud
 
     model = save_tiny_model(tmp_path / "tiny.pt")
@@ -120,18 +125,7 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
 
     log_path = tmp_path / "fusion.log"
     fusion = start_fusion_node(tmp_path / "tiny.pt", log_path, ros_env)
-    infra = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.ros.publish_agent_frames",
-            str(tmp_path / "infra.cdr"),
-            "/infrastructure/encoded_bev",
-            "0.1",
-        ],
-        cwd=ROOT,
-        env=ros_env,
-    )
+    infra = start_publisher(tmp_path / "infra.cdr", "/infrastructure/encoded_bev", 0.1, ros_env)
     detections: dict[int, Detection3DArray] = {}
     statuses: list[FusionStatus] = []
     rclpy.init()
@@ -139,13 +133,7 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
         node = Node("fusion_test")
         ego_pub = node.create_publisher(type(ego_msg), "/vehicle/encoded_bev", ENCODED_BEV_QOS)
         attack_pub = node.create_publisher(type(ego_msg), "/infrastructure/encoded_bev", ENCODED_BEV_QOS)
-        node.create_subscription(
-            Detection3DArray,
-            "/fusion/detections",
-            lambda m: detections.setdefault(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m),
-            RESULT_QOS,
-        )
-        node.create_subscription(FusionStatus, "/fusion/status", statuses.append, RESULT_QOS)
+        listen(node, detections, statuses)
 
         wait_until_up(rclpy, node, fusion, log_path)
 

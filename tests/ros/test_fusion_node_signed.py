@@ -10,8 +10,6 @@ every attack is counted by its reason.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,12 +30,19 @@ def test_forged_and_unsigned_slices_change_nothing(tmp_path: Path, ros_env: dict
 
     from revqom_nodes.codec.wire import Encoding
     from revqom_nodes.ros.conversions import msg_to_boxes, slice_to_encoded_bev
-    from revqom_nodes.ros.qos import ENCODED_BEV_QOS, RESULT_QOS
+    from revqom_nodes.ros.qos import ENCODED_BEV_QOS
     from revqom_nodes.runtime.encoder import AgentEncoder
     from revqom_nodes.runtime.fusion import FusionEngine
     from revqom_nodes.runtime.security import load_signer, sign_slice
     from revqom_nodes.runtime.validation import Expectations, check_frame
-    from tests.ros.fusion_process import ROOT, spin_for, start_fusion_node, stop, wait_until_up
+    from tests.ros.fusion_process import (
+        listen,
+        spin_for,
+        start_fusion_node,
+        start_publisher,
+        stop,
+        wait_until_up,
+    )
     from tests.ros.test_fusion_node import _poses
     from tests.runtime.tiny_model import save_tiny_model, tiny_cloud
     from tests.trust.conftest import make_keys
@@ -95,18 +100,7 @@ def test_forged_and_unsigned_slices_change_nothing(tmp_path: Path, ros_env: dict
 
     log_path = tmp_path / "fusion.log"
     fusion = start_fusion_node(model_path, log_path, ros_env, f"security.trust_dir:={keys}")
-    attacker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.ros.publish_agent_frames",
-            str(tmp_path / "phantom.cdr"),
-            "/infrastructure/encoded_bev",
-            "0.02",
-        ],
-        cwd=ROOT,
-        env=ros_env,
-    )
+    attacker = start_publisher(tmp_path / "phantom.cdr", "/infrastructure/encoded_bev", 0.02, ros_env)
     detections: dict[int, Detection3DArray] = {}
     statuses: list[FusionStatus] = []
     sent: list[int] = []
@@ -119,13 +113,7 @@ def test_forged_and_unsigned_slices_change_nothing(tmp_path: Path, ros_env: dict
         infra_pub = node.create_publisher(
             type(slice_to_encoded_bev(phantom)), "/infrastructure/encoded_bev", ENCODED_BEV_QOS
         )
-        node.create_subscription(
-            Detection3DArray,
-            "/fusion/detections",
-            lambda m: detections.setdefault(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m),
-            RESULT_QOS,
-        )
-        node.create_subscription(FusionStatus, "/fusion/status", statuses.append, RESULT_QOS)
+        listen(node, detections, statuses)
 
         wait_until_up(rclpy, node, fusion, log_path)
         for k in range(1, FRAMES + 1):
