@@ -3,9 +3,10 @@
 Subscribes to a PointCloud2 topic (sensor-data QoS) and, unless a static pose is given, to
 the agent's PoseStamped topic; publishes EncodedBEV (best effort, keep last 1) and an
 AgentStatus per sweep. Callbacks only queue; a worker thread (``ros/worker.py``) pairs each
-sweep with its pose and encodes it, so pose reception never waits on inference. A bad cloud (wrong fields,
-truncated data), a missing pose or a failed encoding is logged (rate-limited), counted in
-``frames_failed`` and skipped: the node keeps running.
+sweep with its pose and encodes it, so pose reception never waits on inference. With
+``security.trust_dir``, every slice is signed with the agent's key (docs/security.md). A bad
+cloud (wrong fields, truncated data), a missing pose or a failed encoding is logged
+(rate-limited), counted in ``frames_failed`` and skipped: the node keeps running.
 
 Parameters: see ``config/agent.param.yaml`` and the node tables in README.md.
 """
@@ -25,8 +26,8 @@ from sensor_msgs.msg import PointCloud2
 
 from revqom_nodes.ros.conversions import (
     cloud_to_points,
-    make_encoded_bev,
     pose_stamped_to_matrix,
+    slice_to_encoded_bev,
     stamp_to_ns,
 )
 from revqom_nodes.ros.lifecycle import exit_process, run_node
@@ -38,6 +39,7 @@ from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.latency import RateLimiter
 from revqom_nodes.runtime.model import load_runtime_model
 from revqom_nodes.runtime.poses import PoseBuffer
+from revqom_nodes.runtime.security import load_signer
 
 ROLES = {"vehicle": EncodedBEV.ROLE_VEHICLE, "infrastructure": EncodedBEV.ROLE_INFRASTRUCTURE}
 QUEUE_DEPTH = 4  # sweeps waiting for the encoder; older ones are dropped (and counted) beyond this
@@ -64,6 +66,8 @@ class AgentNode(Node):
         self.encoder = AgentEncoder(
             self.model, parse_encoding(params["codec.encoding"]), slice_bytes, interleave
         )
+        trust_dir = params["security.trust_dir"]
+        self.signer = load_signer(trust_dir, agent_id=self.agent_id, role=self.role) if trust_dir else None
         self.static_pose = self._static_pose(params["pose.static"])
         self.poses = PoseBuffer(max_age_ms=params["pose.max_age_ms"])
         self.pose_wait_s = params["pose.wait_ms"] / 1e3
@@ -88,7 +92,8 @@ class AgentNode(Node):
             f"{'static' if self.static_pose is not None else self.resolve_topic_name(pose_topic)}, "
             f"{self.encoder.encoding.name.lower()} payloads"
             f"{f' in slices of <= {slice_bytes} B, interleave {interleave}' if slice_bytes else ''}, "
-            f"codebook {self.model.codebook_id[:12]}"
+            f"codebook {self.model.codebook_id[:12]}, "
+            f"{f'signed ({trust_dir})' if self.signer is not None else 'unsigned'}"
         )
 
     @staticmethod
@@ -143,23 +148,22 @@ class AgentNode(Node):
         try:
             points = cloud_to_points(msg)
             sweep = self.encoder.encode(points)
+            messages = self.encoder.messages(
+                sweep.slices,
+                agent_id=self.agent_id,
+                T_world_from_lidar=T,
+                stamp_ns=stamp_ns,
+                sequence=self.sequence + 1,
+                role=self.role,
+                frame_id=msg.header.frame_id,
+                signer=self.signer,
+            )
         except Exception as exc:  # a bad cloud must not end the node, whatever its defect
             self._fail(type(exc).__name__, f"sweep {stamp_ns} skipped: {exc}")
             return
         self.sequence += 1
-        for slice_index in range(len(sweep.slices)):  # back to back: the receiver relies on it
-            self.encoded_pub.publish(
-                make_encoded_bev(
-                    sweep,
-                    self.model,
-                    agent_id=self.agent_id,
-                    role=self.role,
-                    sequence=self.sequence,
-                    header=msg.header,
-                    T_world_from_lidar=T,
-                    slice_index=slice_index,
-                )
-            )
+        for message in messages:  # back to back: the receiver relies on it
+            self.encoded_pub.publish(slice_to_encoded_bev(message))
         self.frames_encoded += 1
         encoding = max(int(s.encoding) for s in sweep.slices)  # ENTROPY when any slice is
         self._publish_status(msg.header, sweep.encode_ms, sweep.payload_bytes, encoding)

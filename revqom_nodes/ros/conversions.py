@@ -22,13 +22,11 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from revqom_nodes.data.pointcloud import cloud_data_to_xyzi
-from revqom_nodes.geometry import box_corners, quaternion_from_matrix
-from revqom_nodes.runtime.frames import ReceivedSlice, pose_matrix
+from revqom_nodes.geometry import box_corners
+from revqom_nodes.runtime.frames import ReceivedSlice, pose_fields, pose_matrix
 
 if TYPE_CHECKING:  # torch: the recorder and the replay node, which use none of these, never load it
     from revqom_nodes.perception.postprocess import Detections
-    from revqom_nodes.runtime.encoder import EncodedSweep
-    from revqom_nodes.runtime.model import RuntimeModel
 
 NS_PER_S = 1_000_000_000
 DETECTION_LABEL = "vehicle"
@@ -98,10 +96,10 @@ def pose_to_matrix(pose: Pose) -> np.ndarray:
 
 def matrix_to_pose(T: np.ndarray) -> Pose:
     """(4, 4) rigid transform -> geometry_msgs/Pose."""
-    x, y, z, w = (float(v) for v in quaternion_from_matrix(T))
+    position, orientation = pose_fields(T)
     pose = Pose()
-    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in T[:3, 3])
-    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = x, y, z, w
+    pose.position.x, pose.position.y, pose.position.z = position
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = orientation
     return pose
 
 
@@ -111,44 +109,39 @@ def pose_stamped_to_matrix(msg: PoseStamped) -> tuple[int, np.ndarray]:
 
 
 # ---- EncodedBEV -------------------------------------------------------------------------
-def make_encoded_bev(
-    sweep: EncodedSweep,
-    model: RuntimeModel,
-    *,
-    agent_id: str,
-    role: int,
-    sequence: int,
-    header: Header,
-    T_world_from_lidar: np.ndarray,
-    slice_index: int = 0,
-) -> EncodedBEV:
-    """The message of slice ``slice_index`` of a sweep: header (sweep stamp, LiDAR frame), pose,
-    grid, codec, slice fields, payload. A sweep of one slice (the whole map) has one message."""
-    piece = sweep.slices[slice_index]
-    height, width = model.grid.bev_shape
+def slice_to_encoded_bev(message: ReceivedSlice) -> EncodedBEV:
+    """A slice as the agent built it (``AgentEncoder.messages``, signed or not) -> its message:
+    header (sweep stamp, LiDAR frame), pose as ``message.position`` / ``orientation``, grid,
+    codec, slice fields, payload, authenticator."""
     msg = EncodedBEV()
-    msg.header = header
-    msg.agent_id = agent_id
-    msg.role = role
-    msg.sequence = sequence % (1 << 32)
-    msg.lidar_pose = matrix_to_pose(T_world_from_lidar)
-    msg.height, msg.width = height, width
-    msg.cell_size_m = float(model.grid.cell_size_m)
-    msg.codebook_size = model.settings.codebook_size
-    msg.num_quantizers = model.settings.num_quantizers
-    msg.codebook_id = model.codebook_id
-    msg.encoding = int(piece.encoding)
-    msg.slice_index = slice_index
-    msg.num_slices = len(sweep.slices)
-    msg.first_cell = piece.first_cell
-    msg.num_cells = piece.num_cells
-    msg.interleave = sweep.interleave
-    msg.payload = piece.payload  # bytes: assigning a numpy array costs milliseconds
+    msg.header = Header(stamp=ns_to_stamp(message.stamp_ns), frame_id=message.frame_id)
+    msg.agent_id = message.agent_id
+    msg.role = message.role
+    msg.sequence = message.sequence
+    msg.lidar_pose.position.x, msg.lidar_pose.position.y, msg.lidar_pose.position.z = message.position
+    o = msg.lidar_pose.orientation
+    o.x, o.y, o.z, o.w = message.orientation
+    msg.height, msg.width = message.height, message.width
+    msg.cell_size_m = float(message.cell_size_m)
+    msg.codebook_size = message.codebook_size
+    msg.num_quantizers = message.num_quantizers
+    msg.codebook_id = message.codebook_id
+    msg.encoding = message.encoding
+    msg.slice_index = message.slice_index
+    msg.num_slices = message.num_slices
+    msg.first_cell = message.first_cell
+    msg.num_cells = message.num_cells
+    msg.interleave = message.interleave
+    msg.payload = bytes(message.payload)  # bytes: assigning a numpy array costs milliseconds
+    msg.signer_digest = np.frombuffer(message.signer_digest, np.uint8)
+    msg.signature = np.frombuffer(message.signature, np.uint8)
     return msg
 
 
 def encoded_bev_to_slice(msg: EncodedBEV, received_ns: int = 0, source_ns: int = 0) -> ReceivedSlice:
-    """EncodedBEV -> ReceivedSlice (no checks here: ``runtime.validation`` does them)."""
+    """EncodedBEV -> ReceivedSlice (no checks here: ``runtime.validation`` and
+    ``runtime.security`` do them)."""
+    p, q = msg.lidar_pose.position, msg.lidar_pose.orientation
     return ReceivedSlice(
         agent_id=msg.agent_id,
         role=msg.role,
@@ -171,6 +164,10 @@ def encoded_bev_to_slice(msg: EncodedBEV, received_ns: int = 0, source_ns: int =
         first_cell=msg.first_cell,
         num_cells=msg.num_cells,
         interleave=msg.interleave,
+        position=(p.x, p.y, p.z),
+        orientation=(q.x, q.y, q.z, q.w),
+        signer_digest=msg.signer_digest.tobytes(),
+        signature=msg.signature.tobytes(),
     )
 
 

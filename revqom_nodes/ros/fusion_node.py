@@ -6,8 +6,12 @@ a worker thread fuses each ego frame with each other agent's paired message (see
 on inference (``ros/worker.py``). Per ego frame it publishes a Detection3DArray (reliable; ego
 LiDAR frame, ego sweep stamp; every box), a MarkerArray for RViz (the boxes scoring at least
 ``output.display_min_score``) and a FusionStatus (with the share of each agent's cells
-that arrived, when agents send their maps in slices). Rejected messages, bad slices included,
-are counted by reason and logged (rate-limited); the node keeps running whatever it receives.
+that arrived, when agents send their maps in slices). With ``security.trust_dir``, every slice
+must be signed by the agent its topic belongs to (``security.mode``; ``runtime/security.py``,
+docs/security.md); the clock-skew check reads the node's ROS clock (``use_sim_time`` under a
+replay). Rejected messages, bad slices and unauthentic ones included, and partners left out by
+the comm range are counted by reason and logged (rate-limited); the node keeps running whatever
+it receives.
 
 Parameters: see ``config/fusion.param.yaml`` and the node tables in README.md.
 """
@@ -40,7 +44,8 @@ from revqom_nodes.runtime.fusion import FusionEngine, FusionResult
 from revqom_nodes.runtime.inbox import Inbox
 from revqom_nodes.runtime.latency import RateLimiter
 from revqom_nodes.runtime.model import load_runtime_model
-from revqom_nodes.runtime.validation import Expectations, Rejected
+from revqom_nodes.runtime.security import SecurityMode, SliceGuard, parse_security_mode
+from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason
 
 LOG_INTERVAL_S = 5.0
 
@@ -63,6 +68,16 @@ class FusionNode(Node):
         self.model = load_runtime_model(params["model.path"], params["device"])
         comm_range_m = params["fusion.comm_range_m"]
         self.engine = FusionEngine(self.model, comm_range_m if comm_range_m > 0 else None)
+        trust_dir = params["security.trust_dir"]
+        mode = parse_security_mode(params["security.mode"], trust_dir)
+        guard = None
+        if mode is not SecurityMode.OFF:
+            guard = SliceGuard.load(
+                trust_dir,
+                mode=mode,
+                max_clock_skew_ms=params["security.max_clock_skew_ms"],
+                clock_ns=lambda: self.get_clock().now().nanoseconds,
+            )
         self.inbox = Inbox(
             Expectations.of(self.model),
             agent_ids=agent_ids,
@@ -71,6 +86,7 @@ class FusionNode(Node):
             sync_wait_ms=params["fusion.sync_wait_ms"],
             sweep_period_ms=params["fusion.sweep_period_ms"],
             buffer_size=params["fusion.buffer_size"],
+            guard=guard,
         )
         self.display_min_score: float = params["output.display_min_score"]
         self.frames_published = 0
@@ -89,7 +105,8 @@ class FusionNode(Node):
         self.get_logger().info(
             f"fusing {list(zip(agent_ids, topics, strict=True))} (ego {params['fusion.ego_agent_id']}) "
             f"on {self.model.device}, max_age_ms {params['fusion.max_age_ms']:g}, "
-            f"sync_wait_ms {params['fusion.sync_wait_ms']:g}, codebook {self.model.codebook_id[:12]}"
+            f"sync_wait_ms {params['fusion.sync_wait_ms']:g}, codebook {self.model.codebook_id[:12]}, "
+            f"security {mode.value}{f' ({trust_dir})' if guard is not None else ''}"
         )
 
     # ---- reception ----------------------------------------------------------------------
@@ -122,6 +139,8 @@ class FusionNode(Node):
             if self.limiter.allow("fusion_error"):
                 self.get_logger().error(f"fusion of ego frame {ego.stamp_ns} failed: {exc!r}")
             return
+        if result.out_of_range:
+            self.inbox.count(RejectReason.OUT_OF_RANGE, result.out_of_range)
         header = Header(stamp=ns_to_stamp(ego.stamp_ns), frame_id=ego.frame_id)
         self.detections_pub.publish(detections_to_msg(result.detections, header, result.fused_agent_ids))
         self.frames_published += 1

@@ -9,6 +9,8 @@ Modules (none imports rclpy; the nodes in ``revqom_nodes.ros`` only convert mess
   and the messages a receiver gets from them;
 - ``validation``: the receiver's checks, one ``RejectReason`` per kind of bad message, and
   ``FrameAssembly``, a sweep's accepted slices -> its AssembledMap;
+- ``security``: signing slices at the agent and authenticating them at the receiver (modes
+  enforce, permissive, off; docs/security.md);
 - ``inbox``: per-agent frame buffers assembled from slices, rejection counters, pairing;
 - ``fusion``: ``FusionEngine``, assembled maps -> detections in the ego frame;
 - ``latency``: the stage clock and percentiles of per-stage timings.

@@ -5,8 +5,9 @@ residual VQ -> indices (1, Q, H, W) ("quantize"), wire format cut into slices of
 ``slice_bytes`` payload bytes each -> bytes ("pack"; ``slice_bytes`` 0: the whole map in one
 slice). Every agent runs this, the ego included: its own map goes through the codec too, as in
 training. ``messages`` gives what a receiver gets from the slices, without ROS (the fields
-``ros.conversions.sweep_to_msg`` writes): ``revqom eval`` and the benches feed them to the
-receiver's validation and ``FusionEngine`` as the fusion node does.
+``ros.conversions.slice_to_encoded_bev`` writes), signed when given a signer
+(``runtime/security.py``): the agent node publishes them, ``revqom eval`` and the benches feed
+them to the receiver's validation and ``FusionEngine`` as the fusion node does.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.frames import ReceivedSlice
 from revqom_nodes.runtime.latency import now_ms
 from revqom_nodes.runtime.model import RuntimeModel
+from revqom_nodes.runtime.security import sign_slice
+from revqom_nodes.trust import Signer
 
 ENCODINGS: dict[str, Encoding] = {"packed": Encoding.PACKED, "entropy": Encoding.ENTROPY}
 
@@ -144,16 +147,18 @@ class AgentEncoder:
         sequence: int = 0,
         role: int = 0,
         frame_id: str = "",
+        signer: Signer | None = None,
     ) -> list[ReceivedSlice]:
         """The messages of a sweep's ``slices`` (all of them, cut by this encoder) as a receiver
-        gets them; T_world_from_lidar: (4, 4) float64 sender pose."""
+        gets them, each signed by ``signer`` (None: unsigned); T_world_from_lidar: (4, 4)
+        float64 sender pose; ``sequence`` wraps at 2**32 (a uint32 field)."""
         height, width = self.model.grid.bev_shape
         settings = self.model.settings
-        return [
+        messages = [
             ReceivedSlice(
                 agent_id=agent_id,
                 role=role,
-                sequence=sequence,
+                sequence=sequence % (1 << 32),
                 stamp_ns=stamp_ns,
                 frame_id=frame_id,
                 T_world_from_lidar=T_world_from_lidar,
@@ -173,3 +178,4 @@ class AgentEncoder:
             )
             for index, piece in enumerate(slices)
         ]
+        return messages if signer is None else [sign_slice(m, signer) for m in messages]

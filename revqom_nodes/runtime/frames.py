@@ -2,21 +2,26 @@
 it arrived) and ``AssembledMap`` (one agent's sweep assembled from its slices: what fusion takes).
 
 ``revqom_nodes.ros.conversions`` turns ``revqom/msg/EncodedBEV`` into a ReceivedSlice; its
-fields mirror the message (docs/wire-format.md), with the pose as a 4x4 matrix and the stamps
-as integer nanoseconds. ``validation.FrameAssembly`` checks and places the slices of a sweep
-and hands out AssembledMaps.
+fields mirror the message (docs/wire-format.md), with the pose as a 4x4 matrix (and as sent,
+for the signature) and the stamps as integer nanoseconds. ``signed_fields`` gives the fields a
+slice's signature covers (``trust.SliceFields``). ``validation.FrameAssembly`` checks and
+places the slices of a sweep and hands out AssembledMaps.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from revqom_nodes.geometry import matrix_from_quaternion
+from revqom_nodes.geometry import matrix_from_quaternion, quaternion_from_matrix
+from revqom_nodes.trust.canonical import DIGEST_BYTES, SliceFields
 
 NS_PER_MS = 1_000_000
+NS_PER_S = 1_000_000_000
+SIGNATURE_BYTES = 64  # trust.signing: ECDSA P-256 r || s
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,7 +33,10 @@ class ReceivedSlice:
     received_ns / source_ns: wall-clock receive and publish times (0 when unknown);
     slice_index, num_slices, first_cell, num_cells, interleave: the message's share of the map
     (cells in the cell order of ``interleave``, ``codec.slices.cell_order``; 1 is row-major over
-    (H, W); num_cells None means H * W, the whole map in one message).
+    (H, W); num_cells None means H * W, the whole map in one message); position (x, y, z) and
+    orientation (x, y, z, w): ``lidar_pose`` as sent (None: from T_world_from_lidar, as
+    ``pose_fields`` writes it); signer_digest (8 bytes) and signature (64): the authenticator,
+    all zeros when unsigned (docs/wire-format.md, "Signed slices").
     """
 
     agent_id: str
@@ -52,10 +60,18 @@ class ReceivedSlice:
     first_cell: int = 0
     num_cells: int | None = None
     interleave: int = 1
+    position: tuple[float, float, float] | None = None
+    orientation: tuple[float, float, float, float] | None = None
+    signer_digest: bytes = bytes(DIGEST_BYTES)
+    signature: bytes = bytes(SIGNATURE_BYTES)
 
     def __post_init__(self) -> None:
         if self.num_cells is None:
             object.__setattr__(self, "num_cells", int(self.height) * int(self.width))
+        if self.position is None or self.orientation is None:
+            position, orientation = pose_fields(self.T_world_from_lidar)
+            object.__setattr__(self, "position", position)
+            object.__setattr__(self, "orientation", orientation)
 
     @property
     def payload_bytes(self) -> int:
@@ -102,3 +118,44 @@ def pose_matrix(
     if not (np.isfinite(norm) and norm > 1e-6 and np.isfinite(t).all()):
         return np.full((4, 4), np.nan)
     return matrix_from_quaternion(q, t)
+
+
+def pose_fields(
+    T_world_from_lidar: np.ndarray,
+) -> tuple[tuple[float, float, float], tuple[float, float, float, float]]:
+    """(4, 4) rigid transform -> position (x, y, z) and quaternion (x, y, z, w), as a message
+    carries them (``geometry_msgs/Pose``); all NaN for a matrix of another shape."""
+    T = np.asarray(T_world_from_lidar, dtype=np.float64)
+    if T.shape != (4, 4):
+        return (math.nan,) * 3, (math.nan,) * 4
+    x, y, z = (float(v) for v in T[:3, 3])
+    qx, qy, qz, qw = (float(v) for v in quaternion_from_matrix(T))
+    return (x, y, z), (qx, qy, qz, qw)
+
+
+def signed_fields(message: ReceivedSlice) -> SliceFields:
+    """The fields of ``message`` that its signature covers (trust/canonical.py)."""
+    sec, nanosec = divmod(int(message.stamp_ns), NS_PER_S)
+    return SliceFields(
+        stamp_sec=sec,
+        stamp_nanosec=nanosec,
+        frame_id=message.frame_id,
+        agent_id=message.agent_id,
+        role=int(message.role),
+        sequence=int(message.sequence),
+        position=message.position,
+        orientation=message.orientation,
+        height=int(message.height),
+        width=int(message.width),
+        cell_size_m=float(message.cell_size_m),
+        codebook_size=int(message.codebook_size),
+        num_quantizers=int(message.num_quantizers),
+        codebook_id=message.codebook_id,
+        encoding=int(message.encoding),
+        slice_index=int(message.slice_index),
+        num_slices=int(message.num_slices),
+        first_cell=int(message.first_cell),
+        num_cells=int(message.num_cells),
+        interleave=int(message.interleave),
+        payload=message.payload,
+    )

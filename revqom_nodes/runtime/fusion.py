@@ -34,6 +34,7 @@ class FusionResult(NamedTuple):
     unpack_ms: float  # payload -> indices of the fused maps (measured by validation)
     decode_ms: float  # indices -> features: codebook gather + post-affine decoder, every map
     fuse_ms: float  # warp, fusion, head, NMS
+    out_of_range: int = 0  # partners' maps left out: farther than the comm range from the ego
 
     @property
     def decode_fuse_ms(self) -> float:
@@ -63,9 +64,9 @@ class FusionEngine:
     def fuse(self, ego: AssembledMap, partners: Sequence[AssembledMap | None]) -> FusionResult:
         """The ego's map and each partner's (None: nothing to fuse from it) -> FusionResult."""
         T_ego_from_world = invert(ego.T_world_from_lidar)
+        present = [p for p in partners if p is not None]
         maps = [ego, *[
-            p for p in partners
-            if p is not None and in_comm_range(T_ego_from_world @ p.T_world_from_lidar, self.comm_range_m)
+            p for p in present if in_comm_range(T_ego_from_world @ p.T_world_from_lidar, self.comm_range_m)
         ]]
         device = self.model.device
         start = now_ms(device)
@@ -92,4 +93,5 @@ class FusionEngine:
             sum(m.decode_ms for m in maps),
             after_decode - start,
             end - after_decode,
+            len(present) + 1 - len(maps),
         )

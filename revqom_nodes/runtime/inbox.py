@@ -22,6 +22,15 @@ first slice arrived, whichever is first; E itself waits the same way for its own
 An agent goes quiet when a wait for it times out with nothing to fuse, and is awake again
 with its next message. For runs that must match the offline evaluation frame by frame,
 ``sync_wait_ms`` must cover the agent's sweep period plus its encoding time.
+
+Order of the checks of one message (cheap first; docs/security.md, "Reception rules"): the
+topic's agent, then, with a ``security.SliceGuard``, the authentication of the slice alone
+(signer, certificate, clock skew, signature), then its content (``validation.check_slice``),
+and only then the per-agent state: with authentication enforced, a slice seen before or a
+sweep not newer than the signer's last is ``replayed`` (``out_of_order`` without it). No single
+slice clears a buffer: a stamp ``TIME_JUMP_NS`` or more behind an agent's last sweep (a replay
+starting over) restarts that agent's buffers, and the ego's every buffer, only when
+``JUMP_FRAMES`` consecutive sweeps agree (the ones before are rejected).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from dataclasses import dataclass, field
 
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.frames import NS_PER_MS, AssembledMap, ReceivedSlice
+from revqom_nodes.runtime.security import SecurityMode, SliceGuard
 from revqom_nodes.runtime.validation import (
     CheckedSlice,
     Expectations,
@@ -47,6 +57,7 @@ from revqom_nodes.runtime.validation import (
 log = logging.getLogger(__name__)
 
 TIME_JUMP_NS = 1_000_000_000  # a stamp this far behind the last one is a restart (a looping replay)
+JUMP_FRAMES = 3  # consecutive sweeps that must agree on a jump back before it restarts the buffers
 
 
 @dataclass
@@ -72,6 +83,7 @@ class _Agent:
     bytes_received: int = 0
     accepted: int = 0
     quiet: bool = False
+    jump_stamps: list[int] = field(default_factory=list)  # sweeps so far of an unconfirmed jump back
 
 
 @dataclass
@@ -82,7 +94,11 @@ class _Pending:
 
 
 class Inbox:
-    """Validated frames of the configured agents (ego first in ``agent_ids``)."""
+    """Validated frames of the configured agents (ego first in ``agent_ids``).
+
+    guard: authenticates each slice (``security.SliceGuard``); None, or its mode ``off``: no
+    authentication. clock_ns: the clock of the sync-wait deadlines (monotonic).
+    """
 
     def __init__(
         self,
@@ -96,6 +112,7 @@ class Inbox:
         buffer_size: int = 4,
         max_pending: int = 4,
         clock_ns: Callable[[], int] = time.monotonic_ns,
+        guard: SliceGuard | None = None,
     ) -> None:
         if ego_agent_id not in agent_ids:
             raise RuntimeConfigError(f"ego agent {ego_agent_id!r} is not among the agents {list(agent_ids)}")
@@ -113,6 +130,9 @@ class Inbox:
         self.sync_wait_ns = int(sync_wait_ms * NS_PER_MS)
         self.sweep_period_ns = int(sweep_period_ms * NS_PER_MS)
         self._clock_ns = clock_ns
+        self.guard = guard if guard is not None and guard.mode is not SecurityMode.OFF else None
+        enforced = self.guard is not None and self.guard.mode is SecurityMode.ENFORCE
+        self._order_reason = RejectReason.REPLAYED if enforced else RejectReason.OUT_OF_ORDER
         self._agents = {a: _Agent(deque(maxlen=buffer_size)) for a in self.agent_ids}
         self._pending: deque[_Pending] = deque(maxlen=max_pending)
         self._newest_ego_ns: int | None = None
@@ -140,6 +160,12 @@ class Inbox:
         if agent_id not in self._agents or (topic_agent_id is not None and agent_id != topic_agent_id):
             expected = topic_agent_id or self.agent_ids
             raise Rejected(RejectReason.UNKNOWN_AGENT, f"agent {agent_id[:64]!r} (expected {expected})")
+        if self.guard is not None:
+            failed = self.guard.check(message)
+            if failed is not None:
+                if self.guard.mode is SecurityMode.ENFORCE:
+                    raise Rejected(*failed)
+                self.count(failed[0])  # permissive: counted, used anyway
         checked = check_slice(message, self.expect)
         sweep = (message.stamp_ns, message.sequence)
         with self._lock:
@@ -148,7 +174,12 @@ class Inbox:
                 (h for h in state.frames if (h.stamp_ns, h.assembly.header.sequence) == sweep), None
             )
             if held is not None:
-                held.assembly.add(checked)
+                try:
+                    held.assembly.add(checked)
+                except Rejected as rejected:
+                    if rejected.reason is RejectReason.OUT_OF_ORDER:  # a duplicate slice
+                        raise Rejected(self._order_reason, rejected.detail) from None
+                    raise
             else:
                 self._start_frame(checked, state)
             state.bytes_received += message.payload_bytes
@@ -175,22 +206,37 @@ class Inbox:
             self._newest_ego_ns = frame.stamp_ns
 
     def _check_order(self, frame: ReceivedSlice, state: _Agent) -> bool:
-        """True when the frame restarts the agent's clock (a jump back of TIME_JUMP_NS or more)."""
-        last = state.last_stamp_ns
+        """True when the frame restarts the agent's clock: the ``JUMP_FRAMES``-th consecutive
+        sweep stamped ``TIME_JUMP_NS`` or more behind its last one (the sweeps of the jump before
+        it are rejected, and a sweep in order forgets them)."""
+        last, jump = state.last_stamp_ns, state.jump_stamps
         if last is None or frame.stamp_ns > last:
+            jump.clear()
             return False
         if frame.stamp_ns > last - TIME_JUMP_NS:
             raise Rejected(
-                RejectReason.OUT_OF_ORDER,
+                self._order_reason,
                 f"{frame.agent_id} stamp {frame.stamp_ns} ns is not after its last {last} ns",
             )
+        if jump and frame.stamp_ns < jump[-1]:
+            jump.clear()
+        if not jump or frame.stamp_ns > jump[-1]:
+            jump.append(frame.stamp_ns)
+        if len(jump) < JUMP_FRAMES:
+            raise Rejected(
+                self._order_reason,
+                f"{frame.agent_id} stamp jumped back {(last - frame.stamp_ns) / 1e9:.3f} s: "
+                f"{len(jump)} of the {JUMP_FRAMES} consecutive sweeps that restart its buffers",
+            )
+        jump.clear()
         return True
 
     def _accept_ego(self, frame: ReceivedSlice, state: _Agent) -> None:
         if self._check_order(frame, state):
             log.warning(
-                "ego time jumped back %.3f s: clearing every buffer",
+                "ego time jumped back %.3f s (%d sweeps agree): clearing every buffer",
                 (state.last_stamp_ns - frame.stamp_ns) / 1e9,
+                JUMP_FRAMES,
             )
             self.time_jumps += 1
             for agent in self._agents.values():
@@ -257,6 +303,12 @@ class Inbox:
         return best
 
     # ---- diagnostics --------------------------------------------------------------------
+    def count(self, reason: RejectReason, times: int = 1) -> None:
+        """Count ``times`` rejections of ``reason`` found outside ``receive`` (permissive
+        authentication failures, partners left out of range by fusion)."""
+        with self._lock:
+            self._rejected[reason] += times
+
     def rejected_counts(self) -> dict[str, int]:
         """Every reason (also those never seen, as 0) -> messages rejected for it."""
         with self._lock:

@@ -43,6 +43,16 @@ class RejectReason(str, enum.Enum):
     MALFORMED_PAYLOAD = "malformed_payload"  # the wire format's checks failed
     STALE = "stale"  # older than max_age_ms before the newest ego sweep
     OUT_OF_ORDER = "out_of_order"  # a duplicate, or older than the agent's last accepted sweep
+    # Authentication (runtime/security.py, docs/security.md), when a trust store is configured:
+    UNSIGNED = "unsigned"  # no authenticator
+    UNKNOWN_SIGNER = "unknown_signer"  # the signer digest names no certificate of the trust store
+    REVOKED = "revoked"  # the signer's certificate is on the revocation list
+    EXPIRED = "expired"  # the stamp lies outside the certificate's validity
+    ROLE_MISMATCH = "role_mismatch"  # the certificate is for another agent id or role
+    CLOCK_SKEW = "clock_skew"  # stamp farther than security.max_clock_skew_ms from the receiver's clock
+    BAD_SIGNATURE = "bad_signature"  # the signature does not verify (forged or tampered)
+    REPLAYED = "replayed"  # an authentic slice seen before, or not newer than its signer's last sweep
+    OUT_OF_RANGE = "out_of_range"  # a partner's map left out: farther than the comm range from the ego
 
 
 class Rejected(Exception):

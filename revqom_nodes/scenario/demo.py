@@ -2,13 +2,14 @@
 
 Steps: (1) a seeded synthetic DAIR-V2X-C scenario (or ``--data ROOT``), (2) its ROS 2 bag,
 (3) ``launch/scenario.launch.xml`` through the project's launch runner (replay, two agent
-nodes, the fusion node, the recorder) until the bag ends, (4) the summary: frames,
+nodes, the fusion node, the recorder) until the bag ends, signed: the demo makes its own keys
+(``scenario/keys.py``) and the fusion node enforces authentication, (4) the summary: frames,
 detections, AP@0.3/0.5/0.7 (the ``revqom eval`` protocol and range), bytes per agent per
 frame (packed and entropy) against raw float32 features, latency p50/p95 per stage.
 
 Outputs under ``--out``: ``metrics.json``, ``events.jsonl`` (the recorder's log),
 ``launch.log`` (every node's output), ``bev/frame_*.png``, ``bev_montage.png``, ``bev.gif``,
-and the generated ``dataset/`` and ``bag/``.
+the generated ``dataset/`` and ``bag/``, and ``keys/`` (the run's CA and agent keys).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def scenario_dataset(args: argparse.Namespace, out: Path) -> tuple[Path, str]:
 def _run_scenario(args: argparse.Namespace, bag: Path, model: Path, out: Path) -> int:
     from revqom_nodes.launcher.file import find_launch_file, parse_launch_file
     from revqom_nodes.launcher.runner import run
+    from revqom_nodes.scenario.keys import scenario_keys
 
     sync_wait_ms = max(500.0, 100.0 / args.rate * 1.5 + 1000.0)  # a sweep period plus encoding time
     arguments = {
@@ -83,6 +85,7 @@ def _run_scenario(args: argparse.Namespace, bag: Path, model: Path, out: Path) -
         "out_dir": str(out.resolve()),
         "sync_wait_ms": str(sync_wait_ms),
         "exit_delay": str(sync_wait_ms / 1e3 + 3.0),
+        "trust_dir": str(scenario_keys(out / "keys").resolve()),
     }
     nodes = parse_launch_file(find_launch_file("scenario.launch.xml"), arguments)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")

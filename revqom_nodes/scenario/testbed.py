@@ -91,8 +91,9 @@ class TestbedRun:
     namespaces: tuple[str, str]
 
 
-def launch_arguments(config: TestbedConfig, profile: Path) -> dict[str, str]:
-    """The scenario's launch arguments for one run (``profile``: the generated DDS profile)."""
+def launch_arguments(config: TestbedConfig, profile: Path, trust_dir: Path) -> dict[str, str]:
+    """The scenario's launch arguments for one run (``profile``: the generated DDS profile;
+    ``trust_dir``: the run's keys, ``scenario.keys.scenario_keys``)."""
     return {
         "bag": str(config.bag.resolve()),
         "model": str(config.model.resolve()),
@@ -108,6 +109,7 @@ def launch_arguments(config: TestbedConfig, profile: Path) -> dict[str, str]:
         "dds_profile": str(profile.resolve()),
         "slice_bytes": str(config.slice_bytes),
         "interleave": str(config.interleave),
+        "trust_dir": str(trust_dir.resolve()),
     }
 
 
@@ -248,10 +250,12 @@ def run_testbed(config: TestbedConfig) -> TestbedRun:
 
     Raises ``TestbedError`` when the link cannot be set up, KeyboardInterrupt after a Ctrl-C;
     the namespaces are deleted in every case. The run's folder gets the DDS profile, the node
-    log (``launch.log``), the recorder's ``events.jsonl`` and ``link_counters.jsonl``.
+    log (``launch.log``), the recorder's ``events.jsonl``, ``link_counters.jsonl`` and the
+    run's keys (``keys/``: the slices are signed and authenticated).
     """
     from revqom_nodes.launcher.file import find_launch_file, parse_launch_file
     from revqom_nodes.runtime.playback import bag_info
+    from revqom_nodes.scenario.keys import scenario_keys
 
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -259,10 +263,11 @@ def run_testbed(config: TestbedConfig) -> TestbedRun:
     events_path.unlink(missing_ok=True)
     launch_file = find_launch_file(LAUNCH_FILE)
     topics = list(bag_info(config.bag).topics)
+    trust_dir = scenario_keys(out / "keys")
     with NetworkLink(loss=config.loss) as link:
         profile = out / "fastdds_testbed.xml"
         profile.write_text(dds_profile_xml([link.ego_address, link.infra_address]), encoding="utf-8")
-        specs = parse_launch_file(launch_file, launch_arguments(config, profile))
+        specs = parse_launch_file(launch_file, launch_arguments(config, profile, trust_dir))
         nodes = place_nodes(specs, topics, link.exec_prefix(link.ego), link.exec_prefix(link.infra))
         log_path = out / "launch.log"
         log.info("test bed: %s, loss %.1f%%, %d nodes, node output in %s",

@@ -124,6 +124,16 @@ class Verifier:
         """Accept ``fields`` signed with ``authenticator`` or name the first failed check, in
         order: unsigned, unknown signer, revoked, expired at ``fields``' stamp, agent id or role
         not the certificate's, bad signature (the only costly check, about 0.1 ms)."""
+        verdict = self.check_certificate(fields, authenticator)
+        if verdict.rejection is not None or authenticator is None or verdict.signer is None:
+            return verdict
+        if not self.check_signature(fields, authenticator, verdict.signer):
+            return Verdict(verdict.signer, Rejection.BAD_SIGNATURE)
+        return verdict
+
+    def check_certificate(self, fields: SliceFields, authenticator: Authenticator | None) -> Verdict:
+        """The cheap checks of ``verify`` (all but the signature); accepted: the signer is known,
+        not revoked, valid at the stamp and certified for the agent id and role."""
         if authenticator is None or not any(authenticator.signer_digest):
             return Verdict(None, Rejection.UNSIGNED)
         signer = self._certificates.get(bytes(authenticator.signer_digest))
@@ -133,13 +143,13 @@ class Verifier:
             return Verdict(signer, Rejection.REVOKED)
         if not signer.valid_at(fields.stamp_ns):
             return Verdict(signer, Rejection.EXPIRED)
-        mismatch = check_identity(signer, agent_id=fields.agent_id, role=fields.role)
-        if mismatch is not None:
-            return Verdict(signer, mismatch)
+        return Verdict(signer, check_identity(signer, agent_id=fields.agent_id, role=fields.role))
+
+    @staticmethod
+    def check_signature(fields: SliceFields, authenticator: Authenticator, signer: AgentCertificate) -> bool:
+        """Whether ``authenticator``'s signature over ``fields`` verifies with ``signer``'s key."""
         try:
             data = canonical_bytes(fields, signer.digest)
         except ValueError:
-            return Verdict(signer, Rejection.BAD_SIGNATURE)
-        if not verify_bytes(signer.public_key, bytes(authenticator.signature), data):
-            return Verdict(signer, Rejection.BAD_SIGNATURE)
-        return Verdict(signer, None)
+            return False
+        return verify_bytes(signer.public_key, bytes(authenticator.signature), data)

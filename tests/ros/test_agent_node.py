@@ -144,3 +144,24 @@ def test_configuration_errors_are_clear(make_node):
         make_node(codec__encoding="zip")
     with pytest.raises(RuntimeConfigError, match="slice_bytes"):
         make_node(output__slice_bytes=-5)
+
+
+def test_with_a_trust_dir_every_slice_is_signed(make_node, tmp_path):
+    from revqom_nodes.ros.conversions import encoded_bev_to_slice
+    from revqom_nodes.runtime.errors import RuntimeConfigError
+    from revqom_nodes.runtime.frames import signed_fields
+    from revqom_nodes.trust import Authenticator, Verifier, load_trust_store
+    from tests.trust.conftest import make_keys
+
+    keys = make_keys(tmp_path / "keys").root
+    node = make_node(pose__static=[float(v) for v in T_WORLD.reshape(-1)], output__slice_bytes=100,
+                     security__trust_dir=str(keys))
+    node._on_cloud(make_cloud(tiny_cloud(1), STAMP_NS))
+    wait_for(lambda: node.frames_encoded == 1)
+    verifier = Verifier(load_trust_store(keys))
+    for msg in node.published:
+        received = encoded_bev_to_slice(msg)
+        authenticator = Authenticator(received.signer_digest, received.signature)
+        assert verifier.verify(signed_fields(received), authenticator).accepted
+    with pytest.raises(RuntimeConfigError, match="not for role"):
+        make_node(agent__role="infrastructure", security__trust_dir=str(keys))  # the vehicle's certificate

@@ -27,11 +27,11 @@ from revqom_nodes.ros.conversions import (  # noqa: E402
     cloud_to_points,
     detections_to_msg,
     encoded_bev_to_slice,
-    make_encoded_bev,
     matrix_to_pose,
     msg_to_boxes,
     ns_to_stamp,
     pose_to_matrix,
+    slice_to_encoded_bev,
     stamp_to_ns,
 )
 
@@ -86,18 +86,21 @@ def test_encoded_bev_round_trip(tiny_model, sweeps):
     from revqom_nodes.runtime.encoder import AgentEncoder
     from revqom_nodes.runtime.validation import Expectations, check_frame
 
-    sweep = AgentEncoder(tiny_model).encode(sweeps["infrastructure"])
+    encoder = AgentEncoder(tiny_model)
+    sweep = encoder.encode(sweeps["infrastructure"])
     T = make_transform(rotation_z(-0.7), [2806.0, -1196.0, 6.0])
-    header = Header(stamp=Time(sec=1_626_155_000, nanosec=5), frame_id="infrastructure_lidar")
-    msg = make_encoded_bev(
-        sweep,
-        tiny_model,
+    (message,) = encoder.messages(
+        sweep.slices,
         agent_id="infrastructure",
         role=1,
         sequence=2**32 + 3,
-        header=header,
+        stamp_ns=1_626_155_000_000_000_005,
+        frame_id="infrastructure_lidar",
         T_world_from_lidar=T,
     )
+    msg = slice_to_encoded_bev(message)
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1_626_155_000, 5)
+    assert msg.header.frame_id == "infrastructure_lidar" and not msg.signer_digest.any()
     assert bytes(msg.payload) == sweep.slices[0].payload
     slice_fields = (msg.slice_index, msg.num_slices, msg.first_cell, msg.num_cells, msg.interleave)
     assert slice_fields == (0, 1, 0, 32 * 32, 1)
@@ -121,27 +124,14 @@ def test_sliced_sweep_messages_carry_their_cells(tiny_model, sweeps):
     encoder = AgentEncoder(tiny_model, Encoding.ENTROPY, slice_bytes=20, interleave=3)
     sweep = encoder.encode(sweeps["vehicle"])
     T = make_transform(rotation_z(0.3), [2800.0, -1200.0, 1.9])
-    header = Header(stamp=Time(sec=1_626_155_000, nanosec=9), frame_id="vehicle_lidar")
-    messages = [
-        make_encoded_bev(
-            sweep,
-            tiny_model,
-            agent_id="vehicle",
-            role=0,
-            sequence=4,
-            header=header,
-            T_world_from_lidar=T,
-            slice_index=i,
-        )
-        for i in range(len(sweep.slices))
-    ]
-    assert len(messages) > 1
-    Q, H, W = sweep.indices.shape
-    in_order = sweep.indices.reshape(Q, -1)[:, cell_order(H, W, 3)]
-    offline = encoder.messages(  # what revqom eval and the benches hand the receiver
+    offline = encoder.messages(  # what the agent node publishes, and revqom eval hands the receiver
         sweep.slices, agent_id="vehicle", T_world_from_lidar=T, stamp_ns=1_626_155_000_000_000_009,
         sequence=4, frame_id="vehicle_lidar",
     )
+    messages = [slice_to_encoded_bev(message) for message in offline]
+    assert len(messages) > 1
+    Q, H, W = sweep.indices.shape
+    in_order = sweep.indices.reshape(Q, -1)[:, cell_order(H, W, 3)]
     for index, msg in enumerate(messages):
         piece = sweep.slices[index]
         assert (msg.slice_index, msg.num_slices, msg.first_cell, msg.num_cells) == (

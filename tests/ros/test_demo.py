@@ -35,6 +35,9 @@ def test_demo_prints_the_summary_and_writes_metrics_and_pictures(
     assert metrics["frames"] == metrics["frames_with_detections_message"] == 6
     assert metrics["missing_frames"] == []
     assert set(metrics["ap"]) == {"0.3", "0.5", "0.7"}
+    assert (out / "keys" / "agents" / "infrastructure.key.pem").is_file()  # signed, enforced
+    unauthentic = ("unsigned", "bad_signature", "unknown_signer", "expired", "clock_skew", "replayed")
+    assert not any(metrics["rejected"][reason] for reason in unauthentic), metrics["rejected"]
     assert metrics["bytes_per_agent_frame"]["entropy"] <= metrics["bytes_per_agent_frame"]["packed"]
     for stage in ("encode", "transport", "decode_fuse", "end_to_end"):
         assert metrics["latency_ms"][stage]["count"] > 0

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +18,6 @@ import pytest
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 BAD_KINDS = (
     "truncated",
     "codebook",
@@ -84,38 +81,39 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
     from rclpy.node import Node
     from rclpy.serialization import serialize_message
     from revqom.msg import Detection3DArray, FusionStatus
-    from std_msgs.msg import Header
 
     from revqom_nodes.codec.wire import Encoding
-    from revqom_nodes.ros.conversions import encoded_bev_to_slice, make_encoded_bev, msg_to_boxes, ns_to_stamp
-    from revqom_nodes.ros.qos import ENCODED_BEV_QOS, RESULT_QOS
+    from revqom_nodes.ros.conversions import (
+        encoded_bev_to_slice,
+        msg_to_boxes,
+        ns_to_stamp,
+        slice_to_encoded_bev,
+    )
+    from revqom_nodes.ros.qos import ENCODED_BEV_QOS
     from revqom_nodes.runtime.encoder import AgentEncoder
     from revqom_nodes.runtime.fusion import FusionEngine
     from revqom_nodes.runtime.validation import Expectations, check_frame
+    from tests.ros.fusion_process import (
+        listen,
+        spin_for,
+        start_fusion_node,
+        start_publisher,
+        stop,
+        wait_until_up,
+    )
     from tests.runtime.tiny_model import save_tiny_model, tiny_cloud
 
     model = save_tiny_model(tmp_path / "tiny.pt")
     T_vehicle, T_infra = _poses()
     ego_sweep = AgentEncoder(model, Encoding.PACKED).encode(tiny_cloud(1))
     infra_sweep = AgentEncoder(model, Encoding.ENTROPY).encode(tiny_cloud(2, height_m=6.0))
-    ego_msg = make_encoded_bev(
-        ego_sweep,
-        model,
-        agent_id="vehicle",
-        role=0,
-        sequence=0,
-        header=Header(frame_id="vehicle_lidar"),
-        T_world_from_lidar=T_vehicle,
-    )
-    infra_msg = make_encoded_bev(
-        infra_sweep,
-        model,
-        agent_id="infrastructure",
-        role=1,
-        sequence=0,
-        header=Header(frame_id="infrastructure_lidar"),
+    (ego_msg,) = map(slice_to_encoded_bev, AgentEncoder(model).messages(
+        ego_sweep.slices, agent_id="vehicle", frame_id="vehicle_lidar", T_world_from_lidar=T_vehicle
+    ))
+    (infra_msg,) = map(slice_to_encoded_bev, AgentEncoder(model, Encoding.ENTROPY).messages(
+        infra_sweep.slices, agent_id="infrastructure", role=1, frame_id="infrastructure_lidar",
         T_world_from_lidar=T_infra,
-    )
+    ))
     expect = Expectations.of(model)
     frames = [check_frame(encoded_bev_to_slice(m), expect) for m in (ego_msg, infra_msg)]
     engine = FusionEngine(model)
@@ -126,45 +124,8 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
     (tmp_path / "infra.cdr").write_bytes(serialize_message(infra_msg))
 
     log_path = tmp_path / "fusion.log"
-    with open(log_path, "w") as log:
-        fusion = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "revqom_nodes.ros.fusion_node",
-                "--ros-args",
-                "-r",
-                "__node:=fusion",
-                "-p",
-                f"model.path:={tmp_path / 'tiny.pt'}",
-                "-p",
-                "device:=cpu",
-                "-p",
-                "fusion.sync_wait_ms:=300.0",
-                "-p",
-                "output.detections_topic:=/fusion/detections",
-                "-p",
-                "output.status_topic:=/fusion/status",
-                "-p",
-                "output.markers_topic:=/fusion/markers",
-            ],
-            cwd=ROOT,
-            env=ros_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    infra = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.ros.publish_agent_frames",
-            str(tmp_path / "infra.cdr"),
-            "/infrastructure/encoded_bev",
-            "0.1",
-        ],
-        cwd=ROOT,
-        env=ros_env,
-    )
+    fusion = start_fusion_node(tmp_path / "tiny.pt", log_path, ros_env)
+    infra = start_publisher(tmp_path / "infra.cdr", "/infrastructure/encoded_bev", 0.1, ros_env)
     detections: dict[int, Detection3DArray] = {}
     statuses: list[FusionStatus] = []
     rclpy.init()
@@ -172,28 +133,9 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
         node = Node("fusion_test")
         ego_pub = node.create_publisher(type(ego_msg), "/vehicle/encoded_bev", ENCODED_BEV_QOS)
         attack_pub = node.create_publisher(type(ego_msg), "/infrastructure/encoded_bev", ENCODED_BEV_QOS)
-        node.create_subscription(
-            Detection3DArray,
-            "/fusion/detections",
-            lambda m: detections.setdefault(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, m),
-            RESULT_QOS,
-        )
-        node.create_subscription(FusionStatus, "/fusion/status", statuses.append, RESULT_QOS)
+        listen(node, detections, statuses)
 
-        def spin_for(seconds: float) -> None:
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                rclpy.spin_once(node, timeout_sec=0.01)
-
-        deadline = time.monotonic() + 120.0
-        while (
-            node.count_publishers("/fusion/detections") == 0
-            or node.count_subscribers("/vehicle/encoded_bev") == 0
-        ):
-            assert fusion.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the fusion node did not come up"
-            spin_for(0.2)
-        spin_for(1.0)
+        wait_until_up(rclpy, node, fusion, log_path)
 
         sent: list[int] = []
 
@@ -206,12 +148,12 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
 
         for k in range(2 * len(BAD_KINDS)):  # good ego frames, one malformed message after each
             send_ego()
-            spin_for(0.05)
+            spin_for(rclpy, node, 0.05)
             kind = BAD_KINDS[k % len(BAD_KINDS)]
             attack = _bad(infra_msg, kind)
             attack.header.stamp = ns_to_stamp(time.time_ns() - (5 * 10**9 if kind == "stale" else 0))
             attack_pub.publish(attack)
-            spin_for(0.35)
+            spin_for(rclpy, node, 0.35)
 
         process = psutil.Process(fusion.pid)
         rss_before = process.memory_info().rss
@@ -219,8 +161,8 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
             attack = _bad(infra_msg, "oversize" if k % 2 else "intruder")
             attack.agent_id = f"intruder{k}" if k % 2 == 0 else attack.agent_id
             attack_pub.publish(attack)
-            spin_for(0.005)
-        spin_for(1.0)
+            spin_for(rclpy, node, 0.005)
+        spin_for(rclpy, node, 1.0)
         rss_growth_mb = (process.memory_info().rss - rss_before) / 2**20
 
         infra.send_signal(signal.SIGKILL)  # the roadside unit dies mid-run
@@ -228,19 +170,14 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
         lost_from = len(sent)
         for _ in range(6):
             send_ego()
-            spin_for(0.4)
-        spin_for(1.0)
+            spin_for(rclpy, node, 0.4)
+        spin_for(rclpy, node, 1.0)
         node.destroy_node()
     finally:
         rclpy.try_shutdown()
         if infra.poll() is None:
             infra.kill()
-        fusion.send_signal(signal.SIGINT)
-        try:
-            code = fusion.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            fusion.kill()
-            code = None
+        code = stop(fusion)
     output = log_path.read_text()
     assert code == 0, output[-3000:]
 

@@ -25,6 +25,7 @@ FRAMES = 4
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from revqom_nodes.data.bag import convert_to_bag
     from revqom_nodes.data.synthetic import SynthConfig, generate_dataset
+    from revqom_nodes.scenario.keys import scenario_keys
     from tests.runtime.tiny_model import save_tiny_model
 
     base = tmp_path_factory.mktemp("scenario")
@@ -38,7 +39,13 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         config=SynthConfig(vehicle_beams=16, infrastructure_rings=40),
     )
     convert_to_bag(base / "dataset", base / "bag", progress=False)
-    return {"base": base, "model": base / "tiny.pt", "dataset": base / "dataset", "bag": base / "bag"}
+    return {
+        "base": base,
+        "model": base / "tiny.pt",
+        "dataset": base / "dataset",
+        "bag": base / "bag",
+        "keys": scenario_keys(base / "keys"),
+    }
 
 
 def _node_processes() -> list:
@@ -70,6 +77,7 @@ def _run_scenario(scenario: dict[str, Path], out: Path, **extra: str) -> list[di
         "out_dir": str(out),
         "sync_wait_ms": "3000.0",
         "exit_delay": "5.0",
+        "trust_dir": str(scenario["keys"]),  # signed and enforced, as the demo runs
         **extra,
     }
     nodes = parse_launch_file(ROOT / "launch" / "scenario.launch.xml", arguments)
@@ -181,6 +189,10 @@ def test_sliced_scenario_matches_the_whole_map_run_with_every_cell(scenario, ros
     assert all(
         dict(zip(s.rejected_reasons, s.rejected_counts, strict=True))["bad_slice"] == 0 for s in statuses
     )
+    unauthentic = {"unsigned", "bad_signature", "unknown_signer", "expired", "clock_skew", "replayed"}
+    for s in statuses:  # signed and enforced: every slice authenticated
+        counts = dict(zip(s.rejected_reasons, s.rejected_counts, strict=True))
+        assert not any(counts[reason] for reason in unauthentic), counts
 
 
 def test_a_looping_replay_keeps_time_going_and_every_pass_is_fused(scenario, ros_env) -> None:
@@ -196,6 +208,7 @@ def test_a_looping_replay_keeps_time_going_and_every_pass_is_fused(scenario, ros
     arguments = {
         "bag": str(scenario["bag"]), "model": str(scenario["model"]), "rate": "0.5", "loop": "true",
         "threads": "1", "device": "cpu", "record": "true", "out_dir": str(out), "sync_wait_ms": "3000.0",
+        "trust_dir": str(scenario["keys"]),
     }
     played = [m.bag_ns for m in iter_bag(scenario["bag"])]
     offset_ns = played[-1] - played[0] + bag_info(scenario["bag"]).period_ns  # one bag length and period

@@ -110,7 +110,7 @@ def test_namespace_names_are_unique_per_run_and_found_stale_when_their_process_i
 def _scenario_specs(tmp_path: Path, slice_bytes: int = 0, interleave: int = 2):
     config = TestbedConfig(bag=tmp_path / "bag", model=tmp_path / "m.pt", out_dir=tmp_path / "out",
                            slice_bytes=slice_bytes, interleave=interleave)
-    arguments = launch_arguments(config, tmp_path / "p.xml")
+    arguments = launch_arguments(config, tmp_path / "p.xml", tmp_path / "keys")
     return parse_launch_file(ROOT / "launch" / "scenario.launch.xml", arguments)
 
 
@@ -138,6 +138,10 @@ def test_nodes_are_placed_in_their_namespaces_and_the_replay_split_by_topic(tmp_
     }
     assert placed["replay"].on_exit_shutdown and not placed["infrastructure/replay"].on_exit_shutdown
     assert placed["infrastructure/replay"].namespace == "/infrastructure"
+    keys = str((tmp_path / "keys").resolve())
+    for label in ("vehicle/agent", "infrastructure/agent", "fusion/fusion"):  # signed and enforced
+        inline = {k: v for p in placed[label].parameters if isinstance(p, dict) for k, v in p.items()}
+        assert inline["security.trust_dir"] == keys, label
     assert placed["recorder"].parameters[-1] == {
         "topics.clouds": ["/vehicle/lidar/points"], "topics.encoded_bev": ["/vehicle/encoded_bev"]
     }

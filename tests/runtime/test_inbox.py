@@ -101,13 +101,25 @@ def test_memory_is_bounded(inbox, make_frame):
     assert inbox.rejected_counts()["unknown_agent"] == 50
 
 
-def test_a_jump_back_in_time_restarts_the_buffers(inbox, make_frame):
+def test_a_jump_back_in_time_restarts_the_buffers_once_three_sweeps_agree(inbox, make_frame):
     inbox.receive(make_frame("infrastructure", 5000))
     inbox.receive(make_frame("vehicle", 5000))
-    inbox.receive(make_frame("vehicle", 1000))  # a looping replay starts over
+    for stamp in (1000, 1100):  # a replay starting over, or a forged stamp: one sweep clears nothing
+        assert reason_of(inbox, make_frame("vehicle", stamp)) is RejectReason.OUT_OF_ORDER
+        assert inbox.time_jumps == 0 and inbox.held_frames() == 2
+    inbox.receive(make_frame("vehicle", 1200))  # the third consecutive sweep confirms the jump
     assert inbox.time_jumps == 1
     assert inbox.held_frames() == 1
-    assert reason_of(inbox, make_frame("infrastructure", 1010)) is None
+    assert reason_of(inbox, make_frame("infrastructure", 1210)) is None
+
+
+def test_a_sweep_in_order_forgets_an_unconfirmed_jump(inbox, make_frame):
+    inbox.receive(make_frame("vehicle", 5000))
+    for stamp in (1000, 1100, 5100, 1200, 1300):  # 5100, in order, breaks the run
+        reason_of(inbox, make_frame("vehicle", stamp))
+    assert inbox.time_jumps == 0 and inbox.held_frames() == 2
+    assert reason_of(inbox, make_frame("vehicle", 1050)) is RejectReason.OUT_OF_ORDER  # not after 1300
+    assert inbox.time_jumps == 0
 
 
 def test_configuration_errors(tiny_model):

@@ -16,19 +16,24 @@ MSG = Path(__file__).resolve().parents[2] / "msg" / "EncodedBEV.msg"
 DIGEST = bytes(range(1, DIGEST_BYTES + 1))
 # message fields whose value is split over several SliceFields
 SPLIT = {"header": ("stamp_sec", "stamp_nanosec", "frame_id"), "lidar_pose": ("position", "orientation")}
+AUTHENTICATOR = ["signer_digest", "signature"]  # the last fields: the digest is signed, the signature not
 
 
 def _message_fields() -> list[str]:
     names = []
     for line in MSG.read_text().splitlines():
-        match = re.match(r"\s*([\w/]+(?:\[\])?)\s+(\w+)\s*(?:#.*)?$", line)
+        match = re.match(r"\s*([\w/]+(?:\[\d*\])?)\s+(\w+)\s*(?:#.*)?$", line)
         if match and "=" not in line:
             names.append(match.group(2))
     return names
 
 
 def test_every_message_field_is_covered_in_message_order() -> None:
-    expected = [part for name in _message_fields() for part in SPLIT.get(name, (name,))]
+    names = _message_fields()
+    assert names[-len(AUTHENTICATOR):] == AUTHENTICATOR
+    assert f"uint8[{DIGEST_BYTES}] signer_digest" in MSG.read_text()
+    assert "uint8[64] signature" in MSG.read_text()
+    expected = [part for name in names[: -len(AUTHENTICATOR)] for part in SPLIT.get(name, (name,))]
     assert [f.name for f in dataclasses.fields(SliceFields)] == expected
 
 
