@@ -4,7 +4,7 @@ The nodes declare their parameters from these files (value and description), the
 passes only what its user sets, and offline tools that mirror a node (``revqom eval
 --slice-loss``, the benches, the demo pictures) import the same values::
 
-    node_defaults("agent")["output.slice_bytes"]  # 1100
+    node_defaults("agent")["output.slice_bytes"]  # 1000
 
 A parameter file documents each parameter with a comment on its line, continued on the lines
 below it that start with ``#`` and at least two more spaces. No ROS import.

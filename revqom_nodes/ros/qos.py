@@ -20,7 +20,7 @@ from rclpy.qos import (
 )
 
 SENSOR_QOS = qos_profile_sensor_data
-# Depth 64: a frame's slices (34 for a 128 x 128 PACKED map of 18-bit cells in 1,100-byte slices) arrive
+# Depth 64: a frame's slices (37 for a 128 x 128 PACKED map of 18-bit cells in 1,000-byte slices) arrive
 # back to back and must not push each other out of the reader's history before the callback takes them.
 ENCODED_BEV_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=64, reliability=ReliabilityPolicy.BEST_EFFORT

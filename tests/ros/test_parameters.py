@@ -89,7 +89,7 @@ def test_the_readme_tables_show_the_parameter_files(node: str) -> None:
 
 
 def test_offline_tools_read_the_agent_slice_budget() -> None:
-    assert node_defaults("agent")["output.slice_bytes"] == 1100
+    assert node_defaults("agent")["output.slice_bytes"] == 1000
     assert node_defaults("fusion")["output.display_min_score"] == 0.3
     assert node_defaults("agent")["torch.num_threads"] == node_defaults("fusion")["torch.num_threads"] == 1
 

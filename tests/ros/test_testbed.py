@@ -2,8 +2,8 @@
 dropping the infrastructure's packets, monolithic messages against slices at 0, 10 and 30% loss.
 
 A tiny random model with a 128 x 128 grid, K = 64, Q = 3 (a 36,864-byte packed map: 26 IP
-fragments as one message, or 34 slices of at most 1,100 bytes, one IP packet each; a 1,200-byte
-slice takes two with this message layout, see docs/results/loss.md), 8 synthetic frames. Needs
+fragments as one message, or slices of at most the agent's ``output.slice_bytes``, one IP packet
+each; a signed slice of 1,100 bytes took two, see docs/wire-format.md), 8 synthetic frames. Needs
 root, nftables (``tools/bootstrap.sh`` installs it as root) and network namespaces; skipped with
 the reason otherwise. 40-60 s per run on 2 cores.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from revqom_nodes.defaults import node_defaults
 from revqom_nodes.scenario.testbed_net import unavailable_reason
 
 pytestmark = [
@@ -28,7 +29,7 @@ pytestmark = [
 
 FRAMES = 8
 LOSSES = (0.0, 0.1, 0.3)
-TRANSPORTS = {"monolithic": 0, "slices": 1100}
+TRANSPORTS = {"monolithic": 0, "slices": node_defaults("agent")["output.slice_bytes"]}
 RATE = 0.5
 SYNC_WAIT_MS = 500.0  # 2.5 sweep periods at RATE: under the fusion's 4 pending ego frames
 
