@@ -67,7 +67,7 @@ def wait_for(condition, timeout_s: float = 20.0) -> None:
 
 
 def test_sweep_waits_for_its_pose_then_is_encoded(make_node):
-    node = make_node(pose__wait_ms=5000.0)
+    node = make_node(pose__wait_ms=5000.0, output__slice_bytes=0)  # the whole map in one message
     older = PoseStamped()
     older.header.stamp = ns_to_stamp(STAMP_NS - 100_000_000)
     older.pose = matrix_to_pose(np.eye(4))

@@ -129,7 +129,7 @@ def _assert_detections_match_eval(records: list[dict], scenario: dict[str, Path]
 def test_scenario_runs_to_the_end_of_the_bag_and_matches_eval(scenario, ros_env) -> None:
     from revqom_nodes.codec.wire import packed_size
 
-    records = _run_scenario(scenario, scenario["base"] / "out")
+    records = _run_scenario(scenario, scenario["base"] / "out", slice_bytes="0")  # one message per map
     loaded = _assert_detections_match_eval(records, scenario)
     height, width = loaded.config.grid.bev_shape
     codec = loaded.config.codec
