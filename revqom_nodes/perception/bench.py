@@ -141,6 +141,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _run_nms(args: argparse.Namespace) -> int:
+    print(json.dumps(run_nms(args), indent=2))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     print(json.dumps(run(args), indent=2))
     return 0
@@ -206,7 +211,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--device", default="cpu")
-    parser.set_defaults(run=lambda args: print(json.dumps(run_nms(args), indent=2)) or 0)
+    parser.set_defaults(run=_run_nms)
 
     parser = subparsers.add_parser("detector", help="time a detector training step and inference")
     parser.add_argument("--config", help="detector YAML for DetectorConfig.from_dict (default: the defaults)")
