@@ -10,7 +10,7 @@ clock as stamp (the node checks stamps against its clock). Phases, one after the
 of ``--frames`` frames and then one attack-free closing frame whose FusionStatus gives the
 phase's counters (differences to the phase before):
 
-1. ``unsigned``: the unsigned node, no attack (the unsigned pipeline's detections);
+1. ``unsigned_pipeline``: the unsigned node, no attack (the unsigned pipeline's detections);
 2. ``baseline``: the enforcing node, no attack (the signed pipeline's);
 3. one phase per attack of ``scenario/attacks.py`` on the enforcing node, its forged messages
    sent around each legit frame.
@@ -36,9 +36,6 @@ import datetime as dt
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -48,20 +45,15 @@ from typing import Any
 import numpy as np
 
 from revqom_nodes.defaults import node_defaults
+from revqom_nodes.scenario.attack_traffic import FRAME_PERIOD_S, NODES, AttackTraffic, start_fusion, stop
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FRAMES = 6
-FRAME_PERIOD_S = 0.5  # the CPU fusion of one frame takes a fraction of this on 2 busy cores
-SYNC_WAIT_MS = 300.0
-STARTUP_TIMEOUT_S = 300.0
-CLOSING_TIMEOUT_S = 15.0
 SCENARIO_SEED = 20_260_013
+UNSIGNED_PHASE = "unsigned_pipeline"  # the phase on the node without authentication
 SLICE_BYTES_BEFORE_SIGNING = 1100  # agent output.slice_bytes before slices were signed
 DEFAULT_FLOOD_RATES = "500,1000,2000,5000"
-AGENT_TOPICS = {"vehicle": "/vehicle/encoded_bev", "infrastructure": "/infrastructure/encoded_bev"}
-UNSIGNED_PREFIX = "/attack_bench_unsigned"
-NODES = ("signed", "unsigned")
 
 
 def parse_rates(text: str) -> list[int]:
@@ -70,56 +62,6 @@ def parse_rates(text: str) -> list[int]:
     if any(rate <= 0 for rate in rates):
         raise ValueError(f"flood rates must be positive, got {text!r}")
     return rates
-
-
-def _topics(node: str) -> dict[str, str]:
-    prefix = UNSIGNED_PREFIX if node == "unsigned" else ""
-    return {agent: prefix + topic for agent, topic in AGENT_TOPICS.items()}
-
-
-def _output_topic(node: str, what: str) -> str:
-    return f"/attack_bench/{node}/{what}"
-
-
-def start_fusion(node: str, model: Path, log_path: Path, trust_dir: Path | None) -> subprocess.Popen:
-    """A ``fusion_node`` process (``node``: signed or unsigned) on the CPU; output into ``log_path``."""
-    topics = _topics(node)
-    parameters = [
-        f"model.path:={model}",
-        "device:=cpu",
-        f"fusion.sync_wait_ms:={SYNC_WAIT_MS}",
-        f"fusion.agent_topics:=[{topics['vehicle']},{topics['infrastructure']}]",
-        f"output.detections_topic:={_output_topic(node, 'detections')}",
-        f"output.status_topic:={_output_topic(node, 'status')}",
-        f"output.markers_topic:={_output_topic(node, 'markers')}",
-        *([f"security.trust_dir:={trust_dir}"] if trust_dir is not None else []),  # none: mode auto is off
-    ]
-    with open(log_path, "w", encoding="utf-8") as stream:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "revqom_nodes.ros.fusion_node",
-                "--ros-args",
-                "-r",
-                f"__node:=fusion_{node}",
-            ]
-            + [token for p in parameters for token in ("-p", p)],
-            stdout=stream,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def stop(process: subprocess.Popen) -> int | None:
-    """SIGINT, then the exit status (None: it had to be killed)."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    try:
-        return process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        return None
 
 
 def _scenario(model: Any, frames: int, out: Path) -> tuple[list[Any], list[Any], np.ndarray]:
@@ -178,134 +120,6 @@ def _forger(model: Any, credentials: Any, ego: Any, truth: np.ndarray) -> Any:
     )
 
 
-class Bench:
-    """The sending node and what it hears back from both fusion nodes."""
-
-    def __init__(self, rclpy: Any, forger: Any, signers: dict[str, Any]) -> None:
-        from rclpy.node import Node
-        from revqom.msg import Detection3DArray, EncodedBEV, FusionStatus
-
-        from revqom_nodes.ros.qos import ENCODED_BEV_QOS, RESULT_QOS
-
-        self.rclpy, self.forger, self.signers = rclpy, forger, signers
-        self.node = Node("attack_bench")
-        self.publishers = {
-            topic: self.node.create_publisher(EncodedBEV, topic, ENCODED_BEV_QOS)
-            for node in NODES
-            for topic in _topics(node).values()
-        }
-        self.detections: dict[tuple[str, int], Any] = {}
-        self.statuses: dict[tuple[str, int], Any] = {}
-        for node in NODES:
-            self.node.create_subscription(
-                Detection3DArray,
-                _output_topic(node, "detections"),
-                lambda m, n=node: self.detections.setdefault((n, _stamp_ns(m.header.stamp)), m),
-                RESULT_QOS,
-            )
-            self.node.create_subscription(
-                FusionStatus,
-                _output_topic(node, "status"),
-                lambda m, n=node: self.statuses.setdefault((n, _stamp_ns(m.header.stamp)), m),
-                RESULT_QOS,
-            )
-        self.sequence = 0
-        self.sign_s: list[float] = []
-        self.legit_sent: list[Any] = []
-        self.legit_stamps: set[int] = set()  # every phase's
-
-    def spin_for(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.rclpy.spin_once(self.node, timeout_sec=0.005)
-
-    def wait_until_up(self, processes: dict[str, subprocess.Popen], logs: dict[str, Path]) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        for node, process in processes.items():
-            while self.node.count_publishers(_output_topic(node, "status")) == 0 or any(
-                self.node.count_subscribers(t) == 0 for t in _topics(node).values()
-            ):
-                if process.poll() is not None:
-                    raise RuntimeError(f"fusion node {node} exited: {logs[node].read_text()[-3000:]}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"fusion node {node} did not come up in {STARTUP_TIMEOUT_S:g} s")
-                self.spin_for(0.2)
-        self.spin_for(1.0)
-
-    def publish(self, node: str, messages: Sequence[Any]) -> None:
-        from revqom_nodes.ros.conversions import slice_to_encoded_bev
-
-        topics = _topics(node)
-        for message in messages:
-            self.publishers[topics[message.agent_id]].publish(slice_to_encoded_bev(message))
-
-    def _legit(self, sweep: Any, stamp_ns: int, signed: bool) -> list[Any]:
-        from revqom_nodes.runtime.security import sign_slice
-
-        messages = self.forger.legit(sweep, stamp_ns=stamp_ns, sequence=self.sequence)
-        if not signed:
-            return messages
-        out = []
-        for message in messages:
-            start = time.perf_counter()
-            out.append(sign_slice(message, self.signers[sweep.agent_id]))
-            self.sign_s.append(time.perf_counter() - start)
-        self.legit_sent.extend(out)
-        return out
-
-    def run_phase(
-        self, node: str, attack: str | None, egos: Sequence[Any], infras: Sequence[Any]
-    ) -> dict[str, Any]:
-        """``len(egos) - 1`` frames with ``attack`` (None: none), then an attack-free closing frame."""
-        from revqom_nodes.scenario.attacks import Forged, Frame
-
-        signed, previous = node == "signed", None
-        stamps, forged_stamps, forged_sent, legit_bytes = [], set(), 0, 0
-        for index, (ego, infra) in enumerate(zip(egos, infras, strict=True)):
-            self.sequence += 1
-            stamp = time.time_ns()
-            frame = Frame(
-                stamp, self.sequence, self._legit(ego, stamp, signed), self._legit(infra, stamp, signed)
-            )
-            closing = index == len(egos) - 1
-            forged = (
-                Forged([], [])
-                if attack is None or closing
-                else self.forger.attack(attack, ego, infra, frame, previous)
-            )
-            self.publish(node, forged.before)
-            self.publish(node, frame.infra)
-            self.publish(node, frame.ego)
-            self.publish(node, forged.after)
-            forged_sent += len(forged.before) + len(forged.after)
-            forged_stamps |= {
-                m.stamp_ns for m in [*forged.before, *forged.after] if m.agent_id == ego.agent_id
-            }
-            self.legit_stamps.add(stamp)
-            legit_bytes += sum(m.payload_bytes for m in [*frame.ego, *frame.infra])
-            stamps.append(stamp)
-            previous = frame
-            self.spin_for(FRAME_PERIOD_S)
-        deadline = time.monotonic() + CLOSING_TIMEOUT_S
-        while (node, stamps[-1]) not in self.statuses and time.monotonic() < deadline:
-            self.spin_for(0.1)
-        if (node, stamps[-1]) not in self.statuses:
-            raise RuntimeError(
-                f"phase {attack or 'baseline'} on the {node} node: no status for its closing frame"
-            )
-        return {
-            "stamps": stamps[:-1],
-            "closing": stamps[-1],
-            "forged_sent": forged_sent,
-            "forged_stamps": forged_stamps,
-            "legit_bytes": legit_bytes,
-        }
-
-
-def _stamp_ns(stamp: Any) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
 def _counters(status: Any) -> dict[str, int]:
     return dict(zip(status.rejected_reasons, (int(c) for c in status.rejected_counts), strict=True))
 
@@ -331,7 +145,12 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def summarize_phase(
-    bench: Bench, node: str, name: str, phase: dict[str, Any], reference: dict[str, Any] | None, before: Any
+    bench: AttackTraffic,
+    node: str,
+    name: str,
+    phase: dict[str, Any],
+    reference: dict[str, Any] | None,
+    before: Any,
 ) -> dict[str, Any]:
     """One phase's row; ``reference``: the phase whose detections count as unchanged (None: this
     one); ``before``: the node's closing status of its previous phase (None: the first)."""
@@ -360,12 +179,12 @@ def summarize_phase(
     }
 
 
-def write_frames(bench: Bench, phases: dict[str, dict[str, Any]], path: Path) -> None:
+def write_frames(bench: AttackTraffic, phases: dict[str, dict[str, Any]], path: Path) -> None:
     """One JSON line per frame sent (closing frames too): phase, stamp, and its FusionStatus and
     detections as the bench received them."""
     with open(path, "w", encoding="utf-8") as stream:
         for name, phase in phases.items():
-            node = "unsigned" if name == "unsigned" else "signed"
+            node = "unsigned" if name == UNSIGNED_PHASE else "signed"
             for stamp in [*phase["stamps"], phase["closing"]]:
                 status, detections = bench.statuses.get((node, stamp)), bench.detections.get((node, stamp))
                 record: dict[str, Any] = {
@@ -391,7 +210,7 @@ def _median(values: Sequence[float]) -> float | None:
 
 
 def overhead(
-    bench: Bench, model: Any, trust_dir: Path, sweeps: Sequence[Any], rows: dict[str, dict[str, Any]]
+    bench: AttackTraffic, model: Any, trust_dir: Path, sweeps: Sequence[Any], rows: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     """Bytes, sign / verify time and fusion time of signed against unsigned slices; ``sweeps``:
     every agent frame sent."""
@@ -434,7 +253,10 @@ def overhead(
         if not verdict.accepted:
             raise RuntimeError(f"a legit slice does not verify: {verdict.rejection}")
     sign_us, verify_us = (round(float(np.median(t)) * 1e6, 1) for t in (bench.sign_s, verify_s))
-    signed_ms, unsigned_ms = rows["baseline"]["decode_fuse_ms_p50"], rows["unsigned"]["decode_fuse_ms_p50"]
+    signed_ms, unsigned_ms = (
+        rows["baseline"]["decode_fuse_ms_p50"],
+        rows[UNSIGNED_PHASE]["decode_fuse_ms_p50"],
+    )
     return {
         "bytes_per_slice": {
             "signed": round(float(signed.mean()), 1),
@@ -499,9 +321,9 @@ def run_attack_bench(
         }
         rclpy.init()
         try:
-            bench = Bench(rclpy, forger, signers)
+            bench = AttackTraffic(rclpy, forger, signers)
             bench.wait_until_up(processes, logs)
-            phases = {"unsigned": bench.run_phase("unsigned", None, egos, infras)}
+            phases = {UNSIGNED_PHASE: bench.run_phase("unsigned", None, egos, infras)}
             codes["unsigned"] = stop(processes["unsigned"])
             for attack in (None, *attacks):
                 phases[attack or "baseline"] = bench.run_phase("signed", attack, egos, infras)
@@ -510,15 +332,17 @@ def run_attack_bench(
     finally:
         for node, process in processes.items():
             codes.setdefault(node, stop(process))
-    rows = {"unsigned": summarize_phase(bench, "unsigned", "unsigned", phases["unsigned"], None, None)}
+    rows = {
+        UNSIGNED_PHASE: summarize_phase(bench, "unsigned", UNSIGNED_PHASE, phases[UNSIGNED_PHASE], None, None)
+    }
     before = None
     for name, phase in phases.items():
-        if name == "unsigned":
+        if name == UNSIGNED_PHASE:
             continue
         rows[name] = summarize_phase(bench, "signed", name, phase, phases["baseline"], before)
         before = bench.statuses[("signed", phase["closing"])]
     write_frames(bench, phases, out / "frames.jsonl")
-    baseline, unsigned = phases["baseline"]["stamps"], phases["unsigned"]["stamps"]
+    baseline, unsigned = phases["baseline"]["stamps"], phases[UNSIGNED_PHASE]["stamps"]
     equal_unsigned = sum(
         _same(bench.detections.get(("signed", s)), bench.detections.get(("unsigned", u)))
         for s, u in zip(baseline, unsigned, strict=True)
@@ -534,7 +358,7 @@ def run_attack_bench(
             "phases one after the other, to keep the whole bench to a few minutes on 2 CPU cores"
         ),
         "baseline": rows["baseline"],
-        "unsigned": rows["unsigned"],
+        UNSIGNED_PHASE: rows[UNSIGNED_PHASE],
         "legit_detections_equal_unsigned": {"frames": len(baseline), "equal": int(equal_unsigned)},
         "attacks": attack_rows,
         "flood": flood(flood_rates, out),

@@ -197,3 +197,17 @@ def test_an_unknown_attack_is_a_clear_error(setup) -> None:
     frame = Frame(0, 0, [], [])
     with pytest.raises(ValueError, match="valid:"):
         _forger(encoder, credentials, ego).attack("teleport", ego, infra, frame, None)
+
+
+def test_bench_arguments_are_checked() -> None:
+    import argparse
+
+    from revqom_nodes.scenario.bench_attack import _run, parse_rates
+
+    assert parse_rates("500, 1000,2000") == [500, 1000, 2000] and parse_rates("") == []
+    for bad in ("500,-1", "fast"):
+        with pytest.raises(ValueError):
+            parse_rates(bad)
+    arguments = dict(out=None, frames=3, attacks="phantom_patch", flood_rates="", model=None)
+    for change in ({"attacks": "phantom_patch,teleport"}, {"frames": 1}, {"flood_rates": "0"}):
+        assert _run(argparse.Namespace(**{**arguments, **change})) == 2
