@@ -20,8 +20,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-FRAME_PERIOD_S = 0.5  # the CPU fusion of one frame takes a fraction of this on 2 busy cores
-SYNC_WAIT_MS = 300.0
+# On the 2 shared cores of the development machine one fusion takes 150-600 ms: a frame period
+# and a sync wait that leave the legit frames whole without attacks (the baseline phase).
+FRAME_PERIOD_S = 1.0
+SYNC_WAIT_MS = 800.0
+# Forged messages go out in bursts of PUBLISH_BURST with PUBLISH_PAUSE_S between, FORGED_LEAD_S
+# before the legit slices: an attack, not a flood (``scenario.flood`` measures floods), so that
+# the reader's 64-message history never overflows and every message reaches the reception rules.
+PUBLISH_BURST = 16
+PUBLISH_PAUSE_S = 0.02
+FORGED_LEAD_S = 0.1
 STARTUP_TIMEOUT_S = 300.0
 CLOSING_TIMEOUT_S = 15.0
 AGENT_TOPICS = {"vehicle": "/vehicle/encoded_bev", "infrastructure": "/infrastructure/encoded_bev"}
@@ -137,7 +145,9 @@ class AttackTraffic:
         from revqom_nodes.ros.conversions import slice_to_encoded_bev
 
         inputs = topics(node)
-        for message in messages:
+        for index, message in enumerate(messages):
+            if index and index % PUBLISH_BURST == 0:
+                self.spin_for(PUBLISH_PAUSE_S)
             self.publishers[inputs[message.agent_id]].publish(slice_to_encoded_bev(message))
 
     def _legit(self, sweep: Any, stamp_ns: int, signed: bool) -> list[Any]:
@@ -174,7 +184,10 @@ class AttackTraffic:
                 if attack is None or closing
                 else self.forger.attack(attack, ego, infra, frame, previous)
             )
+            started = time.monotonic()
             self.publish(node, forged.before)
+            if forged.before:
+                self.spin_for(FORGED_LEAD_S)
             self.publish(node, frame.infra)
             self.publish(node, frame.ego)
             self.publish(node, forged.after)
@@ -186,7 +199,7 @@ class AttackTraffic:
             legit_bytes += sum(m.payload_bytes for m in [*frame.ego, *frame.infra])
             stamps.append(stamp)
             previous = frame
-            self.spin_for(FRAME_PERIOD_S)
+            self.spin_for(FRAME_PERIOD_S - (time.monotonic() - started))
         deadline = time.monotonic() + CLOSING_TIMEOUT_S
         while (node, stamps[-1]) not in self.statuses and time.monotonic() < deadline:
             self.spin_for(0.1)

@@ -7,10 +7,10 @@ one cooperative frame (the legit, signed slices of the ego and the infrastructur
 sequence ``k``), ``Forger.attack`` builds one attack's messages, sent before the legit ones
 (``before``) or after them (``after``), each on the topic of the agent it claims to be:
 
-- ``phantom_patch``: the ego's map with a 3 x 3-cell patch of one index triple 20 m ahead,
-  as the infrastructure with the ego's pose, stamp and sequence;
-- ``erasure``: one constant index triple in every cell, as the infrastructure at ``S``,
-  sequence ``k`` and ``k + 1``;
+- ``phantom_patch``: the slices holding a 3 x 3-cell patch of one index triple 20 m ahead in
+  the ego's map, as the infrastructure with the ego's pose, stamp and sequence;
+- ``erasure``: one constant index triple in every cell (every slice), as the infrastructure
+  at ``S`` and sequence ``k``, and its first slice again with sequence ``k + 1``;
 - ``stamp_future``: one ego slice stamped ``S + 0.95 s`` (a later sequence);
 - ``stamp_past``: one ego and one infrastructure slice stamped ``S - 2 s``;
 - ``replay``: the previous frame's legit slices before, this frame's first slices again after;
@@ -41,6 +41,7 @@ from typing import NamedTuple
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from revqom_nodes.codec.slices import cell_order
 from revqom_nodes.runtime.encoder import AgentEncoder
 from revqom_nodes.runtime.frames import NS_PER_MS, SIGNATURE_BYTES, ReceivedSlice, signed_fields
 from revqom_nodes.scenario.keys import RECORDINGS_NOT_BEFORE, SCENARIO_AGENTS, SCENARIO_DAYS, scenario_keys
@@ -313,31 +314,40 @@ class Forger:
 
     # ---- the attacks ----------------------------------------------------------------------
     def _phantom(self, ego: Sweep, infra: Sweep, frame: Frame) -> list[ReceivedSlice]:
-        return self.map_messages(
-            phantom_patch(ego.indices, self.triple, *self.patch_cell),
+        """The slices of the patched ego map that hold a patch cell."""
+        patched = phantom_patch(ego.indices, self.triple, *self.patch_cell)
+        messages = self.map_messages(
+            patched,
             infra,
             T_world_from_lidar=ego.T_world_from_lidar,
             stamp_ns=frame.stamp_ns,
             sequence=frame.sequence,
         )
+        _, height, width = patched.shape
+        position = np.argsort(
+            cell_order(height, width, self.encoder.interleave)
+        )  # row-major cell -> position
+        half = PATCH_CELLS // 2
+        row, col = self.patch_cell
+        rows, cols = np.mgrid[row - half : row + half + 1, col - half : col + half + 1]
+        inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+        cells = position[rows[inside] * width + cols[inside]]
+        return [m for m in messages if np.any((cells >= m.first_cell) & (cells < m.first_cell + m.num_cells))]
 
     def _phantom_patch(self, ego: Sweep, infra: Sweep, frame: Frame, previous: Frame | None) -> Forged:
         return Forged(self.variants(self._phantom(ego, infra, frame)), [])
 
     def _erasure(self, ego: Sweep, infra: Sweep, frame: Frame, previous: Frame | None) -> Forged:
         erased = constant_map(infra.indices.shape, self.erasure_triple)
-        messages = [
-            message
-            for sequence in (frame.sequence, frame.sequence + 1)
-            for message in self.map_messages(
-                erased,
-                infra,
-                T_world_from_lidar=infra.T_world_from_lidar,
-                stamp_ns=frame.stamp_ns,
-                sequence=sequence,
-            )
-        ]
-        return Forged(self.variants(messages), [])
+        messages = self.map_messages(
+            erased,
+            infra,
+            T_world_from_lidar=infra.T_world_from_lidar,
+            stamp_ns=frame.stamp_ns,
+            sequence=frame.sequence,
+        )
+        other_sequence = dataclasses.replace(messages[0], sequence=frame.sequence + 1)
+        return Forged(self.variants([*messages, other_sequence]), [])
 
     @staticmethod
     def _ego_slice(frame: Frame, offset_ns: int) -> ReceivedSlice:

@@ -17,8 +17,10 @@ phase's counters (differences to the phase before):
 
 Per attack: ``legit_frames``; ``legit_frames_fused_full`` (fused with the infrastructure's
 same-stamp map, every cell); ``forged_sent``; ``forged_accepted`` (forged messages sent that
-no rejection counter took; ``accepted_bytes_match_legit`` checks that the node accepted
-exactly the legit payload bytes); ``forged_frames_published`` (detections published at a
+no rejection counter took: an upper bound, a message lost on the way counts too);
+``accepted_minus_legit_bytes`` (payload bytes the node accepted, FusionStatus
+``bytes_received``, minus the legit ones sent: 0 when it took exactly the legit slices,
+negative when legit slices were lost or late); ``forged_frames_published`` (detections published at a
 forged ego stamp); ``detections_changed`` (legit frames whose detections differ in any bit
 from the baseline's for the same frame, or are missing); ``rejected`` (counters by reason).
 ``overhead``: serialized EncodedBEV bytes signed and without the authenticator (and with the
@@ -166,7 +168,7 @@ def summarize_phase(
         "legit_frames_fused_full": sum(_fused_full(bench.statuses.get((node, s))) for s in phase["stamps"]),
         "forged_sent": phase["forged_sent"],
         "forged_accepted": phase["forged_sent"] - sum(rejected.values()),
-        "accepted_bytes_match_legit": accepted_bytes == phase["legit_bytes"],
+        "accepted_minus_legit_bytes": int(accepted_bytes - phase["legit_bytes"]),
         "forged_frames_published": len(published & (phase["forged_stamps"] - bench.legit_stamps)),
         "detections_changed": sum(
             not _same(bench.detections.get((node, s)), bench.detections.get((node, r)))
@@ -365,7 +367,7 @@ def run_attack_bench(
         "overhead": overhead(bench, model, trust_dir, [*egos, *infras], rows),
         "done_when": {
             "forged_accepted_zero": all(
-                r["forged_accepted"] == 0 and r["accepted_bytes_match_legit"] for r in attack_rows
+                r["forged_accepted"] == 0 and r["accepted_minus_legit_bytes"] <= 0 for r in attack_rows
             ),
             "legit_detections_equal_unsigned": equal_unsigned == len(baseline),
             "attacks_change_no_legit_detections": all(r["detections_changed"] == 0 for r in attack_rows),
