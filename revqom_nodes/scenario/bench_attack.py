@@ -17,7 +17,9 @@ phase's counters (differences to the phase before):
 
 Per attack: ``legit_frames``; ``legit_frames_fused_full`` (fused with the infrastructure's
 same-stamp map, every cell); ``forged_sent``; ``forged_accepted`` (forged messages sent that
-no rejection counter took: an upper bound, a message lost on the way counts too);
+no rejection counter took: a message lost on the way counts too); ``legit_rejected_at_least``
+(rejections beyond the forged messages sent: legit slices rejected, e.g. as ``clock_skew``
+when a starved node reads them more than ``security.max_clock_skew_ms`` late);
 ``accepted_minus_legit_bytes`` (payload bytes the node accepted, FusionStatus
 ``bytes_received``, minus the legit ones sent: 0 when it took exactly the legit slices,
 negative when legit slices were lost or late); ``forged_frames_published`` (detections published at a
@@ -93,14 +95,13 @@ def _scenario(model: Any, frames: int, out: Path) -> tuple[list[Any], list[Any],
 def _forger(model: Any, credentials: Any, ego: Any, truth: np.ndarray) -> Any:
     """The attacks' Forger: the phantom's patch 20 m ahead of the ego, holding the index triple
     of the ego's map at its nearest ground-truth car (the patch's own cell without one)."""
-    from revqom_nodes.codec.wire import Encoding
-    from revqom_nodes.runtime.encoder import AgentEncoder
+    from revqom_nodes.runtime.encoder import AgentEncoder, parse_encoding
     from revqom_nodes.scenario.attacks import PATCH_AHEAD_M, Forger, most_common_triple
 
     agent = node_defaults("agent")
     encoder = AgentEncoder(
         model,
-        Encoding[str(agent["codec.encoding"]).upper()],
+        parse_encoding(agent["codec.encoding"]),
         agent["output.slice_bytes"],
         agent["output.interleave"],
     )
@@ -167,7 +168,8 @@ def summarize_phase(
         "legit_frames": len(phase["stamps"]),
         "legit_frames_fused_full": sum(_fused_full(bench.statuses.get((node, s))) for s in phase["stamps"]),
         "forged_sent": phase["forged_sent"],
-        "forged_accepted": phase["forged_sent"] - sum(rejected.values()),
+        "forged_accepted": max(phase["forged_sent"] - sum(rejected.values()), 0),
+        "legit_rejected_at_least": max(sum(rejected.values()) - phase["forged_sent"], 0),
         "accepted_minus_legit_bytes": int(accepted_bytes - phase["legit_bytes"]),
         "forged_frames_published": len(published & (phase["forged_stamps"] - bench.legit_stamps)),
         "detections_changed": sum(
