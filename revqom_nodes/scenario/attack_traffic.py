@@ -124,11 +124,14 @@ class AttackTraffic:
         self.legit_stamps: set[int] = set()  # every phase's
 
     def spin_for(self, seconds: float) -> None:
+        """Handle what the fusion nodes publish for ``seconds``."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             self.rclpy.spin_once(self.node, timeout_sec=0.005)
 
     def wait_until_up(self, processes: dict[str, subprocess.Popen], logs: dict[str, Path]) -> None:
+        """Until every fusion node subscribes to its inputs and publishes its status; RuntimeError
+        (with the end of its log) when one exits or ``STARTUP_TIMEOUT_S`` passes."""
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         for node, process in processes.items():
             while self.node.count_publishers(output_topic(node, "status")) == 0 or any(
@@ -142,6 +145,7 @@ class AttackTraffic:
         self.spin_for(1.0)
 
     def publish(self, node: str, messages: Sequence[Any]) -> None:
+        """``messages`` to ``node``, each on the topic of the agent it claims to be, paced."""
         from revqom_nodes.ros.conversions import slice_to_encoded_bev
 
         inputs = topics(node)
@@ -151,6 +155,7 @@ class AttackTraffic:
             self.publishers[inputs[message.agent_id]].publish(slice_to_encoded_bev(message))
 
     def _legit(self, sweep: Any, stamp_ns: int, signed: bool) -> list[Any]:
+        """The sweep's slices, signed (each signature timed) when ``signed``."""
         from revqom_nodes.runtime.security import sign_slice
 
         messages = self.forger.legit(sweep, stamp_ns=stamp_ns, sequence=self.sequence)
