@@ -390,7 +390,11 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         rates = parse_rates(args.flood_rates)
-        attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+        attacks = (
+            list(ATTACKS)
+            if args.attacks is None
+            else [a.strip() for a in args.attacks.split(",") if a.strip()]
+        )
         unknown = sorted(set(attacks) - set(ATTACKS))
         if unknown:
             raise ValueError(f"unknown attacks {unknown}; valid: {list(ATTACKS)}")
@@ -416,8 +420,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from revqom_nodes.scenario.attacks import ATTACKS
-
     parser = subparsers.add_parser(
         "attack",
         help="forged, replayed and tampered slices against a fusion node enforcing signatures",
@@ -428,7 +430,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", help="also write attack.json, the fusion nodes' logs, keys and scenario here"
     )
     parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="legit frames per phase")
-    parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated attacks to run")
+    parser.add_argument(
+        "--attacks", help="comma-separated attacks to run (default: every one of scenario/attacks.py)"
+    )
     parser.add_argument(
         "--flood-rates",
         default=DEFAULT_FLOOD_RATES,
