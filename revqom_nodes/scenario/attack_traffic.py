@@ -26,7 +26,7 @@ FRAME_PERIOD_S = 1.0
 SYNC_WAIT_MS = 800.0
 # Forged messages go out in bursts of PUBLISH_BURST with PUBLISH_PAUSE_S between, FORGED_LEAD_S
 # before the legit slices: an attack, not a flood (``scenario.flood`` measures floods), so that
-# the reader's 64-message history never overflows and every message reaches the reception rules.
+# the reader's history (ros/qos.py) never overflows and every message reaches the reception rules.
 PUBLISH_BURST = 16
 PUBLISH_PAUSE_S = 0.02
 FORGED_LEAD_S = 0.1
