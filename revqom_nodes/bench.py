@@ -16,6 +16,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "revqom_nodes.evaluation.parity",
     "revqom_nodes.scenario.bench_pipeline",
     "revqom_nodes.scenario.bench_loss",
+    "revqom_nodes.scenario.bench_attack",
     "revqom_nodes.trust.bench",
 )
 
