@@ -3,8 +3,10 @@ infrastructure topic with forged slices (issue 13; docs/security.md, "Flood resi
 
 One real ``fusion_node`` process on loopback (CPU, enforcing signatures, keys made in
 ``out_dir/keys``) gets, from this process, a legit signed ego and infrastructure frame every
-``FRAME_PERIOD_S`` (random indices of the model's grid, each agent's map in its
-``output.slice_bytes`` slices, stamped with the wall clock) and, per rate, from a child process
+``frame_period_s`` (random indices of the model's grid, each agent's map in its
+``output.slice_bytes`` slices, stamped with the wall clock; the agents' 0.1 s by default, longer
+where the machine cannot fuse 10 frames a second even without a flood: the row of rate 0
+tells) and, per rate, from a child process
 (``python -m revqom_nodes.scenario.flood flood ...``), forged slices as fast as asked: the
 worst case for the receiver, the legit infrastructure certificate's digest copied from the
 wire, a fresh stamp each, a signature of zeros, so that only the ECDSA verification refuses
@@ -20,6 +22,7 @@ them. Per rate (0: no flood), one row:
 | ``rss_growth_mb`` | fusion node resident memory after the flood minus before |
 | ``rejected_per_s`` | messages the node counted as rejected per second, all reasons |
 | ``rejected`` | the node's rejections during the flood, by reason (non-zero ones) |
+| ``frame_period_s`` | between legit frames |
 
 ``rejection_costs``: what rejecting one slice costs the receiver's core alone (no ROS, one
 thread, ``Inbox.screen`` and, for what passes it, ``Inbox.accept``), per kind of forgery.
@@ -52,7 +55,7 @@ log = logging.getLogger(__name__)
 
 FLOOD_RATES = [500, 1000, 2000, 5000]  # forged slices per second (issue 13)
 FRAME_PERIOD_S = 0.1  # legit frames: the agents' 10 Hz sweeps
-DURATION_S = 10.0  # legit frames sent per rate: DURATION_S / FRAME_PERIOD_S
+DURATION_S = 10.0  # legit frames are sent this long per rate
 SETTLE_S = 1.5  # after the last legit frame, for its detections to arrive
 STARTUP_TIMEOUT_S = 300.0  # the node imports torch and loads the model (slow on a loaded machine)
 FLOOD_PACE_S = 0.001  # the flooder publishes what is due, then sleeps this long
@@ -67,6 +70,7 @@ def run_flood(
     *,
     model: Path | None = None,
     duration_s: float = DURATION_S,
+    frame_period_s: float = FRAME_PERIOD_S,
 ) -> list[dict[str, Any]]:
     """One row per rate in ``rates`` (forged slices per second; 0: none), see the module
     docstring; keys, the forged message and the node's log go to ``out_dir``."""
@@ -84,7 +88,7 @@ def run_flood(
     rclpy.init(context=context)
     rows = []
     try:
-        probe = _Probe(context, legit)
+        probe = _Probe(context, legit, frame_period_s)
         probe.wait_for(node_process, log_path)
         probe.send_frames(2.0)  # warm-up: the first frames pay for lazy initialisation
         for rate in rates:
@@ -218,14 +222,14 @@ class _LegitSender:
 class _Probe:
     """This process's ROS side: legit publishers, the node's statuses and detections."""
 
-    def __init__(self, context: Any, legit: _LegitSender) -> None:
+    def __init__(self, context: Any, legit: _LegitSender, frame_period_s: float) -> None:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
         from revqom.msg import Detection3DArray, EncodedBEV, FusionStatus
 
         from revqom_nodes.ros.qos import ENCODED_BEV_QOS, RESULT_QOS
 
-        self.legit = legit
+        self.legit, self.frame_period_s = legit, frame_period_s
         self.node = Node("flood_probe", context=context)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
@@ -268,7 +272,7 @@ class _Probe:
         self.spin_for(1.0)
 
     def send_frames(self, seconds: float) -> list[int]:
-        """Legit frames every FRAME_PERIOD_S for ``seconds``: infrastructure, then ego; their stamps."""
+        """Legit frames every ``frame_period_s`` for ``seconds``: infrastructure, then ego; their stamps."""
         from revqom_nodes.ros.conversions import slice_to_encoded_bev
 
         stamps = []
@@ -282,7 +286,7 @@ class _Probe:
                 for message in self.legit.messages(agent_id, stamp, self.sequence):
                     self.publishers[agent_id].publish(slice_to_encoded_bev(message))
             stamps.append(stamp)
-            next_frame += FRAME_PERIOD_S
+            next_frame += self.frame_period_s
         return stamps
 
     def measure(self, rate: int, duration_s: float, pid: int, forged_path: Path) -> dict[str, Any]:
@@ -314,6 +318,7 @@ class _Probe:
         rejected = {k: counts_after.get(k, 0) - counts_before.get(k, 0) for k in counts_after}
         return {
             "rate_per_s": rate,
+            "frame_period_s": self.frame_period_s,
             "achieved_rate_per_s": round(achieved, 1),
             "legit_frames": len(stamps),
             "legit_fused_full_fraction": round(len(full) / max(len(stamps), 1), 3),
@@ -415,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", type=int, nargs="+", default=[0, *FLOOD_RATES])
     parser.add_argument("--model", type=Path, default=None, help="model file (default: the bundled one)")
     parser.add_argument("--duration-s", type=float, default=DURATION_S, help="legit frames sent per rate, s")
+    parser.add_argument("--frame-period-s", type=float, default=FRAME_PERIOD_S, help="between legit frames")
     args = parser.parse_args(argv)
     if args.command == "flood":
         print(json.dumps(flood(args.forged, args.rate, args.seconds)), flush=True)
@@ -423,7 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--out is required")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     costs = rejection_costs(args.out / "costs", model=args.model)
-    rows = run_flood(args.rates, args.out, model=args.model, duration_s=args.duration_s)
+    rows = run_flood(
+        args.rates, args.out, model=args.model, duration_s=args.duration_s, frame_period_s=args.frame_period_s
+    )
     throughput = max((row["rejected_per_s"] for row in rows), default=0.0)
     result = {"flood": rows, "rejection_throughput_per_s": throughput, "rejection_costs": costs}
     print(json.dumps(result, indent=2))
