@@ -171,6 +171,94 @@ def encoded_bev_to_slice(msg: EncodedBEV, received_ns: int = 0, source_ns: int =
     )
 
 
+class _CdrReader:
+    """Reads a serialized message (CDR: 4 encapsulation bytes, byte 1 odd = little endian; each
+    primitive aligned to its size, counted from the end of the encapsulation)."""
+
+    def __init__(self, raw: bytes) -> None:
+        if len(raw) < 4:
+            raise ValueError(f"serialized message of {len(raw)} bytes")
+        self.raw = raw
+        self.order = "<" if raw[1] & 1 else ">"
+        self.offset = 4
+
+    def read(self, fmt: str, align: int) -> tuple:
+        self.offset += -(self.offset - 4) % align
+        values = struct.unpack_from(self.order + fmt, self.raw, self.offset)
+        self.offset += struct.calcsize(fmt)
+        return values
+
+    def octets(self, count: int) -> bytes:
+        end = self.offset + count
+        if end > len(self.raw):
+            raise ValueError(f"serialized message of {len(self.raw)} bytes ends inside a field")
+        data = self.raw[self.offset : end]
+        self.offset = end
+        return data
+
+    def string(self) -> str:
+        (length,) = self.read("I", 4)
+        data = self.octets(length)  # the length counts a terminating NUL
+        return data[:-1].decode("utf-8") if data.endswith(b"\0") else data.decode("utf-8")
+
+
+def cdr_to_slice(raw: bytes, received_ns: int = 0, source_ns: int = 0) -> ReceivedSlice:
+    """A serialized EncodedBEV (what a ``raw=True`` subscription hands over) -> ReceivedSlice,
+    the same as ``encoded_bev_to_slice(deserialize_message(raw, EncodedBEV))`` at a fraction
+    of the cost (no message object). Raises ValueError for bytes that are no EncodedBEV."""
+    try:
+        reader = _CdrReader(bytes(raw))
+        sec, nanosec = reader.read("iI", 4)
+        frame_id = reader.string()
+        agent_id = reader.string()
+        (role,) = reader.read("B", 1)
+        (sequence,) = reader.read("I", 4)
+        pose = reader.read("7d", 8)
+        height, width = reader.read("HH", 2)
+        (cell_size_m,) = reader.read("f", 4)
+        (codebook_size,) = reader.read("H", 2)
+        (num_quantizers,) = reader.read("B", 1)
+        codebook_id = reader.string()
+        (encoding,) = reader.read("B", 1)
+        slice_index, num_slices = reader.read("HH", 2)
+        first_cell, num_cells = reader.read("II", 4)
+        (interleave,) = reader.read("B", 1)
+        (payload_bytes,) = reader.read("I", 4)
+        payload = reader.octets(payload_bytes)
+        signer_digest = reader.octets(8)
+        signature = reader.octets(64)
+    except struct.error as exc:
+        raise ValueError(f"not a serialized EncodedBEV: {exc}") from None
+    position, orientation = pose[:3], pose[3:]
+    return ReceivedSlice(
+        agent_id=agent_id,
+        role=role,
+        sequence=sequence,
+        stamp_ns=sec * NS_PER_S + nanosec,
+        frame_id=frame_id,
+        T_world_from_lidar=pose_matrix(position, orientation),
+        height=height,
+        width=width,
+        cell_size_m=cell_size_m,
+        codebook_size=codebook_size,
+        num_quantizers=num_quantizers,
+        codebook_id=codebook_id,
+        encoding=encoding,
+        payload=payload,
+        received_ns=received_ns,
+        source_ns=source_ns,
+        slice_index=slice_index,
+        num_slices=num_slices,
+        first_cell=first_cell,
+        num_cells=num_cells,
+        interleave=interleave,
+        position=position,
+        orientation=orientation,
+        signer_digest=signer_digest,
+        signature=signature,
+    )
+
+
 # ---- detections -------------------------------------------------------------------------
 def detections_to_msg(
     detections: Detections, header: Header, fused_agent_ids: Sequence[str]

@@ -1,12 +1,17 @@
 """``fusion_node``: every agent's EncodedBEV -> fused 3D detections in the ego LiDAR frame.
 
-Reception callbacks (the executor's thread) validate and buffer messages in an ``Inbox``;
-a worker thread fuses each ego frame with each other agent's paired message (see
-``runtime/inbox.py`` for the pairing and ``fusion.sync_wait_ms``), so reception never waits
-on inference (``ros/worker.py``). Per ego frame it publishes a Detection3DArray (reliable; ego
-LiDAR frame, ego sweep stamp; every box), a MarkerArray for RViz (the boxes scoring at least
-``output.display_min_score``) and a FusionStatus (with the share of each agent's cells
-that arrived, when agents send their maps in slices). With ``security.trust_dir``, every slice
+Three threads, so that reception never waits on verification or inference (``ros/worker.py``):
+the reception callbacks (the executor's thread) take each message serialized, parse it
+(``conversions.cdr_to_slice``), run the cheap checks (``Inbox.screen``) and queue it per sender
+(``runtime/intake.py``, ``fusion.intake_depth``); a verify worker checks signatures, decodes
+and buffers the slices in the ``Inbox`` (``Inbox.accept``); a fusion worker fuses each ego
+frame with each other agent's paired message (see ``runtime/inbox.py`` for the pairing and
+``fusion.sync_wait_ms``). A flood costs the executor microseconds per message and cannot
+push another sender's slices out (docs/security.md, "Flood resistance"). Per ego frame it
+publishes a Detection3DArray (reliable; ego LiDAR frame, ego sweep stamp; every box), a
+MarkerArray for RViz (the boxes scoring at least ``output.display_min_score``) and a
+FusionStatus (with the share of each agent's cells that arrived, when agents send their maps
+in slices). With ``security.trust_dir``, every slice
 must be signed by the agent its topic belongs to (``security.mode``; ``runtime/security.py``,
 docs/security.md); the clock-skew check reads the node's ROS clock (``use_sim_time`` under a
 replay). Rejected messages, bad slices and unauthentic ones included, and partners left out by
@@ -30,8 +35,8 @@ from visualization_msgs.msg import MarkerArray
 
 from revqom_nodes.ros.conversions import (
     boxes_to_markers,
+    cdr_to_slice,
     detections_to_msg,
-    encoded_bev_to_slice,
     ns_to_stamp,
 )
 from revqom_nodes.ros.lifecycle import exit_process, run_node
@@ -41,7 +46,8 @@ from revqom_nodes.ros.worker import Worker
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.frames import AssembledMap
 from revqom_nodes.runtime.fusion import FusionEngine, FusionResult
-from revqom_nodes.runtime.inbox import Inbox
+from revqom_nodes.runtime.inbox import Inbox, Screened
+from revqom_nodes.runtime.intake import Intake
 from revqom_nodes.runtime.latency import RateLimiter
 from revqom_nodes.runtime.model import load_runtime_model
 from revqom_nodes.runtime.security import SecurityMode, SliceGuard, parse_security_mode
@@ -88,6 +94,7 @@ class FusionNode(Node):
             buffer_size=params["fusion.buffer_size"],
             guard=guard,
         )
+        self.intake: Intake[Screened] = Intake(depth=params["fusion.intake_depth"])
         self.display_min_score: float = params["output.display_min_score"]
         self.frames_published = 0
         self._dropped_reported = 0
@@ -95,13 +102,14 @@ class FusionNode(Node):
 
         # Subscriptions first: once the publishers are visible the node is ready (the replay waits for them).
         for agent_id, topic in zip(agent_ids, topics, strict=True):
-            self.create_subscription(EncodedBEV, topic, self._receiver(agent_id), ENCODED_BEV_QOS)
+            self.create_subscription(EncodedBEV, topic, self._receiver(agent_id), ENCODED_BEV_QOS, raw=True)
         self.detections_pub = self.create_publisher(
             Detection3DArray, params["output.detections_topic"], RESULT_QOS
         )
         self.markers_pub = self.create_publisher(MarkerArray, params["output.markers_topic"], MARKER_QOS)
         self.status_pub = self.create_publisher(FusionStatus, params["output.status_topic"], RESULT_QOS)
         self.worker = Worker(self, "fusion", self.inbox.next_ego, self._fuse)
+        self.verifier = Worker(self, "verify", lambda: (self.intake.take(), math.inf), self._accept)
         self.get_logger().info(
             f"fusing {list(zip(agent_ids, topics, strict=True))} (ego {params['fusion.ego_agent_id']}) "
             f"on {self.model.device}, max_age_ms {params['fusion.max_age_ms']:g}, "
@@ -109,22 +117,53 @@ class FusionNode(Node):
             f"security {mode.value}{f' ({trust_dir})' if guard is not None else ''}"
         )
 
-    # ---- reception ----------------------------------------------------------------------
-    def _receiver(self, topic_agent_id: str) -> Callable[[EncodedBEV, MessageInfo], None]:
-        def receive(msg: EncodedBEV, info: MessageInfo) -> None:
-            message = encoded_bev_to_slice(msg, info["received_timestamp"], info["source_timestamp"])
+    # ---- reception (executor thread) and verification (verify worker) ------------------
+    def _receiver(self, topic_agent_id: str) -> Callable[[bytes, MessageInfo], None]:
+        def receive(raw: bytes, info: MessageInfo) -> None:
             try:
-                self.inbox.receive(message, topic_agent_id)
-            except Rejected as rejected:
-                if self.limiter.allow(rejected.reason.value):
-                    counts = self.inbox.rejected_counts()[rejected.reason.value]
-                    self.get_logger().warning(
-                        f"rejected a message on the {topic_agent_id} topic: {rejected} ({counts} so far)"
-                    )
+                message = cdr_to_slice(raw, info["received_timestamp"], info["source_timestamp"])
+            except ValueError as exc:
+                self._rejected(topic_agent_id, Rejected(RejectReason.MALFORMED_PAYLOAD, str(exc)))
                 return
-            self.worker.wake()
+            try:
+                screened = self.inbox.screen(message, topic_agent_id)
+            except Rejected as rejected:
+                self._rejected(topic_agent_id, rejected, counted=True)
+                return
+            dropped = self.intake.offer(screened.sender, screened.sweep, screened)
+            if dropped:
+                self._overflow(topic_agent_id, dropped)
+            self.verifier.wake()
 
         return receive
+
+    def _accept(self, screened: Screened) -> None:
+        try:
+            self.inbox.accept(screened)
+        except Rejected as rejected:
+            self._rejected(screened.message.agent_id, rejected, counted=True)
+            return
+        dropped = self.intake.confirm(screened.sender, screened.sweep)
+        if dropped:
+            self._overflow(screened.message.agent_id, dropped)
+        self.worker.wake()
+
+    def _overflow(self, agent_id: str, dropped: int) -> None:
+        self._rejected(
+            agent_id,
+            Rejected(RejectReason.INTAKE_OVERFLOW, f"{dropped} queued unverified, pushed out by newer ones"),
+            times=dropped,
+        )
+
+    def _rejected(self, agent_id: str, rejected: Rejected, *, counted: bool = False, times: int = 1) -> None:
+        """Count (unless the Inbox did) and log, rate-limited per reason."""
+        if not counted:
+            self.inbox.count(rejected.reason, times)
+        if self.limiter.allow(rejected.reason.value):
+            so_far = self.inbox.rejected_counts()[rejected.reason.value]
+            self.get_logger().warning(
+                f"rejected a message on the {agent_id[:64]} topic: {rejected} ({so_far} so far)"
+            )
 
     # ---- fusion worker ------------------------------------------------------------------
     def _fuse(self, ego: AssembledMap) -> None:
@@ -171,6 +210,7 @@ class FusionNode(Node):
         )
 
     def destroy_node(self) -> None:
+        self.verifier.stop()
         self.worker.stop()
         super().destroy_node()
 

@@ -23,14 +23,19 @@ An agent goes quiet when a wait for it times out with nothing to fuse, and is aw
 with its next message. For runs that must match the offline evaluation frame by frame,
 ``sync_wait_ms`` must cover the agent's sweep period plus its encoding time.
 
-Order of the checks of one message (cheap first; docs/security.md, "Reception rules"): the
-topic's agent, then, with a ``security.SliceGuard``, the authentication of the slice alone
-(signer, certificate, clock skew, signature), then its content (``validation.check_slice``),
-and only then the per-agent state: with authentication enforced, a slice seen before or a
-sweep not newer than the signer's last is ``replayed`` (``out_of_order`` without it). No single
-slice clears a buffer: a stamp ``TIME_JUMP_NS`` or more behind an agent's last sweep (a replay
-starting over) restarts that agent's buffers, and the ego's every buffer, only when
-``JUMP_FRAMES`` consecutive sweeps agree (the ones before are rejected).
+Order of the checks of one message (cheap first; docs/security.md, "Reception rules"), in two
+steps. ``screen`` (microseconds, on the reception thread, no cryptography): the topic's agent,
+then with a ``security.SliceGuard`` the slice's certificate and clock skew, the header fields
+(``validation.check_header``), and a read of the per-agent state that refuses what could
+never be accepted whatever its signature (a slice already placed, a sweep within
+``TIME_JUMP_NS`` behind the agent's last one, a partner sweep that is stale): that is what
+makes a replay cheap to reject. ``accept`` (the verify worker; ``runtime/intake.py`` queues
+in between): the ECDSA signature, the pose and payload (``validation.decode_slice``), and only
+then the per-agent state: with authentication enforced, a slice seen before or a sweep not
+newer than the signer's last is ``replayed`` (``out_of_order`` without it). ``receive`` runs
+both. No single slice clears a buffer: a stamp ``TIME_JUMP_NS`` or more behind an agent's
+last sweep (a replay starting over) restarts that agent's buffers, and the ego's every
+buffer, only when ``JUMP_FRAMES`` consecutive sweeps agree (the ones before are rejected).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.frames import NS_PER_MS, AssembledMap, ReceivedSlice
@@ -51,13 +57,32 @@ from revqom_nodes.runtime.validation import (
     FrameAssembly,
     Rejected,
     RejectReason,
-    check_slice,
+    check_header,
+    decode_slice,
 )
+from revqom_nodes.trust import AgentCertificate
 
 log = logging.getLogger(__name__)
 
 TIME_JUMP_NS = 1_000_000_000  # a stamp this far behind the last one is a restart (a looping replay)
 JUMP_FRAMES = 3  # consecutive sweeps that must agree on a jump back before it restarts the buffers
+
+
+class Screened(NamedTuple):
+    """A message that passed ``Inbox.screen``: what ``Inbox.accept`` takes."""
+
+    message: ReceivedSlice
+    signer: AgentCertificate | None  # the certificate to verify against; None: no authentication
+
+    @property
+    def sender(self) -> tuple[str, bytes]:
+        """(agent id, signer digest; empty without a screened signer): one intake queue each."""
+        return self.message.agent_id, b"" if self.signer is None else self.signer.digest
+
+    @property
+    def sweep(self) -> tuple[int, int]:
+        """(stamp ns, sequence): the slices of one sweep share it."""
+        return self.message.stamp_ns, self.message.sequence
 
 
 @dataclass
@@ -143,33 +168,92 @@ class Inbox:
 
     # ---- reception ----------------------------------------------------------------------
     def receive(self, message: ReceivedSlice, topic_agent_id: str | None = None) -> None:
-        """Validate and keep ``message``, or raise ``Rejected`` (and count its reason).
+        """Validate and keep ``message`` (``screen``, then ``accept``), or raise ``Rejected``
+        (and count its reason).
 
         ``topic_agent_id``: the agent configured for the topic the message came on (a message
         claiming another id is an unknown agent there); None accepts any configured agent.
         """
+        self.accept(self.screen(message, topic_agent_id))
+
+    def screen(self, message: ReceivedSlice, topic_agent_id: str | None = None) -> Screened:
+        """The cheap checks of ``message`` (no signature, no decoding, no state change), or raise
+        ``Rejected`` (and count its reason); the result goes to ``accept``."""
         try:
-            self._receive(message, topic_agent_id)
+            return self._screen(message, topic_agent_id)
         except Rejected as rejected:
-            with self._lock:
-                self._rejected[rejected.reason] += 1
+            self.count(rejected.reason)
             raise
 
-    def _receive(self, message: ReceivedSlice, topic_agent_id: str | None) -> None:
+    def accept(self, screened: Screened) -> None:
+        """Verify, decode and keep a screened message, or raise ``Rejected`` (and count it)."""
+        try:
+            self._accept(screened)
+        except Rejected as rejected:
+            self.count(rejected.reason)
+            raise
+
+    def _screen(self, message: ReceivedSlice, topic_agent_id: str | None) -> Screened:
         agent_id = message.agent_id
         if agent_id not in self._agents or (topic_agent_id is not None and agent_id != topic_agent_id):
             expected = topic_agent_id or self.agent_ids
             raise Rejected(RejectReason.UNKNOWN_AGENT, f"agent {agent_id[:64]!r} (expected {expected})")
+        signer = None
         if self.guard is not None:
-            failed = self.guard.check(message)
+            failed, signer = self.guard.screen(message)
             if failed is not None:
                 if self.guard.mode is SecurityMode.ENFORCE:
                     raise Rejected(*failed)
                 self.count(failed[0])  # permissive: counted, used anyway
-        checked = check_slice(message, self.expect)
+        check_header(message, self.expect)
+        with self._lock:
+            self._check_fresh(message, self._agents[agent_id])
+        return Screened(message, signer)
+
+    def _check_fresh(self, message: ReceivedSlice, state: _Agent) -> None:
+        """Rejected when the agent's state alone refuses ``message``, whoever signed it (what
+        ``_accept`` would refuse after the signature and decoding): a slice already placed, a
+        new sweep stamped within ``TIME_JUMP_NS`` behind the last, a stale partner sweep."""
+        sweep = (message.stamp_ns, message.sequence)
+        held = next((h for h in state.frames if (h.stamp_ns, h.assembly.header.sequence) == sweep), None)
+        if held is not None:
+            if held.assembly.has(message.slice_index):
+                raise Rejected(
+                    self._order_reason,
+                    f"{message.agent_id} slice {message.slice_index} of sweep {message.stamp_ns} "
+                    "is a duplicate",
+                )
+            return
+        last = state.last_stamp_ns
+        if last is not None and last - TIME_JUMP_NS < message.stamp_ns <= last:
+            raise Rejected(
+                self._order_reason,
+                f"{message.agent_id} stamp {message.stamp_ns} ns is not after its last {last} ns",
+            )
+        newest_ego = self._newest_ego_ns
+        if (
+            message.agent_id != self.ego_agent_id
+            and newest_ego is not None
+            and message.stamp_ns < newest_ego - self.max_age_ns
+        ):
+            raise Rejected(
+                RejectReason.STALE,
+                f"{message.agent_id} sweep is {(newest_ego - message.stamp_ns) / 1e6:.1f} "
+                f"ms older than the newest ego sweep (max_age_ms {self.max_age_ns / 1e6:g})",
+            )
+
+    def _accept(self, screened: Screened) -> None:
+        message, signer = screened
+        if self.guard is not None and signer is not None:
+            failed = self.guard.verify(message, signer)
+            if failed is not None:
+                if self.guard.mode is SecurityMode.ENFORCE:
+                    raise Rejected(*failed)
+                self.count(failed[0])  # permissive: counted, used anyway
+        checked = decode_slice(message, self.expect)
         sweep = (message.stamp_ns, message.sequence)
         with self._lock:
-            state = self._agents[agent_id]
+            state = self._agents[message.agent_id]
             held = next(
                 (h for h in state.frames if (h.stamp_ns, h.assembly.header.sequence) == sweep), None
             )

@@ -2,9 +2,11 @@
 and the assembly of a sweep's accepted slices into the map fusion takes.
 
 Order of ``check_slice`` (cheap first; nothing sized by a message field is allocated before
-its checks): codebook id -> codec settings (K, Q) -> grid (H, W, cell size) -> slice fields
-(cell range inside the grid) -> encoding -> pose -> payload (``decode_cells``, which checks
-length, padding, ranges). ``FrameAssembly.add`` then checks how a slice fits the slices of its
+its checks): ``check_header`` (microseconds; the fusion node runs it on the reception thread):
+codebook id -> codec settings (K, Q) -> grid (H, W, cell size) -> slice fields (cell range
+inside the grid) -> encoding -> payload size (bounded by a whole packed map's, see
+``MAX_PAYLOAD_FACTOR``); then ``decode_slice``: pose -> payload (``decode_cells``, which checks length,
+padding, ranges). ``FrameAssembly.add`` then checks how a slice fits the slices of its
 sweep received before. Agent identity, age and ordering depend on the other messages held and
 are checked by ``inbox.Inbox``.
 """
@@ -21,13 +23,17 @@ import numpy as np
 
 from revqom_nodes.codec.errors import WireFormatError
 from revqom_nodes.codec.slices import SliceAssembly, SliceError, check_slice_fields
-from revqom_nodes.codec.wire import Encoding, check_codebook_id, decode_cells
+from revqom_nodes.codec.wire import Encoding, check_codebook_id, decode_cells, packed_size
 from revqom_nodes.runtime.frames import AssembledMap, ReceivedSlice
 from revqom_nodes.runtime.model import RuntimeModel
 
 CELL_SIZE_TOLERANCE_M = 1e-4  # cell_size_m travels as float32
 ROTATION_TOLERANCE = 1e-3
 POSE_TOLERANCE = 1e-9  # the slices of one sweep repeat the same pose
+# A payload above MAX_PAYLOAD_FACTOR whole packed maps plus MAX_PAYLOAD_SLACK_BYTES (the range coder's
+# stage lengths and flushes, which dominate tiny maps) is malformed: this bounds the memory of queued slices.
+MAX_PAYLOAD_FACTOR = 2
+MAX_PAYLOAD_SLACK_BYTES = 4096
 
 
 class RejectReason(str, enum.Enum):
@@ -53,6 +59,7 @@ class RejectReason(str, enum.Enum):
     BAD_SIGNATURE = "bad_signature"  # the signature does not verify (forged or tampered)
     REPLAYED = "replayed"  # an authentic slice seen before, or not newer than its signer's last sweep
     OUT_OF_RANGE = "out_of_range"  # a partner's map left out: farther than the comm range from the ego
+    INTAKE_OVERFLOW = "intake_overflow"  # screened, then pushed out of its sender's full intake queue
 
 
 class Rejected(Exception):
@@ -113,10 +120,15 @@ class CheckedSlice(NamedTuple):
 
 
 def check_slice(message: ReceivedSlice, expect: Expectations) -> CheckedSlice:
-    """Run every content check of one message and decode its payload.
+    """Run every content check of one message and decode its payload (``check_header``, then
+    ``decode_slice``). Raises Rejected with the first failing reason."""
+    check_header(message, expect)
+    return decode_slice(message, expect)
 
-    Raises Rejected with the first failing reason.
-    """
+
+def check_header(message: ReceivedSlice, expect: Expectations) -> None:
+    """The content checks that cost microseconds: every field but the pose and the payload's
+    contents. Raises Rejected with the first failing reason."""
     try:
         check_codebook_id(message.codebook_id, expect.codebook_id)
     except WireFormatError as exc:
@@ -149,9 +161,21 @@ def check_slice(message: ReceivedSlice, expect: Expectations) -> CheckedSlice:
     except SliceError as exc:
         raise Rejected(RejectReason.BAD_SLICE, str(exc)) from None
     try:
-        encoding = Encoding(message.encoding)
+        Encoding(message.encoding)
     except ValueError:
         raise Rejected(RejectReason.UNKNOWN_ENCODING, f"encoding {message.encoding}") from None
+    limit = MAX_PAYLOAD_SLACK_BYTES + MAX_PAYLOAD_FACTOR * packed_size(
+        expect.height, expect.width, expect.num_quantizers, expect.codebook_size
+    )
+    if message.payload_bytes > limit:
+        raise Rejected(
+            RejectReason.MALFORMED_PAYLOAD, f"payload of {message.payload_bytes} bytes (at most {limit})"
+        )
+
+
+def decode_slice(message: ReceivedSlice, expect: Expectations) -> CheckedSlice:
+    """The pose check and the payload decoding of a message that passed ``check_header``.
+    Raises Rejected (``BAD_POSE``, ``MALFORMED_PAYLOAD``)."""
     if not is_rigid(message.T_world_from_lidar):
         raise Rejected(RejectReason.BAD_POSE, "lidar_pose is not a finite rigid transform")
     start = time.perf_counter()
@@ -161,7 +185,7 @@ def check_slice(message: ReceivedSlice, expect: Expectations) -> CheckedSlice:
             num_cells=message.num_cells,
             num_quantizers=expect.num_quantizers,
             codebook_size=expect.codebook_size,
-            encoding=encoding,
+            encoding=Encoding(message.encoding),
             frequency_tables=expect.entropy_tables,
         )
     except WireFormatError as exc:
@@ -188,6 +212,10 @@ class FrameAssembly:
     def complete(self) -> bool:
         """Every one of the sweep's slices arrived."""
         return self._cells.complete
+
+    def has(self, slice_index: int) -> bool:
+        """Whether slice ``slice_index`` of this sweep was placed (False outside 0..num_slices - 1)."""
+        return 0 <= slice_index < self._cells.num_slices and self._cells.has(slice_index)
 
     def add(self, checked: CheckedSlice) -> None:
         """Place one checked slice of this sweep; raises Rejected (nothing changes): OUT_OF_ORDER

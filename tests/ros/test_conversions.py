@@ -24,6 +24,7 @@ from revqom_nodes.perception.postprocess import Detections  # noqa: E402
 from revqom_nodes.ros.conversions import (  # noqa: E402
     boxes_to_markers,
     cdr_header_stamp_ns,
+    cdr_to_slice,
     cloud_to_points,
     detections_to_msg,
     encoded_bev_to_slice,
@@ -209,3 +210,51 @@ def test_stamps_shift_in_place_and_in_nested_messages() -> None:
     pose = PoseStamped()
     shift_times(pose, offset_ns)
     assert stamp_to_ns(pose.header.stamp) == offset_ns
+
+
+@pytest.mark.parametrize("frame_id", ["", "vehicle_lidar", "ü" * 5])
+def test_serialized_encoded_bev_parses_as_deserialized(frame_id: str) -> None:
+    """``cdr_to_slice`` (the fusion node's raw subscriptions) reads every field as
+    ``deserialize_message`` + ``encoded_bev_to_slice`` do, across the alignment of odd-length
+    strings and payloads; bytes that are no EncodedBEV raise ValueError."""
+    from rclpy.serialization import deserialize_message
+    from revqom.msg import EncodedBEV
+
+    from revqom_nodes.runtime.frames import ReceivedSlice
+
+    rng = np.random.default_rng(len(frame_id))
+    message = ReceivedSlice(
+        agent_id="infrastructure",
+        role=1,
+        sequence=7,
+        stamp_ns=1_626_155_000_123_456_789,
+        frame_id=frame_id,
+        T_world_from_lidar=make_transform(rotation_z(0.3), [2806.0, -1196.0, 6.0]),
+        height=100,
+        width=50,
+        cell_size_m=0.8,
+        codebook_size=64,
+        num_quantizers=3,
+        codebook_id="ab" * 32,
+        encoding=1,
+        payload=rng.integers(0, 256, 997 + len(frame_id), dtype=np.uint8).tobytes(),
+        slice_index=3,
+        num_slices=12,
+        first_cell=5,
+        num_cells=444,
+        interleave=2,
+        signer_digest=rng.integers(0, 256, 8, dtype=np.uint8).tobytes(),
+        signature=rng.integers(0, 256, 64, dtype=np.uint8).tobytes(),
+    )
+    raw = serialize_message(slice_to_encoded_bev(message))
+    expected = encoded_bev_to_slice(deserialize_message(raw, EncodedBEV), 7, 6)
+    parsed = cdr_to_slice(raw, 7, 6)
+    for field in dataclasses.fields(ReceivedSlice):
+        got, want = getattr(parsed, field.name), getattr(expected, field.name)
+        if field.name == "T_world_from_lidar":
+            np.testing.assert_array_equal(got, want)
+        else:
+            assert bytes(got) == bytes(want) if field.name == "payload" else got == want, field.name
+    for broken in (raw[:3], raw[:40], raw[:-1]):
+        with pytest.raises(ValueError):
+            cdr_to_slice(broken)

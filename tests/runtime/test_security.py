@@ -19,7 +19,7 @@ from revqom_nodes.runtime.security import (
     parse_security_mode,
     sign_slice,
 )
-from revqom_nodes.runtime.validation import RejectReason
+from revqom_nodes.runtime.validation import Rejected, RejectReason
 from revqom_nodes.trust import Authenticator, Verifier, load_trust_store
 from revqom_nodes.trust.keydir import KeyDirectory, revoke
 from tests.runtime.test_inbox import reason_of
@@ -220,3 +220,50 @@ def test_partners_beyond_the_comm_range_are_counted(tiny_model, make_frame, make
     inbox = make_inbox()
     inbox.count(RejectReason.OUT_OF_RANGE, result.out_of_range)
     assert inbox.rejected_counts()["out_of_range"] == 1
+
+
+def test_screen_rejects_replays_without_verifying(secure_inbox, signed, monkeypatch) -> None:
+    """A slice already placed, a forged copy of it, an older sweep and a stale partner sweep
+    are refused from the per-agent state alone: no signature verification, no decoding."""
+    inbox = secure_inbox()
+    slices = signed("infrastructure", 0, slice_bytes=40)
+    assert len(slices) > 2
+    first = inbox.screen(slices[0], "infrastructure")
+    assert inbox.held_frames() == 0  # screening changes no state
+    inbox.accept(first)
+    (ego,) = signed("vehicle", 3)  # 300 ms later: older infrastructure sweeps are stale now
+    inbox.receive(ego, "vehicle")
+    (older_ego,) = signed("vehicle", 2)
+
+    def no_verification(*args: object) -> None:
+        raise AssertionError("verified a slice that screening should have refused")
+
+    monkeypatch.setattr(inbox.guard, "verify", no_verification)
+    forged = replace(slices[0], signature=bytes(64))
+    cases = [
+        (slices[0], RejectReason.REPLAYED),
+        (forged, RejectReason.REPLAYED),
+        (ego, RejectReason.REPLAYED),
+        (older_ego, RejectReason.REPLAYED),
+        (signed("infrastructure", 1)[0], RejectReason.STALE),
+    ]
+    for message, reason in cases:
+        with pytest.raises(Rejected) as rejected:
+            inbox.screen(message, message.agent_id)
+        assert rejected.value.reason is reason
+    counts = inbox.rejected_counts()
+    assert counts["replayed"] == 4 and counts["stale"] == 1 and counts["bad_signature"] == 0
+
+
+def test_screened_slices_of_a_held_sweep_pass_and_are_verified_on_accept(secure_inbox, signed) -> None:
+    inbox = secure_inbox()
+    slices = signed("infrastructure", 0, slice_bytes=40)
+    inbox.receive(slices[0], "infrastructure")
+    screened = inbox.screen(slices[1], "infrastructure")
+    assert screened.sender == ("infrastructure", screened.signer.digest) and screened.sweep == (T0, 0)
+    forged = inbox.screen(replace(slices[2], signature=bytes(64)), "infrastructure")
+    with pytest.raises(Rejected) as rejected:
+        inbox.accept(forged)
+    assert rejected.value.reason is RejectReason.BAD_SIGNATURE
+    inbox.accept(screened)
+    assert inbox.rejected_counts()["bad_signature"] == 1

@@ -1,0 +1,59 @@
+"""Flood resistance without ROS: the intake queues' bounds, fairness and priority
+(``Inbox.screen``, which rejects replays before any signature is verified, is tested in
+test_security.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from revqom_nodes.runtime.errors import RuntimeConfigError
+from revqom_nodes.runtime.intake import Intake
+from tests.runtime.test_security import T0
+
+LEGIT = (T0, 1)  # (stamp, sequence) of a legit sweep
+
+
+def drain(intake: Intake) -> list:
+    items = []
+    while (item := intake.take()) is not None:
+        items.append(item)
+    return items
+
+
+def test_queues_are_bounded_and_drop_their_oldest() -> None:
+    intake: Intake[int] = Intake(depth=8)
+    dropped = [intake.offer("flooder", (k, 0), k) for k in range(100)]
+    assert sum(dropped) == 92 and dropped[:8] == [0] * 8 and len(intake) == 8
+    assert drain(intake) == list(range(92, 100))  # the newest, in order
+    assert intake.take() is None and len(intake) == 0
+    with pytest.raises(RuntimeConfigError):
+        Intake(depth=0)
+
+
+def test_a_flooding_sender_cannot_starve_the_others() -> None:
+    intake: Intake[str] = Intake(depth=16)
+    for k in range(1000):
+        intake.offer(("infrastructure", b"forged"), (k, 0), "forged")
+        if k % 300 == 0:
+            intake.offer(("vehicle", b"ego"), (k, 0), "ego")
+    taken = [intake.take() for _ in range(8)]
+    assert taken.count("ego") == 4 == taken[::2].count("ego") + taken[1::2].count("ego")  # every other
+    assert "ego" not in drain(intake)
+    assert len(intake) == 0
+
+
+def test_a_confirmed_sweep_goes_before_the_flood_of_its_sender() -> None:
+    """Forged slices carrying the legit signer's digest share its queue; once one slice of the
+    legit sweep verifies, its siblings already queued and those to come are served first."""
+    sender = ("infrastructure", b"digest")
+    intake: Intake[str] = Intake(depth=64)
+    for k in range(40):
+        intake.offer(sender, (T0 + 1000 + k, 9), "forged")
+        if k % 10 == 0:
+            intake.offer(sender, LEGIT, "legit")
+    assert intake.confirm(sender, LEGIT) == 0
+    assert intake.confirm(sender, LEGIT) == 0  # once is enough
+    intake.offer(sender, LEGIT, "legit")
+    assert [intake.take() for _ in range(5)] == ["legit"] * 5
+    assert set(drain(intake)) == {"forged"}
+    assert intake.confirm(("unknown", b""), LEGIT) == 0
