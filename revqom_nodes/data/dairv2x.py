@@ -117,6 +117,16 @@ class CooperativeFrame:
             f"frame {self.frame_id} has no agent {agent_id!r} (has {[a.agent_id for a in self.agents]})"
         )
 
+    def as_ego(self, agent_id: str) -> CooperativeFrame:
+        """The same frame seen from the vehicle ``agent_id``: it first, the others in their order
+        (the order its fusion node fuses them in); labels unchanged (README.md, "Many agents")."""
+        ego = self.agent(agent_id)
+        if ego.role != VEHICLE:
+            raise KeyError(f"agent {agent_id!r} of frame {self.frame_id} is not a vehicle: no ego")
+        others = [a for a in self.agents if a.agent_id != agent_id]
+        return CooperativeFrame(self.frame_id, [ego, *others], self.boxes_world, self.labels,
+                                self.system_error_offset)
+
     def boxes_in(self, T_world_from_lidar: np.ndarray) -> np.ndarray:
         """Cooperative boxes in the frame of a LiDAR with pose ``T_world_from_lidar`` -> (M, 7)."""
         T = invert(np.asarray(T_world_from_lidar, dtype=np.float64))
