@@ -40,6 +40,7 @@ VEHICLE, INFRASTRUCTURE = "vehicle", "infrastructure"
 VEHICLE_SIDE, INFRASTRUCTURE_SIDE = "vehicle-side", "infrastructure-side"
 LABEL_PATH_KEYS: tuple[str, ...] = ("label_lidar_std_path", "label_lidar_path")
 OTHER_AGENTS_KEY = "other_agents"  # the many-agent extension's key in cooperative/data_info.json
+LABEL_AGENT_KEY = "agent_id"  # the extension's key of a label_world entry that is a connected vehicle's body
 SIDES: dict[str, str] = {VEHICLE: VEHICLE_SIDE, INFRASTRUCTURE: INFRASTRUCTURE_SIDE}
 
 
@@ -95,8 +96,10 @@ class AgentSample:
 class CooperativeFrame:
     """A vehicle-infrastructure pair; ``agents[0]`` is the ego vehicle.
 
-    ``boxes_world`` (M, 7) float64 is the cooperative ground truth (vehicle classes),
+    ``boxes_world`` (M, 7) float64 is the cooperative ground truth (vehicle classes) of the ego,
     ``labels`` its original type strings, ``system_error_offset`` (dx, dy) in metres.
+    ``bodies`` maps a connected vehicle's agent id to its labelled body (box (7,), type): the
+    ego's is not in ``boxes_world``, every other one is (README.md, "Many agents").
     """
 
     frame_id: str
@@ -104,6 +107,7 @@ class CooperativeFrame:
     boxes_world: np.ndarray
     labels: list[str]
     system_error_offset: tuple[float, float]
+    bodies: dict[str, tuple[np.ndarray, str]] = field(default_factory=dict)
 
     @property
     def ego(self) -> AgentSample:
@@ -119,19 +123,35 @@ class CooperativeFrame:
 
     def as_ego(self, agent_id: str) -> CooperativeFrame:
         """The same frame seen from the vehicle ``agent_id``: it first, the others in their order
-        (the order its fusion node fuses them in); labels unchanged (README.md, "Many agents")."""
+        (the order its fusion node fuses them in); the ground truth has the former ego's body and
+        not its own (README.md, "Many agents")."""
         ego = self.agent(agent_id)
         if ego.role != VEHICLE:
             raise KeyError(f"agent {agent_id!r} of frame {self.frame_id} is not a vehicle: no ego")
         others = [a for a in self.agents if a.agent_id != agent_id]
-        return CooperativeFrame(self.frame_id, [ego, *others], self.boxes_world, self.labels,
-                                self.system_error_offset)
+        boxes, labels = _with_body(self.boxes_world, self.labels, self.bodies.get(self.ego.agent_id))
+        boxes, labels = _without_body(boxes, labels, self.bodies.get(agent_id))
+        return CooperativeFrame(self.frame_id, [ego, *others], boxes, labels, self.system_error_offset,
+                                self.bodies)
 
     def boxes_in(self, T_world_from_lidar: np.ndarray) -> np.ndarray:
         """Cooperative boxes in the frame of a LiDAR with pose ``T_world_from_lidar`` -> (M, 7)."""
         T = invert(np.asarray(T_world_from_lidar, dtype=np.float64))
         corners = box_corners(self.boxes_world) @ T[:3, :3].T + T[:3, 3]
         return boxes_from_corners(corners)
+
+
+def _with_body(boxes: np.ndarray, labels: list[str], body: tuple[np.ndarray, str] | None
+               ) -> tuple[np.ndarray, list[str]]:
+    return (boxes, labels) if body is None else (np.vstack([boxes, body[0]]), [*labels, body[1]])
+
+
+def _without_body(boxes: np.ndarray, labels: list[str], body: tuple[np.ndarray, str] | None
+                  ) -> tuple[np.ndarray, list[str]]:
+    if body is None:
+        return boxes, labels
+    keep = ~(boxes == body[0]).all(axis=1)
+    return boxes[keep], [label for label, k in zip(labels, keep, strict=True) if k]
 
 
 def load_json(path: Path, what: str) -> Any:
@@ -203,11 +223,12 @@ def parse_side_labels(data: object, path: Path) -> tuple[np.ndarray, list[str]]:
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 7), types
 
 
-def parse_world_labels(data: object, path: Path) -> tuple[np.ndarray, list[str]]:
-    """Cooperative ``label_world`` list -> vehicle boxes (M, 7) in the world frame and types."""
+def parse_world_labels(data: object, path: Path) -> tuple[np.ndarray, list[str], list[str | None]]:
+    """Cooperative ``label_world`` list -> vehicle boxes (M, 7) in the world frame, types, and the
+    connected vehicle each is the body of (``LABEL_AGENT_KEY``; None for other road users)."""
     if not isinstance(data, list):
         raise DatasetError(f"{path}: a label file must hold a JSON list")
-    corners, types = [], []
+    corners, types, bodies = [], [], []
     for i, item in enumerate(data):
         try:
             if not is_vehicle_type(item["type"]):
@@ -217,9 +238,11 @@ def parse_world_labels(data: object, path: Path) -> tuple[np.ndarray, list[str]]
             raise DatasetError(f"{path} (label {i}): missing or malformed world_8_points: {exc}") from exc
         corners.append(points)
         types.append(str(item["type"]))
+        bodies.append(None if item.get(LABEL_AGENT_KEY) is None else str(item[LABEL_AGENT_KEY]))
     boxes = boxes_from_corners(np.asarray(corners).reshape(-1, 8, 3))
     keep = (boxes[:, 3:6] > 1e-6).all(axis=1)
-    return boxes[keep], [t for t, k in zip(types, keep, strict=True) if k]
+    return (boxes[keep], [t for t, k in zip(types, keep, strict=True) if k],
+            [b for b, k in zip(bodies, keep, strict=True) if k])
 
 
 def _timestamp_us(record: dict, where: str) -> int:
@@ -387,10 +410,13 @@ class DairV2XReader:
                 for agent in pair.agents
             ]
             label_path = self.root / pair.label
-            boxes, labels = parse_world_labels(load_json(label_path, "cooperative label"), label_path)
+            data = load_json(label_path, "cooperative label")
+            boxes, labels, owners = parse_world_labels(data, label_path)
         except DatasetError as exc:
             raise DatasetError(f"frame {pair.vehicle_id}: {exc}") from exc
-        return CooperativeFrame(pair.vehicle_id, agents, boxes, labels, pair.offset)
+        bodies = {o: (boxes[i], labels[i]) for i, o in enumerate(owners) if o is not None}
+        boxes, labels = _without_body(boxes, labels, bodies.get(agents[0].agent_id))
+        return CooperativeFrame(pair.vehicle_id, agents, boxes, labels, pair.offset, bodies)
 
     def _side_record(self, side: str, frame_id: str) -> dict:
         index = self._side_info[side]

@@ -132,6 +132,24 @@ def test_cooperative_labels_come_from_every_agent(many_root: Path) -> None:
     assert labelled_connected == 2 * TINY_FRAMES
 
 
+def test_no_ego_has_its_own_body_as_a_label(many_root: Path) -> None:
+    """Seen from each vehicle (``as_ego``), the ground truth holds every other connected vehicle's
+    body that some agent labels, the first ego's included, and never its own."""
+    vehicles = [a for a, role in AGENTS if role == "vehicle"]
+    bodies = dict.fromkeys(vehicles, 0)
+    for frame in DairV2XReader(many_root, "all"):
+        for ego_id in vehicles:
+            view = frame.as_ego(ego_id)
+            assert view.ego.agent_id == ego_id and [a.agent_id for a in view.agents[1:]] == [
+                a for a, _ in AGENTS if a != ego_id]
+            for agent_id in vehicles:
+                base_xy = (frame.agent(agent_id).T_world_from_lidar @ invert(T_BASE_FROM_LIDAR))[:2, 3]
+                labelled = np.hypot(*(view.boxes_world[:, :2] - base_xy).T).min(initial=np.inf) < 1.0
+                assert labelled == (agent_id != ego_id and agent_id in frame.bodies), (ego_id, agent_id)
+        bodies.update({a: bodies[a] + 1 for a in frame.bodies})
+    assert min(bodies.values()) > 0  # each vehicle's body is labelled in some frame
+
+
 def test_many_agents_deterministic(tmp_path: Path, many_root: Path) -> None:
     again = generate_dataset(
         tmp_path / "again", TINY_FRAMES, TINY_SEED, scenes=TINY_SCENES, config=MANY, progress=False
