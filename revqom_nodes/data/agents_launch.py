@@ -10,7 +10,7 @@ and the project's runner (docs/design.md, "Many agents at run time").
 
 Egos are vehicles. Ego ``vehicle`` fuses in namespace ``/fusion`` (the 1 + 1 scenario's topics),
 ego ``vehicle_K`` in ``/fusion_K``; each fuses its own map first, then every other agent's, in the
-bag's order (the order ``revqom eval`` fuses them in, ``CooperativeFrame.as_ego``).
+bag's order (the order ``revqom eval --ego`` fuses them in, ``DairV2XReader.ego_frame``).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -335,6 +335,7 @@ class DairV2XReader:
         self._side_info = {side: _index_side(self.root / side / "data_info.json") for side in SIDES.values()}
         wanted = None if split == "all" else _read_split(self.root / f"{split}.json")
         self._pairs: list[_Pair] = []
+        self._sweeps: dict[str, list[tuple[int, int, _AgentRef]]] = {}  # agent id -> (stamp us, frame, ref)
         for i, item in enumerate(pairs):
             where = f"{info_path} (pair {i})"
             try:
@@ -402,13 +403,32 @@ class DairV2XReader:
             stamps.append(_timestamp_us(record, f"{side}/data_info.json ({agent.frame_id})"))
         return tuple(stamps)
 
+    def ego_frame(self, index: int, ego: str) -> CooperativeFrame:
+        """Frame ``index`` seen from the vehicle ``ego`` as its fusion node pairs the sweeps: its
+        own sweep first, then each other agent's sweep nearest in time to it among the split's
+        frames (the agents' clocks differ, so for another ego than the first vehicle that may be
+        a sweep of the previous or next frame); the ground truth of frame ``index`` without
+        ``ego``'s body (``CooperativeFrame.as_ego``). For the first vehicle: the frame itself."""
+        frame = self[index].as_ego(ego)
+        if ego == self.agents[0][0]:
+            return frame
+        if not self._sweeps:
+            for j, pair in enumerate(self._pairs):
+                for ref, stamp in zip(pair.agents, self.timestamps_us(j), strict=True):
+                    self._sweeps.setdefault(agent_id_of(ref.role, ref.number), []).append((stamp, j, ref))
+        agents = [frame.ego]
+        for sample in frame.agents[1:]:
+            _, j, ref = min(self._sweeps[sample.agent_id], key=lambda s: abs(s[0] - frame.ego.timestamp_us))
+            agents.append(sample if j == index else self._sample(ref))
+        return replace(frame, agents=agents)
+
+    def _sample(self, ref: _AgentRef) -> AgentSample:
+        return self._vehicle(ref) if ref.role == VEHICLE else self._infrastructure(ref)
+
     def __getitem__(self, index: int) -> CooperativeFrame:
         pair = self._pairs[index]
         try:
-            agents = [
-                self._vehicle(agent) if agent.role == VEHICLE else self._infrastructure(agent)
-                for agent in pair.agents
-            ]
+            agents = [self._sample(agent) for agent in pair.agents]
             label_path = self.root / pair.label
             data = load_json(label_path, "cooperative label")
             boxes, labels, owners = parse_world_labels(data, label_path)

@@ -137,7 +137,8 @@ def _run(args: argparse.Namespace) -> int:
         reader = DairV2XReader(args.data, args.split)
         count = len(reader) if args.frames is None else min(args.frames, len(reader))
         ego = args.ego or reader.agents[0][0]
-        frames = [reader[i].as_ego(ego) for i in range(count)] if count <= 64 else _Lazy(reader, count, ego)
+        eager = [reader.ego_frame(i, ego) for i in range(count)] if count <= 64 else None
+        frames = eager if eager is not None else _Lazy(reader, count, ego)
         by_partners = len(reader.agents) > 2  # many agents: AP with 0, 1, 2, ... partners
         stamps_us = [reader.timestamps_us(i) for i in range(count)] if perturbed or args.robustness else []
         if args.robustness:
@@ -234,7 +235,7 @@ class _Lazy:
     def __getitem__(self, index: int) -> Any:
         if not 0 <= index < self.count:
             raise IndexError(index)
-        return self.reader[index].as_ego(self.ego)
+        return self.reader.ego_frame(index, self.ego)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

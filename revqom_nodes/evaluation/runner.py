@@ -1,7 +1,7 @@
 """Evaluate a model file on a DAIR-V2X-C split, through the wire, as the runtime runs it.
 
 Per frame (ego first, then every other agent within the model's ``comm_range_m``, as the fusion
-node fuses them; ``CooperativeFrame.as_ego`` gives another vehicle's view):
+node fuses them; ``DairV2XReader.ego_frame`` gives another vehicle's view):
 
 - codec models: the runtime's own pipeline, agent by agent (the ego too): ``AgentEncoder``
   encodes the cloud into one ENTROPY message (PACKED when entropy coding does not make it

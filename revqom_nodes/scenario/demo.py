@@ -232,10 +232,9 @@ def _run(args: argparse.Namespace) -> int:
     range_m, note = eval_range(config.grid)
     events = RunEvents.load(events_path)
     reader = DairV2XReader(root, split)
-    frames = [reader[i] for i in range(len(reader))]
     per_ego: dict[str, Any] = {}
     for ego in egos:
-        seen = [f.as_ego(ego) for f in frames]
+        seen = [reader.ego_frame(i, ego) for i in range(len(reader))]
         ego_events = events.for_ego(lidar_frame(ego))
         per_ego[ego] = summarize_run(
             ego_events, ground_truth(seen), range_m=range_m, channels=config.backbone.bev_channels,

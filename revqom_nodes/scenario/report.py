@@ -83,7 +83,7 @@ class RunEvents:
 
 
 def ground_truth(frames: Sequence[CooperativeFrame]) -> list[GroundTruthFrame]:
-    """Reader frames (``as_ego`` for another ego) -> their ego stamps and boxes in the ego frame."""
+    """Reader frames (``ego_frame`` for another ego) -> their ego stamps and boxes in the ego frame."""
     return [
         GroundTruthFrame(f.frame_id, f.ego.timestamp_us * 1000, f.boxes_in(f.ego.T_world_from_lidar))
         for f in frames

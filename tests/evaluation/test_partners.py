@@ -43,7 +43,8 @@ def _only(frame: CooperativeFrame, order: list[int]) -> CooperativeFrame:
 def test_ap_by_partners_fuses_the_nearest_k(many: tuple[Path, Path]) -> None:
     root, model = many
     loaded = load_model(model, "cpu")
-    frames = [f.as_ego("vehicle_1") for f in DairV2XReader(root, "all")]
+    reader = DairV2XReader(root, "all")
+    frames = [reader.ego_frame(i, "vehicle_1") for i in range(len(reader))]
     result = evaluate_model(loaded, frames, name="tiny", progress=False, by_partners=True)
     assert [f["agents"] for f in result["per_frame"]] == [4, 4]  # every partner is in range
     assert set(result["ap_by_partners"]) == {"0", "1", "2", "3"}
@@ -67,7 +68,8 @@ def test_eval_cli_ego_and_ap_by_partners(many: tuple[Path, Path], tmp_path: Path
                  "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["ego"] == "vehicle_1" and set(result["ap_by_partners"]) == {"0", "1", "2", "3"}
-    frames = [f.as_ego("vehicle_1") for f in DairV2XReader(root, "all")]
+    reader = DairV2XReader(root, "all")
+    frames = [reader.ego_frame(i, "vehicle_1") for i in range(len(reader))]
     assert [f["gt"] for f in result["per_frame"]] == [
         np.round(f.boxes_in(f.ego.T_world_from_lidar), 5).tolist() for f in frames
     ]

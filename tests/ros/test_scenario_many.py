@@ -2,7 +2,7 @@
 
 One run (bundled model, 3 synthetic frames, signed and enforced): one agent node per agent and
 one fusion node per ego start from the generated agents launch file; each ego's live detections
-(told apart by their LiDAR frame) equal ``revqom eval``'s for that ego (``CooperativeFrame.as_ego``),
+(told apart by their LiDAR frame) equal ``revqom eval``'s for that ego (``DairV2XReader.ego_frame``),
 every frame fused with both partners, and the demo's per-ego AP is eval's. (The random tiny model
 of the other scenario tests scores most cells alike, so which of them a run keeps is arbitrary:
 a trained model is needed to compare many-agent runs box for box.)
@@ -52,7 +52,7 @@ def test_two_egos_each_match_eval(tmp_path: Path, ros_env: dict[str, str]) -> No
     reader = DairV2XReader(out / "dataset", "all")
     loaded = load_model(ROOT / BUNDLED_MODEL, "cpu")
     for ego in EGOS:
-        frames = [reader[i].as_ego(ego) for i in range(len(reader))]
+        frames = [reader.ego_frame(i, ego) for i in range(len(reader))]
         live = {r["stamp_ns"]: r for r in records
                 if r["kind"] == "detections" and r["frame_id"] == lidar_frame(ego)}
         assert sorted(live) == sorted(f.ego.timestamp_us * 1000 for f in frames), ego
