@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 DEMO_SEED = 20_260_001  # a scenario no training run uses (training seeds are small integers)
 DEFAULT_FRAMES = 24
 BUNDLED_MODEL = "models/synthetic_gpu_k64_ctx.pt"
+NODE_RATE = 0.75  # default replay speed x (agent nodes + fusion nodes): 0.25 for 1 + 1, so that
+#   every sweep is encoded and fused in time on a 2-core CPU (a fusion node that falls behind
+#   pairs its ego frames with whatever partner sweeps its buffers still hold)
 PICTURES = 4  # frames rendered as separate PNGs (evenly spaced); the GIF has every frame
 GIF_FRAMES = 40
 
@@ -216,6 +219,7 @@ def _run(args: argparse.Namespace) -> int:
     except DatasetError as exc:
         log.error("--egos: %s", exc)
         return 1
+    args.rate = args.rate or NODE_RATE / (len(agents) + len(egos))
     events_path = out / "events.jsonl"
     events_path.unlink(missing_ok=True)
     status = _run_scenario(args, bag, model, out, egos)
@@ -292,8 +296,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--rate",
         type=float,
-        default=0.25,
-        help="replay speed; low enough that every sweep gets encoded and fused",
+        default=None,
+        help=f"replay speed (default {NODE_RATE} / (agents + egos): 0.25 for 1 + 1); low enough that "
+        "every sweep gets encoded and fused",
     )
     parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads per node")
     parser.set_defaults(run=_run)
