@@ -162,8 +162,14 @@ def _frame_detector(loaded: LoadedModel, wire: _Wire | None, clouds: list[np.nda
         maps, packed, entropy = wire.receive(clouds, poses)
         return (lambda agents: wire.fuse([maps[a] for a in agents])), packed, entropy
     points = [torch.from_numpy(c) for c in clouds]
-    _, packed, entropy = _detect(loaded, points, poses)
-    return (lambda agents: _detect(loaded, [points[a] for a in agents], poses[agents])[0]), packed, entropy
+    everyone, (detections, packed, entropy) = list(range(len(points))), _detect(loaded, points, poses)
+
+    def detect(agents: list[int]) -> Detections:
+        if agents == everyone:
+            return detections
+        return _detect(loaded, [points[a] for a in agents], poses[agents])[0]
+
+    return detect, packed, entropy
 
 
 def nearest_partners(T_ego_from_agent: np.ndarray) -> list[int]:
