@@ -14,7 +14,9 @@ Per cooperative frame (topics and frames as in README.md, "ROS 2 bag layout"):
 
 Further agents of a many-agent root get the same topics under their agent id
 (``/vehicle_1/lidar/points``, ``/vehicle_1/pose``, frame ``vehicle_1_lidar``); every bag
-records its agents in ``metadata.yaml`` (``custom_data[AGENTS_METADATA_KEY]``, ``agent_list``).
+records its agents in ``metadata.yaml`` (``custom_data[AGENTS_METADATA_KEY]``, ``agent_list``)
+and holds ``agents.launch.xml``, the agent and fusion nodes ``launch/scenario.launch.xml`` starts
+for it (``agents_launch``; the ego: the first agent).
 
 Poses are ``T_world_from_lidar`` as the reader gives them (``system_error_offset``
 applied to the infrastructure; the offset also travels in the frame info). The bag is
@@ -263,6 +265,8 @@ def convert_to_bag(
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
 
+    from revqom_nodes.data.agents_launch import AGENTS_LAUNCH_FILE, agents_launch_xml
+
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     out = Path(out)
@@ -298,6 +302,8 @@ def convert_to_bag(
                     writer.write(connections[key], stamp_ns, build.store.serialize_cdr(msg, topics[key][1]))
                 report.messages += len(messages)
                 report.frames_written += 1
+        launch = agents_launch_xml(agents, [agents[0][0]])
+        (staging / out.name / AGENTS_LAUNCH_FILE).write_text(launch, encoding="utf-8")
         os.replace(staging / out.name, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

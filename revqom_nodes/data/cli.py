@@ -1,4 +1,5 @@
-"""``revqom data {synth,stats,to-bag}``: synthetic datasets, statistics and bag conversion."""
+"""``revqom data {synth,stats,to-bag,agents-launch}``: synthetic datasets, statistics, bag
+conversion, and the launch file of a bag's agents with the egos chosen."""
 
 from __future__ import annotations
 
@@ -100,6 +101,14 @@ def _to_bag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agents_launch(args: argparse.Namespace) -> int:
+    from revqom_nodes.data.agents_launch import write_agents_launch
+
+    path = write_agents_launch(args.bag, args.egos, args.out)
+    print(f"{path}: run it with `revqom launch scenario.launch.xml bag:={args.bag} agents:={path}`")
+    return 0
+
+
 def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Bad input ends the command with its message and exit status 1, not a traceback."""
 
@@ -159,3 +168,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     to_bag.add_argument("--strict", action="store_true", help="stop at the first corrupt frame")
     to_bag.add_argument("--no-progress", action="store_true", help="no progress bar")
     to_bag.set_defaults(run=_guarded(_to_bag))
+
+    agents = verbs.add_parser(
+        "agents-launch",
+        help="write the launch file of a bag's agent nodes and of one fusion node per ego",
+        description="to-bag writes BAG/agents.launch.xml with the first vehicle as the ego; this "
+        "writes one with the egos given (scenario.launch.xml's `agents` argument).",
+    )
+    agents.add_argument("bag", help="bag folder written by `revqom data to-bag`")
+    agents.add_argument(
+        "--egos", type=lambda text: text.split(","), default=None,
+        help="comma-separated vehicles that run a fusion node (default: the first vehicle)",
+    )
+    agents.add_argument("--out", default=None, help="launch file to write (default: BAG/agents.launch.xml)")
+    agents.set_defaults(run=_guarded(_agents_launch))

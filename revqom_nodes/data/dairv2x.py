@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,6 +40,7 @@ VEHICLE, INFRASTRUCTURE = "vehicle", "infrastructure"
 VEHICLE_SIDE, INFRASTRUCTURE_SIDE = "vehicle-side", "infrastructure-side"
 LABEL_PATH_KEYS: tuple[str, ...] = ("label_lidar_std_path", "label_lidar_path")
 OTHER_AGENTS_KEY = "other_agents"  # the many-agent extension's key in cooperative/data_info.json
+LABEL_AGENT_KEY = "agent_id"  # the extension's key of a label_world entry that is a connected vehicle's body
 SIDES: dict[str, str] = {VEHICLE: VEHICLE_SIDE, INFRASTRUCTURE: INFRASTRUCTURE_SIDE}
 
 
@@ -95,8 +96,10 @@ class AgentSample:
 class CooperativeFrame:
     """A vehicle-infrastructure pair; ``agents[0]`` is the ego vehicle.
 
-    ``boxes_world`` (M, 7) float64 is the cooperative ground truth (vehicle classes),
+    ``boxes_world`` (M, 7) float64 is the cooperative ground truth (vehicle classes) of the ego,
     ``labels`` its original type strings, ``system_error_offset`` (dx, dy) in metres.
+    ``bodies`` maps a connected vehicle's agent id to its labelled body (box (7,), type): the
+    ego's is not in ``boxes_world``, every other one is (README.md, "Many agents").
     """
 
     frame_id: str
@@ -104,6 +107,7 @@ class CooperativeFrame:
     boxes_world: np.ndarray
     labels: list[str]
     system_error_offset: tuple[float, float]
+    bodies: dict[str, tuple[np.ndarray, str]] = field(default_factory=dict)
 
     @property
     def ego(self) -> AgentSample:
@@ -117,11 +121,37 @@ class CooperativeFrame:
             f"frame {self.frame_id} has no agent {agent_id!r} (has {[a.agent_id for a in self.agents]})"
         )
 
+    def as_ego(self, agent_id: str) -> CooperativeFrame:
+        """The same frame seen from the vehicle ``agent_id``: it first, the others in their order
+        (the order its fusion node fuses them in); the ground truth has the former ego's body and
+        not its own (README.md, "Many agents")."""
+        ego = self.agent(agent_id)
+        if ego.role != VEHICLE:
+            raise KeyError(f"agent {agent_id!r} of frame {self.frame_id} is not a vehicle: no ego")
+        others = [a for a in self.agents if a.agent_id != agent_id]
+        boxes, labels = _with_body(self.boxes_world, self.labels, self.bodies.get(self.ego.agent_id))
+        boxes, labels = _without_body(boxes, labels, self.bodies.get(agent_id))
+        return CooperativeFrame(self.frame_id, [ego, *others], boxes, labels, self.system_error_offset,
+                                self.bodies)
+
     def boxes_in(self, T_world_from_lidar: np.ndarray) -> np.ndarray:
         """Cooperative boxes in the frame of a LiDAR with pose ``T_world_from_lidar`` -> (M, 7)."""
         T = invert(np.asarray(T_world_from_lidar, dtype=np.float64))
         corners = box_corners(self.boxes_world) @ T[:3, :3].T + T[:3, 3]
         return boxes_from_corners(corners)
+
+
+def _with_body(boxes: np.ndarray, labels: list[str], body: tuple[np.ndarray, str] | None
+               ) -> tuple[np.ndarray, list[str]]:
+    return (boxes, labels) if body is None else (np.vstack([boxes, body[0]]), [*labels, body[1]])
+
+
+def _without_body(boxes: np.ndarray, labels: list[str], body: tuple[np.ndarray, str] | None
+                  ) -> tuple[np.ndarray, list[str]]:
+    if body is None:
+        return boxes, labels
+    keep = ~(boxes == body[0]).all(axis=1)
+    return boxes[keep], [label for label, k in zip(labels, keep, strict=True) if k]
 
 
 def load_json(path: Path, what: str) -> Any:
@@ -193,11 +223,12 @@ def parse_side_labels(data: object, path: Path) -> tuple[np.ndarray, list[str]]:
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 7), types
 
 
-def parse_world_labels(data: object, path: Path) -> tuple[np.ndarray, list[str]]:
-    """Cooperative ``label_world`` list -> vehicle boxes (M, 7) in the world frame and types."""
+def parse_world_labels(data: object, path: Path) -> tuple[np.ndarray, list[str], list[str | None]]:
+    """Cooperative ``label_world`` list -> vehicle boxes (M, 7) in the world frame, types, and the
+    connected vehicle each is the body of (``LABEL_AGENT_KEY``; None for other road users)."""
     if not isinstance(data, list):
         raise DatasetError(f"{path}: a label file must hold a JSON list")
-    corners, types = [], []
+    corners, types, bodies = [], [], []
     for i, item in enumerate(data):
         try:
             if not is_vehicle_type(item["type"]):
@@ -207,9 +238,11 @@ def parse_world_labels(data: object, path: Path) -> tuple[np.ndarray, list[str]]
             raise DatasetError(f"{path} (label {i}): missing or malformed world_8_points: {exc}") from exc
         corners.append(points)
         types.append(str(item["type"]))
+        bodies.append(None if item.get(LABEL_AGENT_KEY) is None else str(item[LABEL_AGENT_KEY]))
     boxes = boxes_from_corners(np.asarray(corners).reshape(-1, 8, 3))
     keep = (boxes[:, 3:6] > 1e-6).all(axis=1)
-    return boxes[keep], [t for t, k in zip(types, keep, strict=True) if k]
+    return (boxes[keep], [t for t, k in zip(types, keep, strict=True) if k],
+            [b for b, k in zip(bodies, keep, strict=True) if k])
 
 
 def _timestamp_us(record: dict, where: str) -> int:
@@ -302,6 +335,7 @@ class DairV2XReader:
         self._side_info = {side: _index_side(self.root / side / "data_info.json") for side in SIDES.values()}
         wanted = None if split == "all" else _read_split(self.root / f"{split}.json")
         self._pairs: list[_Pair] = []
+        self._sweeps: dict[str, list[tuple[int, int, _AgentRef]]] = {}  # agent id -> (stamp us, frame, ref)
         for i, item in enumerate(pairs):
             where = f"{info_path} (pair {i})"
             try:
@@ -369,18 +403,40 @@ class DairV2XReader:
             stamps.append(_timestamp_us(record, f"{side}/data_info.json ({agent.frame_id})"))
         return tuple(stamps)
 
+    def ego_frame(self, index: int, ego: str) -> CooperativeFrame:
+        """Frame ``index`` seen from the vehicle ``ego`` as its fusion node pairs the sweeps: its
+        own sweep first, then each other agent's sweep nearest in time to it among the split's
+        frames (the agents' clocks differ, so for another ego than the first vehicle that may be
+        a sweep of the previous or next frame); the ground truth of frame ``index`` without
+        ``ego``'s body (``CooperativeFrame.as_ego``). For the first vehicle: the frame itself."""
+        frame = self[index].as_ego(ego)
+        if ego == self.agents[0][0]:
+            return frame
+        if not self._sweeps:
+            for j, pair in enumerate(self._pairs):
+                for ref, stamp in zip(pair.agents, self.timestamps_us(j), strict=True):
+                    self._sweeps.setdefault(agent_id_of(ref.role, ref.number), []).append((stamp, j, ref))
+        agents = [frame.ego]
+        for sample in frame.agents[1:]:
+            _, j, ref = min(self._sweeps[sample.agent_id], key=lambda s: abs(s[0] - frame.ego.timestamp_us))
+            agents.append(sample if j == index else self._sample(ref))
+        return replace(frame, agents=agents)
+
+    def _sample(self, ref: _AgentRef) -> AgentSample:
+        return self._vehicle(ref) if ref.role == VEHICLE else self._infrastructure(ref)
+
     def __getitem__(self, index: int) -> CooperativeFrame:
         pair = self._pairs[index]
         try:
-            agents = [
-                self._vehicle(agent) if agent.role == VEHICLE else self._infrastructure(agent)
-                for agent in pair.agents
-            ]
+            agents = [self._sample(agent) for agent in pair.agents]
             label_path = self.root / pair.label
-            boxes, labels = parse_world_labels(load_json(label_path, "cooperative label"), label_path)
+            data = load_json(label_path, "cooperative label")
+            boxes, labels, owners = parse_world_labels(data, label_path)
         except DatasetError as exc:
             raise DatasetError(f"frame {pair.vehicle_id}: {exc}") from exc
-        return CooperativeFrame(pair.vehicle_id, agents, boxes, labels, pair.offset)
+        bodies = {o: (boxes[i], labels[i]) for i, o in enumerate(owners) if o is not None}
+        boxes, labels = _without_body(boxes, labels, bodies.get(agents[0].agent_id))
+        return CooperativeFrame(pair.vehicle_id, agents, boxes, labels, pair.offset, bodies)
 
     def _side_record(self, side: str, frame_id: str) -> dict:
         index = self._side_info[side]

@@ -7,8 +7,11 @@ base), so that ``lidar_to_novatel`` is a real transform. All rotations are about
 
 Labels: a side labels a vehicle when its sweep has at least ``label_min_points`` points
 on it (the infrastructure labels include the ego vehicle, a connected vehicle's the ego too);
-the cooperative label holds the other road users (connected vehicles included) within
-``label_range_m`` of the ego that any agent labels.
+the cooperative label holds every vehicle within ``label_range_m`` of the ego that any agent
+labels, but never the body of the vehicle whose view it is: with connected vehicles, every
+connected vehicle's body (the ego's included) is a label tagged with its agent id, and each
+ego's ground truth leaves its own out (``CooperativeFrame.as_ego``); in the 1 + 1 case the
+ego's body is not written at all (DAIR-V2X-C's labels).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class RenderedFrame:
     infrastructures: list[RenderedSweep]
     world_boxes: np.ndarray  # (K, 7) cooperative labels, world frame
     world_kinds: list[str]
+    world_agents: list[int | None]  # per label: the connected vehicle whose body it is (0: the ego)
 
 
 def _sweep(
@@ -183,12 +187,17 @@ def render_frame(
         vehicles.append(RenderedSweep(stamp, sweep.points, W @ T_base @ T_BASE_FROM_NOVATEL, labels))
         seen_by_any |= seen
 
-    others = scene.vehicle_boxes(seconds(vehicle_us))
-    near = np.hypot(*(others[:, :2] - T_scene_from_base[:2, 3]).T) <= label_range_m
-    cooperative = near & seen_by_any[:ego]
+    users = [*scene.vehicles, scene.ego]
+    boxes = np.vstack([scene.vehicle_boxes(seconds(vehicle_us)), scene.ego.box_at(seconds(vehicle_us))])
+    near = np.hypot(*(boxes[:, :2] - T_scene_from_base[:2, 3]).T) <= label_range_m
+    cooperative = near & seen_by_any
+    cooperative[ego] &= bool(scene.connected)  # 1 + 1: the ego's body is not a label (DAIR-V2X-C)
+    body_of = {c.index: j for j, c in enumerate(scene.connected, start=1)} | {ego: 0}
+    chosen = np.flatnonzero(cooperative)
     return RenderedFrame(
         vehicles=vehicles,
         infrastructures=infrastructures,
-        world_boxes=transform_boxes(scene.T_world_from_scene, others[cooperative]),
-        world_kinds=[scene.vehicles[i].kind for i in np.flatnonzero(cooperative)],
+        world_boxes=transform_boxes(scene.T_world_from_scene, boxes[chosen]),
+        world_kinds=[users[i].kind for i in chosen],
+        world_agents=[body_of.get(int(i)) for i in chosen],
     )

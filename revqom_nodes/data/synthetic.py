@@ -32,7 +32,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from revqom_nodes.data.dairv2x import INFRASTRUCTURE, OTHER_AGENTS_KEY, VEHICLE, side_folder
+from revqom_nodes.data.dairv2x import (
+    INFRASTRUCTURE,
+    LABEL_AGENT_KEY,
+    OTHER_AGENTS_KEY,
+    VEHICLE,
+    agent_id_of,
+    side_folder,
+)
 from revqom_nodes.data.errors import DatasetError
 from revqom_nodes.data.lidar import infrastructure_lidar, vehicle_lidar
 from revqom_nodes.data.pcd import write_pcd
@@ -182,7 +189,10 @@ def _write_frame(
     ]
     world = [
         {"type": kind, "world_8_points": corners.tolist()}
-        for kind, corners in zip(frame.world_kinds, box_corners(frame.world_boxes), strict=True)
+        | ({} if number is None else {LABEL_AGENT_KEY: agent_id_of(VEHICLE, number)})
+        for kind, corners, number in zip(
+            frame.world_kinds, box_corners(frame.world_boxes), frame.world_agents, strict=True
+        )
     ]
     _write_json(root / "cooperative" / "label_world" / f"{vehicle_id}.json", world)
     dx, dy = scene.poles[0].system_error_offset

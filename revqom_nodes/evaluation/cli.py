@@ -67,19 +67,21 @@ def _load(path: Path, late: bool, device: str) -> tuple[str, Any]:
 
 
 def _evaluate_one(
-    path: Path, late: bool, frames: Any, device: str, progress: bool, slice_loss: Any = None
+    path: Path, late: bool, frames: Any, device: str, progress: bool, slice_loss: Any = None,
+    by_partners: bool = False,
 ) -> dict[str, Any]:
     from revqom_nodes.evaluation.runner import evaluate_model
 
     name, loaded = _load(path, late, device)
-    result = evaluate_model(loaded, frames, name=name, progress=progress, slice_loss=slice_loss)
+    result = evaluate_model(loaded, frames, name=name, progress=progress, slice_loss=slice_loss,
+                            by_partners=by_partners)
     result["model_file"] = str(path)
     return result
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
-    keys = ("model", "mode", "ap", "frames", "bytes_per_agent_frame", "bpp", "eval_range_m",
-            "entropy_bits_per_stage", "slice_loss", "partner_perturbation")
+    keys = ("model", "mode", "ego", "ap", "ap_by_partners", "frames", "bytes_per_agent_frame", "bpp",
+            "eval_range_m", "entropy_bits_per_stage", "slice_loss", "partner_perturbation")
     return {k: result[k] for k in keys if k in result}
 
 
@@ -134,11 +136,14 @@ def _run(args: argparse.Namespace) -> int:
     try:
         reader = DairV2XReader(args.data, args.split)
         count = len(reader) if args.frames is None else min(args.frames, len(reader))
-        frames = [reader[i] for i in range(count)] if count <= 64 else _Lazy(reader, count)
+        ego = args.ego or reader.agents[0][0]
+        eager = [reader.ego_frame(i, ego) for i in range(count)] if count <= 64 else None
+        frames = eager if eager is not None else _Lazy(reader, count, ego)
+        by_partners = len(reader.agents) > 2  # many agents: AP with 0, 1, 2, ... partners
         stamps_us = [reader.timestamps_us(i) for i in range(count)] if perturbed or args.robustness else []
         if args.robustness:
             return _robustness(args, frames, stamps_us, device)
-        extra = {}
+        extra = {"ego": ego}
         if perturbed:
             from revqom_nodes.evaluation.robustness import (
                 PartnerPerturbation,
@@ -156,7 +161,8 @@ def _run(args: argparse.Namespace) -> int:
             extra["partner_perturbation"] = perturbation_summary(perturbation, schedule)
         if args.model:
             path, late = _spec(args.model, args.late)
-            result = _evaluate_one(path, late, frames, device, not args.no_progress, slice_loss) | extra
+            result = _evaluate_one(path, late, frames, device, not args.no_progress, slice_loss,
+                                   by_partners) | extra
             _write(result, Path(args.out))
             print(json.dumps(_summary(result), indent=2))
             if result["eval_range_note"]:
@@ -166,13 +172,14 @@ def _run(args: argparse.Namespace) -> int:
         results = []
         for text in args.sweep:
             path, late = _spec(text, False)
-            result = _evaluate_one(path, late, frames, device, not args.no_progress, slice_loss) | extra
+            result = _evaluate_one(path, late, frames, device, not args.no_progress, slice_loss,
+                                   by_partners) | extra
             _write(result, out_dir / f"{result['model']}.json")
             results.append(result)
             print(json.dumps(_summary(result)))
         _report(results, out_dir)
         return 0
-    except (ModelFileError, EvaluationError, DatasetError, OSError, ValueError) as exc:
+    except (ModelFileError, EvaluationError, DatasetError, OSError, ValueError, KeyError) as exc:
         log.error("%s", exc)
         return 1
 
@@ -216,10 +223,11 @@ def _report(results: list[dict[str, Any]], out_dir: Path) -> None:
 
 
 class _Lazy:
-    """The first ``count`` frames of a reader, read on demand (a sequence for the runner)."""
+    """The first ``count`` frames of a reader seen from ``ego``, read on demand (a sequence for the
+    runner)."""
 
-    def __init__(self, reader: Any, count: int) -> None:
-        self.reader, self.count = reader, count
+    def __init__(self, reader: Any, count: int, ego: str) -> None:
+        self.reader, self.count, self.ego = reader, count, ego
 
     def __len__(self) -> int:
         return self.count
@@ -227,7 +235,7 @@ class _Lazy:
     def __getitem__(self, index: int) -> Any:
         if not 0 <= index < self.count:
             raise IndexError(index)
-        return self.reader[index]
+        return self.reader.ego_frame(index, self.ego)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -240,6 +248,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="OUT.json for --model")
     parser.add_argument("--out-dir", help="folder for --sweep: NAME.json, results.md, rate_accuracy.png")
     parser.add_argument("--frames", type=int, default=None, help="only the first N frames")
+    parser.add_argument(
+        "--ego", default=None,
+        help="the vehicle whose view is evaluated (default: the dataset's ego, `vehicle`); with more than "
+        "two agents the result also has ap_by_partners (AP with the 0, 1, 2, ... nearest partners)",
+    )
     parser.add_argument("--late", action="store_true", help="late fusion with an ego-only model")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

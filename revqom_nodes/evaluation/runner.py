@@ -1,6 +1,7 @@
 """Evaluate a model file on a DAIR-V2X-C split, through the wire, as the runtime runs it.
 
-Per frame (ego first, agents beyond the model's ``comm_range_m`` dropped, as in training):
+Per frame (ego first, then every other agent within the model's ``comm_range_m``, as the fusion
+node fuses them; ``DairV2XReader.ego_frame`` gives another vehicle's view):
 
 - codec models: the runtime's own pipeline, agent by agent (the ego too): ``AgentEncoder``
   encodes the cloud into one ENTROPY message (PACKED when entropy coding does not make it
@@ -28,7 +29,7 @@ OpenCOOD protocol (ap.py) over x +-100 m, y +-40 m, clipped to the model's grid 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -99,9 +100,11 @@ class _Wire:
         self.indices: list[np.ndarray] = []
         self.cells_received: list[float] = []
 
-    def detect(self, clouds: list[np.ndarray], poses: np.ndarray) -> tuple[Detections, list[int], list[int]]:
-        """A clouds (N_a, 4) and (A, 4, 4) T_ego_from_agent, ego first -> detections in the ego frame,
-        packed and entropy-coded bytes per agent. The ego's frame stands for the world frame."""
+    def receive(self, clouds: list[np.ndarray], poses: np.ndarray
+                ) -> tuple[list[AssembledMap], list[int], list[int]]:
+        """A clouds (N_a, 4) and (A, 4, 4) T_ego_from_agent, ego first -> each agent's map as the
+        receiver holds it, packed and entropy-coded bytes per agent. The ego's frame stands for
+        the world frame."""
         received, entropy = [], []
         for agent, (cloud, T) in enumerate(zip(clouds, poses, strict=True)):
             sweep = self.encoder.encode(cloud)
@@ -115,8 +118,11 @@ class _Wire:
                 raise EvaluationError(f"the receiver refused agent {agent}'s message: {exc}") from exc
             if not np.array_equal(whole.indices, sweep.indices):
                 raise EvaluationError("the wire round trip changed the indices")
-        result = self.engine.fuse(received[0], received[1:])
-        return result.detections, [self.packed_bytes] * len(clouds), entropy
+        return received, [self.packed_bytes] * len(clouds), entropy
+
+    def fuse(self, maps: list[AssembledMap]) -> Detections:
+        """Received maps, ego first -> detections in the ego frame (the fusion node's engine)."""
+        return self.engine.fuse(maps[0], maps[1:]).detections
 
     def _lose_slices(self, sweep: EncodedSweep, T: np.ndarray) -> AssembledMap:
         """A partner's map cut into PACKED slices, each lost with the ``slice_loss`` probability ->
@@ -147,6 +153,32 @@ def _detect(loaded: LoadedModel, points: list[torch.Tensor], poses: np.ndarray
     return detector.detect_from_bev(list(maps.split(1)), poses), sizes, sizes
 
 
+def _frame_detector(loaded: LoadedModel, wire: _Wire | None, clouds: list[np.ndarray], poses: np.ndarray
+                    ) -> tuple[Callable[[list[int]], Detections], list[int], list[int]]:
+    """One frame's clouds (N_a, 4) and (A, 4, 4) T_ego_from_agent, ego first -> a function from agent
+    indices (ego first) to the detections fusing those agents, and packed and entropy bytes per agent
+    (each agent encoded once)."""
+    if wire is not None:
+        maps, packed, entropy = wire.receive(clouds, poses)
+        return (lambda agents: wire.fuse([maps[a] for a in agents])), packed, entropy
+    points = [torch.from_numpy(c) for c in clouds]
+    everyone, (detections, packed, entropy) = list(range(len(points))), _detect(loaded, points, poses)
+
+    def detect(agents: list[int]) -> Detections:
+        if agents == everyone:
+            return detections
+        return _detect(loaded, [points[a] for a in agents], poses[agents])[0]
+
+    return detect, packed, entropy
+
+
+def nearest_partners(T_ego_from_agent: np.ndarray) -> list[int]:
+    """(A, 4, 4) poses, ego first -> the partners' indices (1 .. A-1), nearest to the ego first
+    (horizontal distance between the LiDARs; ties keep their order)."""
+    distances = np.hypot(T_ego_from_agent[1:, 0, 3], T_ego_from_agent[1:, 1, 3])
+    return [int(i) + 1 for i in np.argsort(distances, kind="stable")]
+
+
 @torch.no_grad()
 def evaluate_model(
     loaded: LoadedModel,
@@ -155,14 +187,16 @@ def evaluate_model(
     name: str,
     progress: bool = True,
     slice_loss: SliceLoss | None = None,
+    by_partners: bool = False,
 ) -> dict[str, Any]:
     """Run ``loaded`` on ``frames`` -> the OUT.json mapping (see the evaluation CLI); ``slice_loss``
-    (codec models only) loses slices of the partners' maps (module docstring)."""
+    (codec models only) loses slices of the partners' maps (module docstring). Every partner in
+    range is fused, as the fusion node fuses them; ``by_partners`` adds ``ap_by_partners``: the
+    AP with the ego and its k nearest partners, k = 0, 1, ... up to the most any frame has (a
+    frame with fewer fuses all of its own)."""
     from revqom_nodes.codec.entropy import empirical_entropy_bits
 
     config = loaded.config
-    train = loaded.resolved_config.get("train", {})
-    max_agents = 1 if config.mode == "ego_only" else int(train.get("max_agents", 2))
     range_m, note = eval_range(config.grid)
     accumulator = ApAccumulator(range_m=range_m)
     if slice_loss is not None and loaded.codec_state is None:
@@ -171,16 +205,19 @@ def evaluate_model(
     packed_all: list[int] = []
     entropy_all: list[int] = []
     per_frame = []
+    curves: list[tuple[list[Detections], np.ndarray]] = []  # per frame: detections with k partners, gt
     loaded.detector.eval()
     for frame in tqdm(frames, desc=f"eval {name}", unit="frame", disable=not progress):
+        max_agents = 1 if config.mode == "ego_only" else len(frame.agents)
         sample = frame_to_sample(frame, config.grid, max_agents=max_agents, comm_range_m=loaded.comm_range_m)
         gt = frame.boxes_in(frame.ego.T_world_from_lidar)
         clouds = [crop_to_grid(p, config.grid) for p in sample.points]
-        if wire is not None:
-            detections, packed, entropy = wire.detect(clouds, sample.T_ego_from_agent)
-        else:
-            points = [torch.from_numpy(c) for c in clouds]
-            detections, packed, entropy = _detect(loaded, points, sample.T_ego_from_agent)
+        poses = sample.T_ego_from_agent
+        detect, packed, entropy = _frame_detector(loaded, wire, clouds, poses)
+        detections = detect(list(range(len(clouds))))
+        if by_partners:
+            nearest = nearest_partners(poses)
+            curves.append(([detect([0, *nearest[:k]]) for k in range(len(nearest) + 1)], gt))
         accumulator.add_frame(detections.boxes, detections.scores, gt)
         packed_all += packed
         entropy_all += entropy
@@ -217,6 +254,8 @@ def evaluate_model(
         bits = empirical_entropy_bits(stacked, config.codec.codebook_size)
         result["entropy_bits_per_stage"] = bits.tolist()
         result["bits_per_index"] = config.codec.bits_per_index
+    if by_partners:
+        result["ap_by_partners"] = _ap_by_partners(curves, range_m)
     if slice_loss is not None:
         received = wire.cells_received
         result["slice_loss"] = {
@@ -225,4 +264,18 @@ def evaluate_model(
             "mean_cells_received": float(np.mean(received)) if received else None,
         }
     result["per_frame"] = per_frame
+    return result
+
+
+def _ap_by_partners(curves: list[tuple[list[Detections], np.ndarray]], range_m: Sequence[float]
+                    ) -> dict[str, dict[str, float]]:
+    """Per frame the detections with 0, 1, ... nearest partners and its ground truth -> {k: AP}."""
+    most = max(len(detections) for detections, _ in curves) - 1
+    result = {}
+    for k in range(most + 1):
+        accumulator = ApAccumulator(range_m=range_m)
+        for detections, gt in curves:
+            chosen = detections[min(k, len(detections) - 1)]
+            accumulator.add_frame(chosen.boxes, chosen.scores, gt)
+        result[str(k)] = accumulator.result()
     return result

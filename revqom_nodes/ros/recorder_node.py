@@ -1,7 +1,8 @@
 """``recorder_node``: writes the runtime's outputs to a JSON-lines file, with DDS timestamps.
 
 One line per received message (``kind``: ``detections``, ``fusion_status``, ``agent_status``,
-``encoded_bev``, ``cloud``), each with ``stamp_ns`` (the message's header stamp, the sweep
+``encoded_bev``, ``cloud``; detections and fusion status of every ego, told apart by
+``frame_id``, the ego's LiDAR frame), each with ``stamp_ns`` (the message's header stamp, the sweep
 time) and the DDS ``source_ns`` (publisher's wall clock at publish) and ``received_ns``
 (wall clock at this node). The demo's summary reads it: detections per frame, bytes per
 agent, and the latency of each stage from these times (all on one host clock). Clouds are
@@ -45,12 +46,10 @@ class RecorderNode(Node):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._file: IO[str] | None = open(path, "a", encoding="utf-8")
         self.lines = 0
-        self.create_subscription(
-            Detection3DArray, params["topics.detections"], self._on_detections, RESULT_QOS
-        )
-        self.create_subscription(
-            FusionStatus, params["topics.fusion_status"], self._on_fusion_status, RESULT_QOS
-        )
+        for topic in params["topics.detections"]:
+            self.create_subscription(Detection3DArray, topic, self._on_detections, RESULT_QOS)
+        for topic in params["topics.fusion_status"]:
+            self.create_subscription(FusionStatus, topic, self._on_fusion_status, RESULT_QOS)
         for topic in params["topics.agent_status"]:
             self.create_subscription(AgentStatus, topic, self._on_agent_status, RESULT_QOS)
         for topic in params["topics.encoded_bev"]:
@@ -90,6 +89,7 @@ class RecorderNode(Node):
             "fusion_status",
             stamp_to_ns(msg.header.stamp),
             info,
+            frame_id=msg.header.frame_id,
             agent_ids=list(msg.agent_ids),
             fused=list(msg.fused),
             message_age_ms=[_finite(a) for a in msg.message_age_ms],

@@ -1,11 +1,13 @@
 """``revqom demo``: the whole multi-process scenario on a small scenario, then a summary.
 
-Steps: (1) a seeded synthetic DAIR-V2X-C scenario (or ``--data ROOT``), (2) its ROS 2 bag,
-(3) ``launch/scenario.launch.xml`` through the project's launch runner (replay, two agent
-nodes, the fusion node, the recorder) until the bag ends, signed: the demo makes its own keys
-(``scenario/keys.py``) and the fusion node enforces authentication, (4) the summary: frames,
-detections, AP@0.3/0.5/0.7 (the ``revqom eval`` protocol and range), bytes per agent per
-frame (packed and entropy) against raw float32 features, latency p50/p95 per stage.
+Steps: (1) a seeded synthetic DAIR-V2X-C scenario (or ``--data ROOT``; ``--vehicles N --rsus M``
+for more agents), (2) its ROS 2 bag, (3) ``launch/scenario.launch.xml`` through the project's
+launch runner (replay, one agent node per agent, one fusion node per ego of ``--egos``, the
+recorder) until the bag ends, signed: the demo makes its own keys (``scenario/keys.py``) and the
+fusion nodes enforce authentication, (4) the summary: per ego, frames, detections,
+AP@0.3/0.5/0.7 (the ``revqom eval`` protocol and range, ``revqom eval --ego``) and latency
+p50/p95 per stage; bytes per agent per frame (packed and entropy) against raw float32 features.
+The first ego's metrics are also the top level of ``metrics.json``, ``egos`` has each ego's.
 
 Outputs under ``--out``: ``metrics.json``, ``events.jsonl`` (the recorder's log),
 ``launch.log`` (every node's output), ``bev/frame_*.png``, ``bev_montage.png``, ``bev.gif``,
@@ -28,6 +30,9 @@ log = logging.getLogger(__name__)
 DEMO_SEED = 20_260_001  # a scenario no training run uses (training seeds are small integers)
 DEFAULT_FRAMES = 24
 BUNDLED_MODEL = "models/synthetic_gpu_k64_ctx.pt"
+NODE_RATE = 0.75  # default replay speed x (agent nodes + fusion nodes): 0.25 for 1 + 1, so that
+#   every sweep is encoded and fused in time on a 2-core CPU (a fusion node that falls behind
+#   pairs its ego frames with whatever partner sweeps its buffers still hold)
 PICTURES = 4  # frames rendered as separate PNGs (evenly spaced); the GIF has every frame
 GIF_FRAMES = 40
 
@@ -60,15 +65,20 @@ def scenario_dataset(args: argparse.Namespace, out: Path) -> tuple[Path, str]:
     """The DAIR-V2X-C root and split to run on (generating the synthetic one when needed)."""
     if args.data:
         return Path(args.data), args.split
-    from revqom_nodes.data.synthetic import generate_dataset
+    from revqom_nodes.data.synthetic import SynthConfig, generate_dataset
 
     root = out / "dataset"
-    log.info("generating a synthetic scenario: %d frames, seed %d -> %s", args.frames, args.seed, root)
-    generate_dataset(root, args.frames, args.seed, scenes=1, overwrite=True)
+    log.info(
+        "generating a synthetic scenario: %d frames, %d vehicles + %d roadside units, seed %d -> %s",
+        args.frames, args.vehicles, args.rsus, args.seed, root,
+    )
+    config = SynthConfig(vehicles=args.vehicles, rsus=args.rsus)
+    generate_dataset(root, args.frames, args.seed, scenes=1, overwrite=True, config=config)
     return root, "all"
 
 
-def _run_scenario(args: argparse.Namespace, bag: Path, model: Path, out: Path) -> int:
+def _run_scenario(args: argparse.Namespace, bag: Path, model: Path, out: Path, egos: list[str]) -> int:
+    from revqom_nodes.data.agents_launch import bag_agents, write_agents_launch
     from revqom_nodes.launcher.file import find_launch_file, parse_launch_file
     from revqom_nodes.launcher.runner import run
     from revqom_nodes.scenario.keys import scenario_keys
@@ -85,7 +95,8 @@ def _run_scenario(args: argparse.Namespace, bag: Path, model: Path, out: Path) -
         "out_dir": str(out.resolve()),
         "sync_wait_ms": str(sync_wait_ms),
         "exit_delay": str(sync_wait_ms / 1e3 + 3.0),
-        "trust_dir": str(scenario_keys(out / "keys").resolve()),
+        "trust_dir": str(scenario_keys(out / "keys", bag_agents(bag)).resolve()),
+        "agents": str(write_agents_launch(bag, egos, out / "agents.launch.xml").resolve()),
     }
     nodes = parse_launch_file(find_launch_file("scenario.launch.xml"), arguments)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -99,19 +110,6 @@ def _run_scenario(args: argparse.Namespace, bag: Path, model: Path, out: Path) -
     )
     with open(log_path, "w", encoding="utf-8") as stream:
         return run(nodes, stdout=stream, stderr=stream)
-
-
-def ground_truth_frames(root: Path, split: str) -> tuple[Any, list[Any]]:
-    from revqom_nodes.data.dairv2x import DairV2XReader
-    from revqom_nodes.scenario.report import GroundTruthFrame
-
-    reader = DairV2XReader(root, split)
-    frames = [reader[i] for i in range(len(reader))]
-    truth = [
-        GroundTruthFrame(f.frame_id, f.ego.timestamp_us * 1000, f.boxes_in(f.ego.T_world_from_lidar))
-        for f in frames
-    ]
-    return frames, truth
 
 
 def _pictures(
@@ -159,15 +157,23 @@ def _pictures(
 
 
 def _print_summary(metrics: dict[str, Any]) -> None:
-    ap = metrics["ap"]
-    lines = [
-        f"revqom demo: {metrics['frames']} frames, {metrics['detections']} detections "
-        f"({metrics['frames_with_detections_message']} frames published, "
-        f"{metrics['frames_fused_with_partners']} fused with the infrastructure)",
-        f"  AP@0.3 {ap['0.3']:.3f}   AP@0.5 {ap['0.5']:.3f}   AP@0.7 {ap['0.7']:.3f}   "
-        f"({metrics['ground_truth_boxes']} ground-truth boxes, range {metrics['eval_range_m']})",
-        "  bytes per agent per frame (all of a frame's slices):",
-    ]
+    lines = [f"revqom demo: agents {', '.join(metrics['agents'])}; egos {', '.join(metrics['egos'])}"]
+    for ego, m in metrics["egos"].items():
+        ap = m["ap"]
+        lines += [
+            f"  ego {ego}: {m['frames']} frames, {m['detections']} detections "
+            f"({m['frames_with_detections_message']} frames published, "
+            f"{m['frames_fused_with_partners']} fused with partners)",
+            f"    AP@0.3 {ap['0.3']:.3f}   AP@0.5 {ap['0.5']:.3f}   AP@0.7 {ap['0.7']:.3f}   "
+            f"({m['ground_truth_boxes']} ground-truth boxes, range {m['eval_range_m']})",
+            "    latency ms (p50 / p95):",
+        ]
+        for stage, s in m["latency_ms"].items():
+            values = "n/a" if s["p50"] is None else f"{s['p50']:.1f} / {s['p95']:.1f}  (n={s['count']})"
+            lines.append(f"      {stage:12s} {values}")
+        rejected = {k: v for k, v in m["rejected"].items() if v}
+        lines.append(f"    rejected messages: {rejected or 'none'}")
+    lines.append("  bytes per agent per frame (all of a frame's slices):")
     for agent_id, b in metrics["bytes_per_agent"].items():
         entropy = (
             "-"
@@ -175,19 +181,13 @@ def _print_summary(metrics: dict[str, Any]) -> None:
             else f"{b['entropy']:.0f} B ({b['compression_vs_raw']['entropy']:.0f}x)"
         )
         lines.append(
-            f"    {agent_id:15s} packed {b['packed']} B ({b['compression_vs_raw']['packed']:.0f}x)   "
+            f"    {agent_id:16s} packed {b['packed']} B ({b['compression_vs_raw']['packed']:.0f}x)   "
             f"entropy {entropy}   raw float32 {b['raw_float32']} B   "
             f"({b['messages'] / b['frames']:.1f} messages per frame)"
         )
     bpp = metrics["bpp"]
     entropy_bpp = "-" if bpp["entropy"] is None else f"{bpp['entropy']:.2f}"
     lines.append(f"    bits per BEV cell, all agents: packed {bpp['packed']:.2f}   entropy {entropy_bpp}")
-    lines.append("  latency ms (p50 / p95):")
-    for stage, s in metrics["latency_ms"].items():
-        values = "n/a" if s["p50"] is None else f"{s['p50']:.1f} / {s['p95']:.1f}  (n={s['count']})"
-        lines.append(f"    {stage:12s} {values}")
-    rejected = {k: v for k, v in metrics["rejected"].items() if v}
-    lines.append(f"  rejected messages: {rejected or 'none'}")
     print("\n".join(lines))
 
 
@@ -195,6 +195,8 @@ def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from revqom_nodes.data.agents_launch import bag_agents, check_egos
+    from revqom_nodes.data.errors import DatasetError
     from revqom_nodes.model_file import ModelFileError
 
     try:
@@ -204,28 +206,47 @@ def _run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, ModelFileError) as exc:
         log.error("%s", exc)
         return 1
-    from revqom_nodes.data.bag import convert_to_bag
+    from revqom_nodes.data.bag import agent_topics, convert_to_bag, lidar_frame
 
     bag = out / "bag"
     shutil.rmtree(bag, ignore_errors=True)
     report = convert_to_bag(root, bag, split=split, progress=False)
     log.info("bag: %d frames, %.1f MB -> %s", report.frames_written, report.bytes_written / 1e6, bag)
+    agents = bag_agents(bag)
+    egos = args.egos or [agents[0][0]]
+    try:
+        check_egos(agents, egos)
+    except DatasetError as exc:
+        log.error("--egos: %s", exc)
+        return 1
+    args.rate = args.rate or NODE_RATE / (len(agents) + len(egos))
     events_path = out / "events.jsonl"
     events_path.unlink(missing_ok=True)
-    status = _run_scenario(args, bag, model, out)
+    status = _run_scenario(args, bag, model, out, egos)
     if status != 0:
         log.error("the scenario ended with status %d; see %s", status, out / "launch.log")
     if not events_path.is_file():
         log.error("the recorder wrote nothing (%s)", events_path)
         return 1
 
+    from revqom_nodes.data.dairv2x import DairV2XReader
     from revqom_nodes.evaluation.runner import eval_range
-    from revqom_nodes.scenario.report import RunEvents, detections_by_stamp, summarize_run
+    from revqom_nodes.scenario.report import RunEvents, detections_by_stamp, ground_truth, summarize_run
 
     range_m, note = eval_range(config.grid)
     events = RunEvents.load(events_path)
-    frames, truth = ground_truth_frames(root, split)
-    metrics = summarize_run(events, truth, range_m=range_m, channels=config.backbone.bev_channels)
+    reader = DairV2XReader(root, split)
+    per_ego: dict[str, Any] = {}
+    for ego in egos:
+        seen = [reader.ego_frame(i, ego) for i in range(len(reader))]
+        ego_events = events.for_ego(lidar_frame(ego))
+        per_ego[ego] = summarize_run(
+            ego_events, ground_truth(seen), range_m=range_m, channels=config.backbone.bev_channels,
+            ego_cloud_topic=agent_topics(ego)[0], ego_agent_id=ego,
+        )
+        if ego == egos[0]:
+            pictures = _pictures(seen, detections_by_stamp(ego_events), list(range_m), out)
+    metrics = dict(per_ego[egos[0]])
     metrics.update(
         {
             "model": model.stem,
@@ -236,14 +257,17 @@ def _run(args: argparse.Namespace) -> int:
             "rate": args.rate,
             "eval_range_note": note,
             "launch_status": status,
-            "pictures": _pictures(frames, detections_by_stamp(events), list(range_m), out),
+            "pictures": pictures,
+            "agents": [agent_id for agent_id, _ in agents],
+            "egos": per_ego,
         }
     )
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     _print_summary(metrics)
     print(f"  outputs: {out}/metrics.json, {out}/bev.gif, {out}/bev_montage.png ({metrics['seconds']} s)")
-    return 0 if status == 0 and not metrics["missing_frames"] else 1
+    missing = any(m["missing_frames"] for m in per_ego.values())
+    return 0 if status == 0 and not missing else 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -260,14 +284,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--frames", type=int, default=DEFAULT_FRAMES, help="synthetic frames to generate (not with --data)"
     )
     parser.add_argument("--seed", type=int, default=DEMO_SEED, help="seed of the synthetic scenario")
+    parser.add_argument("--vehicles", type=int, default=1, help="synthetic vehicles, the ego included")
+    parser.add_argument("--rsus", type=int, default=1, help="synthetic roadside units")
+    parser.add_argument(
+        "--egos", type=lambda text: text.split(","), default=None,
+        help="comma-separated vehicles that each run a fusion node: vehicle,vehicle_1 (default: vehicle)",
+    )
     parser.add_argument("--model", help=f"model file (default: the bundled {BUNDLED_MODEL})")
     parser.add_argument("--encoding", choices=("packed", "entropy"), default="entropy")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument(
         "--rate",
         type=float,
-        default=0.25,
-        help="replay speed; low enough that every sweep gets encoded and fused",
+        default=None,
+        help=f"replay speed (default {NODE_RATE} / (agents + egos): 0.25 for 1 + 1); low enough that "
+        "every sweep gets encoded and fused",
     )
     parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads per node")
     parser.set_defaults(run=_run)

@@ -14,25 +14,25 @@ from revqom_nodes.trust.keydir import KeyDirectory, init_ca, issue_agent
 
 log = logging.getLogger(__name__)
 
-SCENARIO_AGENTS = {"vehicle": Role.VEHICLE, "infrastructure": Role.INFRASTRUCTURE}  # the launch file's
+ONE_PLUS_ONE = [("vehicle", "vehicle"), ("infrastructure", "infrastructure")]  # DAIR-V2X-C's (agent id, role)
 RECORDINGS_NOT_BEFORE = dt.datetime(2021, 1, 1, tzinfo=dt.timezone.utc)
 SCENARIO_CA_NAME = "revqom scenario CA"
 SCENARIO_DAYS = 3650.0  # CA and agents: replays of 2021 recordings, and looping ones, stay valid
 
 
-def scenario_keys(directory: Path) -> Path:
-    """A new CA and a key and certificate per scenario agent in ``directory`` (replacing what
-    was there: each run gets its own keys); returns ``directory``."""
+def scenario_keys(directory: Path, agents: list[tuple[str, str]] = ONE_PLUS_ONE) -> Path:
+    """A new CA and a key and certificate per (agent id, role) of the scenario in ``directory``
+    (replacing what was there: each run gets its own keys); returns ``directory``."""
     keys = KeyDirectory(directory)
     init_ca(keys, name=SCENARIO_CA_NAME, not_before=RECORDINGS_NOT_BEFORE, days=SCENARIO_DAYS, force=True)
-    for agent_id, role in SCENARIO_AGENTS.items():
+    for agent_id, role in agents:
         issue_agent(
             keys,
             agent_id=agent_id,
-            role=role,
+            role=Role.from_label(role),
             not_before=RECORDINGS_NOT_BEFORE,
             days=SCENARIO_DAYS,
             force=False,
         )
-    log.info("scenario keys (CA and %s) in %s", ", ".join(SCENARIO_AGENTS), directory)
+    log.info("scenario keys (CA and %s) in %s", ", ".join(a for a, _ in agents), directory)
     return directory

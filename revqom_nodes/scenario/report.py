@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from revqom_nodes.codec.wire import packed_size
+from revqom_nodes.data.dairv2x import CooperativeFrame
 from revqom_nodes.evaluation.ap import ApAccumulator
 from revqom_nodes.evaluation.bandwidth import raw_bytes
 from revqom_nodes.runtime.latency import summarize_ms
@@ -38,6 +39,7 @@ from revqom_nodes.runtime.latency import summarize_ms
 log = logging.getLogger(__name__)
 
 NS_PER_MS = 1_000_000
+FUSION_KINDS = ("detections", "fusion_status")  # a fusion node's records: one ego's
 
 
 class GroundTruthFrame(NamedTuple):
@@ -69,6 +71,23 @@ class RunEvents:
 
     def __getitem__(self, kind: str) -> list[dict[str, Any]]:
         return self.by_kind.get(kind, [])
+
+    def for_ego(self, frame_id: str) -> RunEvents:
+        """One ego's view of the run: its fusion node's records (detections and fusion status in
+        its LiDAR frame ``frame_id``) and every agent's."""
+        events = RunEvents(malformed_lines=self.malformed_lines)
+        for kind, records in self.by_kind.items():
+            mine = kind not in FUSION_KINDS
+            events.by_kind[kind] = [r for r in records if mine or r.get("frame_id") == frame_id]
+        return events
+
+
+def ground_truth(frames: Sequence[CooperativeFrame]) -> list[GroundTruthFrame]:
+    """Reader frames (``ego_frame`` for another ego) -> their ego stamps and boxes in the ego frame."""
+    return [
+        GroundTruthFrame(f.frame_id, f.ego.timestamp_us * 1000, f.boxes_in(f.ego.T_world_from_lidar))
+        for f in frames
+    ]
 
 
 def detections_by_stamp(events: RunEvents) -> dict[int, dict[str, Any]]:

@@ -82,7 +82,7 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW
     grad_clip_norm: float = 35.0
     seed: int = 0
-    max_agents: int = 2  # ego first; further agents are dropped
+    max_agents: int = 2  # the ego and a random subset of at most max_agents - 1 partners in range
     comm_range_m: float = COMM_RANGE_M  # agents farther from the ego are dropped
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     num_workers: int = 0  # DataLoader worker processes

@@ -1,9 +1,14 @@
 """``CooperativeDataset``: a reader's frames as training samples (``perception.sample``).
 
-It wraps a reader for a ``torch.utils.data.DataLoader``: it draws the augmentation and the slice dropout
-(augment.py) from generators seeded by (seed, epoch, index), so any sample can be
-reproduced, also after a resume, and crops each cloud to the grid's range (what the
-voxelizer would drop anyway).
+It wraps a reader for a ``torch.utils.data.DataLoader``: it draws the partners (``train.max_agents``),
+the augmentation and the slice dropout (augment.py) from generators seeded by (seed, epoch, index),
+so any sample can be reproduced, also after a resume, and crops each cloud to the grid's range
+(what the voxelizer would drop anyway).
+
+Partners: each sample keeps the ego and a random subset of the partners in range (``comm_range_m``):
+how many is drawn uniformly from 1 to ``max_agents - 1`` (or to the partners in range, when fewer),
+then which; they keep the reader's order. So one model sees every number of partners it may meet.
+With at most one partner in range (DAIR-V2X-C, 1 + 1) nothing is drawn: the sample is the frame's.
 """
 
 from __future__ import annotations
@@ -51,9 +56,11 @@ class CooperativeDataset(Dataset):
         return len(self.reader)
 
     def __getitem__(self, index: int) -> SceneSample:
-        sample = frame_to_sample(
-            self.reader[index], self.grid, max_agents=self.max_agents, comm_range_m=self.comm_range_m
-        )
+        frame = self.reader[index]
+        sample = frame_to_sample(frame, self.grid, max_agents=len(frame.agents),
+                                 comm_range_m=self.comm_range_m)
+        rng = np.random.default_rng([self.seed, self.epoch, index, 2])
+        sample = choose_partners(sample, self.max_agents, rng)
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             sample = apply_transform(sample, draw_transform(self.augment, rng))
@@ -63,6 +70,19 @@ class CooperativeDataset(Dataset):
             valid = draw_slice_valid(len(sample.points), self.grid.bev_shape, self.slice_dropout, rng)
             sample = sample._replace(valid=valid)
         return sample._replace(points=[crop_to_grid(p, self.grid) for p in sample.points])
+
+
+def choose_partners(sample: SceneSample, max_agents: int, rng: np.random.Generator) -> SceneSample:
+    """The ego and a random subset of ``sample``'s partners, at most ``max_agents - 1`` (module
+    docstring); the sample itself when it has at most one partner or ``max_agents`` is 1."""
+    partners = len(sample.points) - 1
+    if partners <= 1 and max_agents > partners:  # nothing to choose
+        return sample
+    cap = min(max_agents - 1, partners)
+    count = int(rng.integers(1, cap + 1)) if cap > 0 else 0
+    kept = [0, *sorted(int(i) + 1 for i in rng.choice(partners, size=count, replace=False))]
+    return sample._replace(points=[sample.points[i] for i in kept],
+                           T_ego_from_agent=sample.T_ego_from_agent[kept])
 
 
 def collate_samples(batch: list[SceneSample]) -> list[SceneSample]:

@@ -132,6 +132,43 @@ def test_cooperative_labels_come_from_every_agent(many_root: Path) -> None:
     assert labelled_connected == 2 * TINY_FRAMES
 
 
+def test_no_ego_has_its_own_body_as_a_label(many_root: Path) -> None:
+    """Seen from each vehicle (``as_ego``), the ground truth holds every other connected vehicle's
+    body that some agent labels, the first ego's included, and never its own."""
+    vehicles = [a for a, role in AGENTS if role == "vehicle"]
+    bodies = dict.fromkeys(vehicles, 0)
+    for frame in DairV2XReader(many_root, "all"):
+        for ego_id in vehicles:
+            view = frame.as_ego(ego_id)
+            assert view.ego.agent_id == ego_id and [a.agent_id for a in view.agents[1:]] == [
+                a for a, _ in AGENTS if a != ego_id]
+            for agent_id in vehicles:
+                base_xy = (frame.agent(agent_id).T_world_from_lidar @ invert(T_BASE_FROM_LIDAR))[:2, 3]
+                labelled = np.hypot(*(view.boxes_world[:, :2] - base_xy).T).min(initial=np.inf) < 1.0
+                assert labelled == (agent_id != ego_id and agent_id in frame.bodies), (ego_id, agent_id)
+        bodies.update({a: bodies[a] + 1 for a in frame.bodies})
+    assert min(bodies.values()) > 0  # each vehicle's body is labelled in some frame
+
+
+def test_ego_frame_pairs_each_partner_sweep_nearest_to_the_egos(many_root: Path) -> None:
+    """Another ego's view takes each partner's sweep nearest in time to its own among all frames
+    (as its fusion node pairs them); the first vehicle's view is the frame as the index pairs it."""
+    reader = DairV2XReader(many_root, "all")
+    stamps = {a: [reader[j].agent(a).timestamp_us for j in range(len(reader))] for a, _ in AGENTS}
+    moved = 0
+    for i in range(len(reader)):
+        first = reader.ego_frame(i, "vehicle")
+        assert [a.timestamp_us for a in first.agents] == list(reader.timestamps_us(i))
+        view = reader.ego_frame(i, "vehicle_2")
+        assert view.ego.timestamp_us == stamps["vehicle_2"][i]
+        np.testing.assert_array_equal(view.boxes_world, reader[i].as_ego("vehicle_2").boxes_world)
+        for agent in view.agents[1:]:
+            gaps = [abs(t - view.ego.timestamp_us) for t in stamps[agent.agent_id]]
+            assert abs(agent.timestamp_us - view.ego.timestamp_us) == min(gaps), agent.agent_id
+            moved += agent.timestamp_us != stamps[agent.agent_id][i]
+    assert moved > 0  # some partner's nearest sweep belongs to another frame
+
+
 def test_many_agents_deterministic(tmp_path: Path, many_root: Path) -> None:
     again = generate_dataset(
         tmp_path / "again", TINY_FRAMES, TINY_SEED, scenes=TINY_SCENES, config=MANY, progress=False

@@ -64,7 +64,10 @@ def test_launch_arguments_do_not_restate_the_parameter_files() -> None:
     defaults = {arg.get("name"): arg.get("default") for arg in root.iter("arg")}
     file_defaults = {name: p.default for n in NODES for name, p in node_parameters(n).items()}
     file_parameters = {name for name, default in file_defaults.items() if default != ""}  # "": launch sets it
-    for param in root.iter("param"):
+    included = [ET.parse(path).getroot() for path in sorted(LAUNCH.parent.glob("*.launch.xml"))]
+    params = [param for launch in included for param in launch.iter("param")]
+    assert {param.get("name") for param in params} >= {"agent.id", "fusion.agent_ids", "bag.path"}
+    for param in params:
         name, value = param.get("name"), param.get("value", "")
         if name in file_parameters and value.startswith("$(var ") and value.endswith(")"):
             argument = value[len("$(var ") : -1]

@@ -108,7 +108,10 @@ def test_namespace_names_are_unique_per_run_and_found_stale_when_their_process_i
 
 
 def _scenario_specs(tmp_path: Path, slice_bytes: int = 0, interleave: int = 2):
-    config = TestbedConfig(bag=tmp_path / "bag", model=tmp_path / "m.pt", out_dir=tmp_path / "out",
+    from tests.ros.test_scenario_file import ONE_PLUS_ONE, bag_with_agents
+
+    bag = bag_with_agents(tmp_path / "bag", ONE_PLUS_ONE, ["vehicle"])
+    config = TestbedConfig(bag=bag, model=tmp_path / "m.pt", out_dir=tmp_path / "out",
                            slice_bytes=slice_bytes, interleave=interleave)
     arguments = launch_arguments(config, tmp_path / "p.xml", tmp_path / "keys")
     return parse_launch_file(ROOT / "launch" / "scenario.launch.xml", arguments)

@@ -117,3 +117,16 @@ def test_sliced_bytes_per_frame_equal_the_agent_status(tiny_run: tuple[Path, lis
     assert len(events["encoded_bev"]) > len(statuses)  # several slices per frame
     summary = _summary(events, frames)
     assert summary["bytes_per_agent_frame"]["entropy"] == pytest.approx(np.mean(statuses))
+
+
+def test_for_ego_keeps_one_fusion_nodes_records_and_every_agents() -> None:
+    events = RunEvents()
+    for frame_id in ("vehicle_lidar", "vehicle_1_lidar"):
+        events.by_kind["detections"].append({"frame_id": frame_id, "stamp_ns": 1})
+        events.by_kind["fusion_status"].append({"frame_id": frame_id, "stamp_ns": 1})
+    events.by_kind["encoded_bev"] += [{"agent_id": "vehicle"}, {"agent_id": "vehicle_1"}]
+    events.by_kind["agent_status"].append({"agent_id": "infrastructure"})
+    mine = events.for_ego("vehicle_1_lidar")
+    assert [r["frame_id"] for r in mine["detections"]] == [r["frame_id"] for r in mine["fusion_status"]] == [
+        "vehicle_1_lidar"]
+    assert mine["encoded_bev"] == events["encoded_bev"] and mine["agent_status"] == events["agent_status"]

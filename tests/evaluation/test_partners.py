@@ -1,0 +1,77 @@
+"""``revqom eval`` on many agents: every partner in range is fused, ``ap_by_partners`` counts the
+ego with its k nearest partners, ``--ego`` evaluates another vehicle's view."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from revqom_nodes.data.dairv2x import CooperativeFrame, DairV2XReader
+from revqom_nodes.data.synthetic import generate_dataset
+from revqom_nodes.evaluation.runner import evaluate_model, nearest_partners
+from revqom_nodes.geometry import invert
+from revqom_nodes.model_file import load_model
+from tests.data.dair_fixtures import TINY
+from tests.runtime.tiny_model import save_tiny_model
+
+
+def test_nearest_partners_orders_by_horizontal_distance() -> None:
+    poses = np.stack([np.eye(4)] * 4)
+    poses[1, :3, 3] = [30.0, 0.0, 0.0]
+    poses[2, :3, 3] = [0.0, -10.0, 50.0]  # height does not count
+    poses[3, :3, 3] = [20.0, 0.0, 0.0]
+    assert nearest_partners(poses) == [2, 3, 1]
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """2 frames with 2 vehicles + 2 roadside units, and the tiny runtime model."""
+    base = tmp_path_factory.mktemp("many_eval")
+    generate_dataset(base / "dair", 2, 5, scenes=1, config=replace(TINY, vehicles=2, rsus=2), progress=False)
+    save_tiny_model(base / "tiny.pt")
+    return base / "dair", base / "tiny.pt"
+
+
+def _only(frame: CooperativeFrame, order: list[int]) -> CooperativeFrame:
+    return replace(frame, agents=[frame.agents[i] for i in order])
+
+
+def test_ap_by_partners_fuses_the_nearest_k(many: tuple[Path, Path]) -> None:
+    root, model = many
+    loaded = load_model(model, "cpu")
+    reader = DairV2XReader(root, "all")
+    frames = [reader.ego_frame(i, "vehicle_1") for i in range(len(reader))]
+    result = evaluate_model(loaded, frames, name="tiny", progress=False, by_partners=True)
+    assert [f["agents"] for f in result["per_frame"]] == [4, 4]  # every partner is in range
+    assert set(result["ap_by_partners"]) == {"0", "1", "2", "3"}
+    for k in (0, 3):
+        subsets = []
+        for frame in frames:
+            T_ego_from_world = invert(frame.ego.T_world_from_lidar)
+            poses = np.stack([T_ego_from_world @ a.T_world_from_lidar for a in frame.agents])
+            subsets.append(_only(frame, [0, *nearest_partners(poses)[:k]]))
+        alone = evaluate_model(loaded, subsets, name="tiny", progress=False)
+        assert result["ap_by_partners"][str(k)] == alone["ap"], k
+
+
+def test_eval_cli_ego_and_ap_by_partners(many: tuple[Path, Path], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from revqom_nodes.cli import main
+
+    root, model = many
+    out = tmp_path / "v1.json"
+    assert main(["eval", "--model", str(model), "--data", str(root), "--split", "all", "--ego", "vehicle_1",
+                 "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["ego"] == "vehicle_1" and set(result["ap_by_partners"]) == {"0", "1", "2", "3"}
+    reader = DairV2XReader(root, "all")
+    frames = [reader.ego_frame(i, "vehicle_1") for i in range(len(reader))]
+    assert [f["gt"] for f in result["per_frame"]] == [
+        np.round(f.boxes_in(f.ego.T_world_from_lidar), 5).tolist() for f in frames
+    ]
+    assert main(["eval", "--model", str(model), "--data", str(root), "--split", "all", "--ego",
+                 "infrastructure", "--device", "cpu", "--no-progress", "--out", str(out)]) == 1
