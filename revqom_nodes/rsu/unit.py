@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import torch
 
 from revqom_nodes.rsu.dds import (
@@ -33,11 +32,13 @@ from revqom_nodes.runtime.encoder import AgentEncoder, parse_encoding
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.model import load_runtime_model
 from revqom_nodes.runtime.playback import Pacer
+from revqom_nodes.runtime.poses import static_pose
 from revqom_nodes.runtime.security import load_signer
+from revqom_nodes.trust.certificates import Role
 
 log = logging.getLogger(__name__)
 
-ROLES = {"vehicle": 0, "infrastructure": 1}  # msg/EncodedBEV.msg's ROLE_VEHICLE, ROLE_INFRASTRUCTURE
+ROLES = {role.label: role for role in Role}  # the values are msg/EncodedBEV.msg's ROLE_* constants
 CLOCK_POLL_S = 0.005  # how often the /clock reader is read while a sweep waits for its time
 
 
@@ -45,19 +46,6 @@ def agent_topic(agent_id: str, topic: str) -> str:
     """An agent parameter's topic as the launch file resolves it for the agent node in namespace
     ``/<agent_id>``: relative names go under it, absolute ones stay."""
     return topic if topic.startswith("/") else f"/{agent_id}/{topic}"
-
-
-def static_pose(values: list[float]) -> np.ndarray | None:
-    """``pose.static``: 16 finite floats (row-major) -> (4, 4), [] -> None; RuntimeConfigError otherwise."""
-    if not values:
-        return None
-    try:
-        T = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise RuntimeConfigError(f"pose.static must hold 16 numbers, got {values!r}") from None
-    if T.size != 16 or not np.isfinite(T).all():
-        raise RuntimeConfigError(f"pose.static needs 16 finite floats (row-major 4x4), got {values!r}")
-    return T.reshape(4, 4)
 
 
 class RoadsideUnit:
@@ -71,7 +59,7 @@ class RoadsideUnit:
             torch.set_num_threads(settings["torch.num_threads"])
         self.settings = settings
         self.agent_id: str = settings["agent.id"]
-        self.role = ROLES[role]
+        self.role = int(ROLES[role])
         self.static_pose = static_pose(settings["pose.static"])
         self.model = load_runtime_model(settings["model.path"], settings["device"])
         self.encoder = AgentEncoder(
