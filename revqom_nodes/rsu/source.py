@@ -4,8 +4,10 @@ Both give ``Sweep``s in time order with the recorded stamps and the unit's pose,
 node gets them from a replay: from a root, the agent's sample of each frame (the project's
 reader); from a bag (rosbags, no rclpy), the clouds of one topic, each with the pose of the
 agent node's rule (``runtime.poses.PoseBuffer``: the newest pose at or before the sweep, at most
-``max_age_ms`` older). A sweep not newer than the one before (DAIR-V2X-C pairs one roadside
-sweep with several vehicle frames) is played once; a cloud without a pose is skipped, logged.
+``max_age_ms`` older). From a root, a sweep not newer than the last one is skipped: the same
+one again (DAIR-V2X-C pairs one roadside sweep with several vehicle frames) silently, an older
+one with a warning (a root whose frames go back in time plays in order from its bag, which is
+sorted by time). From a bag, a cloud without a pose is skipped, logged.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def dataset_sweeps(root: str | Path, split: str, agent_id: str) -> Iterator[Swee
         sample = frame.agent(agent_id)
         stamp_ns = sample.timestamp_us * 1000
         if last_ns is not None and stamp_ns <= last_ns:
+            if stamp_ns < last_ns:
+                log.warning("frame %s skipped: %s's sweep %d is older than the last one played (%d)",
+                            frame.frame_id, agent_id, stamp_ns, last_ns)
             continue
         last_ns = stamp_ns
         yield Sweep(stamp_ns, lidar_frame(agent_id), sample.points, sample.T_world_from_lidar)
