@@ -30,6 +30,7 @@ from revqom_nodes.rsu.dds import (
 from revqom_nodes.rsu.source import Sweep, bag_sweeps, dataset_sweeps
 from revqom_nodes.runtime.encoder import AgentEncoder, parse_encoding
 from revqom_nodes.runtime.errors import RuntimeConfigError
+from revqom_nodes.runtime.latency import RateLimiter
 from revqom_nodes.runtime.model import load_runtime_model
 from revqom_nodes.runtime.playback import Pacer
 from revqom_nodes.runtime.poses import static_pose
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 ROLES = {role.label: role for role in Role}  # the values are msg/EncodedBEV.msg's ROLE_* constants
 CLOCK_POLL_S = 0.005  # how often the /clock reader is read while a sweep waits for its time
+LOG_INTERVAL_S = 5.0  # progress and failures are logged at most this often (per kind)
 
 
 def agent_topic(agent_id: str, topic: str) -> str:
@@ -79,6 +81,7 @@ class RoadsideUnit:
         self.sequence = 0
         self.frames_encoded = 0
         self.frames_failed = 0
+        self.limiter = RateLimiter(LOG_INTERVAL_S)
         log.info(
             "roadside unit %s (%s) on %s: %s on DDS domain %d, %s payloads%s, codebook %s, %s",
             self.agent_id,
@@ -128,14 +131,20 @@ class RoadsideUnit:
             )
         except Exception as exc:  # a bad sweep must not end the unit, whatever its defect
             self.frames_failed += 1
-            log.warning("sweep %d skipped: %s: %s", sweep.stamp_ns, type(exc).__name__, exc)
+            if self.limiter.allow(type(exc).__name__):
+                log.warning("sweep %d skipped: %s: %s (%d failed so far)", sweep.stamp_ns, type(exc).__name__,
+                            exc, self.frames_failed)
             return
         self.sequence += 1
         for message in messages:
             self.writer.write(slice_to_dds(message))
         self.frames_encoded += 1
-        log.debug("sweep %d: %d slices, %d B, %.1f ms", sweep.stamp_ns, len(messages), encoded.payload_bytes,
-                  encoded.encode_ms)
+        if self.limiter.allow("progress"):
+            log.info(
+                "%s: sweep %d sent in %d slices, %d B, encoded in %.1f ms (%d sent so far)",
+                self.agent_id, sweep.stamp_ns, len(messages), encoded.payload_bytes, encoded.encode_ms,
+                self.frames_encoded,
+            )
 
     @staticmethod
     def _pacer(rate: float) -> Callable[[int], None]:

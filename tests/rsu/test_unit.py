@@ -167,3 +167,19 @@ def _received_slice(msg):
         position=(p.x, p.y, p.z), orientation=(q.x, q.y, q.z, q.w),
         signer_digest=bytes(msg.signer_digest), signature=bytes(msg.signature),
     )
+
+
+def test_a_sweep_that_fails_to_encode_is_counted_and_the_unit_goes_on(recording, dds_env) -> None:
+    from revqom_nodes.rsu.source import Sweep
+    from revqom_nodes.rsu.unit import RoadsideUnit
+    from tests.runtime.tiny_model import tiny_cloud
+
+    settings = resolve(None, {"model.path": str(recording["model"]), "device": "cpu",
+                              "source.bag": str(recording["bag"])})
+    unit = RoadsideUnit(settings)
+    assert unit.topic == "/infrastructure/encoded_bev" and unit.role == 1 and unit.signer is None
+    unit.publish(Sweep(1, "infrastructure_lidar", np.zeros((10, 3), np.float32), np.eye(4)))  # no intensity
+    unit.publish(Sweep(2, "infrastructure_lidar", tiny_cloud(2), np.eye(4)))
+    assert (unit.frames_failed, unit.frames_encoded, unit.sequence) == (1, 1, 1)
+    with pytest.raises(RuntimeConfigError, match="not for role"):
+        RoadsideUnit({**settings, "agent.role": "vehicle", "security.trust_dir": str(recording["keys"])})
