@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "revqom_nodes.evaluation.cli",
     "revqom_nodes.scenario.replay",
     "revqom_nodes.scenario.demo",
+    "revqom_nodes.rsu.cli",
     "revqom_nodes.trust.cli",
 )
 

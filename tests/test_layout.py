@@ -26,6 +26,7 @@ LEVELS: dict[str, int] = {
     "runtime": 4,
     "evaluation": 5,  # drives the runtime's encoder, validation and fusion engine, as the nodes do
     "ros": 5,
+    "rsu": 5,  # the roadside unit without ROS: runtime and cyclonedds, never ros/ or rclpy
     "scenario": 6,
     "info": 7,
     "bench": 7,
@@ -94,7 +95,7 @@ def test_ros_holds_nodes_and_their_glue_only() -> None:
 
 def test_core_never_imports_rclpy() -> None:
     core = {"share", "geometry", "defaults", "codec", "trust", "data", "perception", "model_file", "training",
-            "evaluation", "runtime", "launcher"}
+            "evaluation", "runtime", "launcher", "rsu"}
     for path in _modules():
         if _unit(path) in core:
             assert "rclpy" not in _imported_top_level(path), f"{path}: the core never imports rclpy"

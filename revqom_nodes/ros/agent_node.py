@@ -17,7 +17,6 @@ import math
 import time
 from collections import deque
 
-import numpy as np
 import torch
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
@@ -38,7 +37,7 @@ from revqom_nodes.runtime.encoder import AgentEncoder, parse_encoding
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.latency import RateLimiter
 from revqom_nodes.runtime.model import load_runtime_model
-from revqom_nodes.runtime.poses import PoseBuffer
+from revqom_nodes.runtime.poses import PoseBuffer, static_pose
 from revqom_nodes.runtime.security import load_signer
 
 ROLES = {"vehicle": EncodedBEV.ROLE_VEHICLE, "infrastructure": EncodedBEV.ROLE_INFRASTRUCTURE}
@@ -68,7 +67,7 @@ class AgentNode(Node):
         )
         trust_dir = params["security.trust_dir"]
         self.signer = load_signer(trust_dir, agent_id=self.agent_id, role=self.role) if trust_dir else None
-        self.static_pose = self._static_pose(params["pose.static"])
+        self.static_pose = static_pose(params["pose.static"])
         self.poses = PoseBuffer(max_age_ms=params["pose.max_age_ms"])
         self.pose_wait_s = params["pose.wait_ms"] / 1e3
         self.sequence = 0
@@ -95,18 +94,6 @@ class AgentNode(Node):
             f"codebook {self.model.codebook_id[:12]}, "
             f"{f'signed ({trust_dir})' if self.signer is not None else 'unsigned'}"
         )
-
-    @staticmethod
-    def _static_pose(values: list[float]) -> np.ndarray | None:
-        if not values:
-            return None
-        try:
-            T = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise RuntimeConfigError(f"pose.static must hold 16 numbers, got {values!r}") from None
-        if T.size != 16 or not np.isfinite(T).all():
-            raise RuntimeConfigError(f"pose.static needs 16 finite floats (row-major 4x4), got {len(T)}")
-        return T.reshape(4, 4)
 
     # ---- callbacks (reception only) -----------------------------------------------------
     def _on_pose(self, msg: PoseStamped) -> None:

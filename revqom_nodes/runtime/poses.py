@@ -4,6 +4,7 @@ The pose of a sweep is the newest pose stamped at or before the sweep (the one w
 same stamp when the pose source publishes one per sweep). Clouds and their poses arrive
 on separate topics in either order, so the agent waits until ``settled(stamp)`` (a pose at
 or after the stamp has arrived: the choice can no longer change) or a short timeout.
+``static_pose`` reads the fixed pose of a roadside unit without a pose topic (``pose.static``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,22 @@ from collections import deque
 
 import numpy as np
 
+from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.frames import NS_PER_MS
+
+
+def static_pose(values: list[float]) -> np.ndarray | None:
+    """``pose.static``: 16 finite floats, row-major -> (4, 4) float64 T_world_from_lidar; [] -> None
+    (the pose comes from a topic); RuntimeConfigError for anything else."""
+    if not values:
+        return None
+    try:
+        T = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RuntimeConfigError(f"pose.static must hold 16 numbers, got {values!r}") from None
+    if T.size != 16 or not np.isfinite(T).all():
+        raise RuntimeConfigError(f"pose.static needs 16 finite floats (row-major 4x4), got {len(T)}")
+    return T.reshape(4, 4)
 
 
 class PoseBuffer:
