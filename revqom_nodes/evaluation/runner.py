@@ -46,7 +46,7 @@ from revqom_nodes.evaluation.errors import EvaluationError
 from revqom_nodes.model_file import LoadedModel
 from revqom_nodes.perception.grid import BevGrid
 from revqom_nodes.perception.postprocess import Detections, merge_detections
-from revqom_nodes.perception.sample import crop_to_grid, frame_to_sample
+from revqom_nodes.perception.sample import crop_to_grid, frame_to_sample, sample_agents
 from revqom_nodes.runtime.encoder import AgentEncoder, EncodedSweep
 from revqom_nodes.runtime.frames import AssembledMap
 from revqom_nodes.runtime.fusion import FusionEngine
@@ -100,20 +100,22 @@ class _Wire:
         self.indices: list[np.ndarray] = []
         self.cells_received: list[float] = []
 
-    def receive(self, clouds: list[np.ndarray], poses: np.ndarray
+    def receive(self, clouds: list[np.ndarray], poses: np.ndarray, stamps_ns: list[int]
                 ) -> tuple[list[AssembledMap], list[int], list[int]]:
-        """A clouds (N_a, 4) and (A, 4, 4) T_ego_from_agent, ego first -> each agent's map as the
-        receiver holds it, packed and entropy-coded bytes per agent. The ego's frame stands for
-        the world frame."""
+        """A clouds (N_a, 4), (A, 4, 4) T_ego_from_agent and sweep stamps (ns), ego first -> each
+        agent's map as the receiver holds it, packed and entropy-coded bytes per agent. The ego's
+        frame stands for the world frame; the stamps give the fusion each partner's real age."""
         received, entropy = [], []
-        for agent, (cloud, T) in enumerate(zip(clouds, poses, strict=True)):
+        for agent, (cloud, T, stamp_ns) in enumerate(zip(clouds, poses, stamps_ns, strict=True)):
             sweep = self.encoder.encode(cloud)
             self.indices.append(sweep.indices)
             entropy.append(sweep.payload_bytes)
             try:
-                (message,) = self.encoder.messages(sweep.slices, agent_id=str(agent), T_world_from_lidar=T)
+                (message,) = self.encoder.messages(sweep.slices, agent_id=str(agent), T_world_from_lidar=T,
+                                                   stamp_ns=stamp_ns)
                 whole = check_frame(message, self.expect)
-                received.append(whole if agent == 0 or self.lossy is None else self._lose_slices(sweep, T))
+                lossy = agent > 0 and self.lossy is not None
+                received.append(self._lose_slices(sweep, T, stamp_ns) if lossy else whole)
             except Rejected as exc:
                 raise EvaluationError(f"the receiver refused agent {agent}'s message: {exc}") from exc
             if not np.array_equal(whole.indices, sweep.indices):
@@ -124,11 +126,11 @@ class _Wire:
         """Received maps, ego first -> detections in the ego frame (the fusion node's engine)."""
         return self.engine.fuse(maps[0], maps[1:]).detections
 
-    def _lose_slices(self, sweep: EncodedSweep, T: np.ndarray) -> AssembledMap:
+    def _lose_slices(self, sweep: EncodedSweep, T: np.ndarray, stamp_ns: int) -> AssembledMap:
         """A partner's map cut into PACKED slices, each lost with the ``slice_loss`` probability ->
         the map assembled from the others (decoded with its validity even when none was lost)."""
         slices = self.lossy.pack(sweep.indices)
-        messages = self.lossy.messages(slices, agent_id="partner", T_world_from_lidar=T)
+        messages = self.lossy.messages(slices, agent_id="partner", T_world_from_lidar=T, stamp_ns=stamp_ns)
         frame = FrameAssembly(messages[0], self.expect)
         for message in messages:
             if self.rng.random() >= self.slice_loss.probability:
@@ -153,13 +155,13 @@ def _detect(loaded: LoadedModel, points: list[torch.Tensor], poses: np.ndarray
     return detector.detect_from_bev(list(maps.split(1)), poses), sizes, sizes
 
 
-def _frame_detector(loaded: LoadedModel, wire: _Wire | None, clouds: list[np.ndarray], poses: np.ndarray
-                    ) -> tuple[Callable[[list[int]], Detections], list[int], list[int]]:
-    """One frame's clouds (N_a, 4) and (A, 4, 4) T_ego_from_agent, ego first -> a function from agent
+def _frame_detector(loaded: LoadedModel, wire: _Wire | None, clouds: list[np.ndarray], poses: np.ndarray,
+                    stamps_ns: list[int]) -> tuple[Callable[[list[int]], Detections], list[int], list[int]]:
+    """One frame's clouds (N_a, 4), (A, 4, 4) T_ego_from_agent and sweep stamps (ns), ego first -> a function from agent
     indices (ego first) to the detections fusing those agents, and packed and entropy bytes per agent
     (each agent encoded once)."""
     if wire is not None:
-        maps, packed, entropy = wire.receive(clouds, poses)
+        maps, packed, entropy = wire.receive(clouds, poses, stamps_ns)
         return (lambda agents: wire.fuse([maps[a] for a in agents])), packed, entropy
     points = [torch.from_numpy(c) for c in clouds]
     everyone, (detections, packed, entropy) = list(range(len(points))), _detect(loaded, points, poses)
@@ -213,7 +215,9 @@ def evaluate_model(
         gt = frame.boxes_in(frame.ego.T_world_from_lidar)
         clouds = [crop_to_grid(p, config.grid) for p in sample.points]
         poses = sample.T_ego_from_agent
-        detect, packed, entropy = _frame_detector(loaded, wire, clouds, poses)
+        kept = sample_agents(frame, max_agents=max_agents, comm_range_m=loaded.comm_range_m)
+        stamps_ns = [frame.agents[i].timestamp_us * 1000 for i in kept]
+        detect, packed, entropy = _frame_detector(loaded, wire, clouds, poses, stamps_ns)
         detections = detect(list(range(len(clouds))))
         if by_partners:
             nearest = nearest_partners(poses)

@@ -57,21 +57,26 @@ def crop_to_grid(points: np.ndarray, grid: BevGrid) -> np.ndarray:
     return points[((xyz >= low) & (xyz < high)).all(axis=1)]
 
 
+def sample_agents(frame: CooperativeFrame, *, max_agents: int, comm_range_m: float) -> list[int]:
+    """Indices into ``frame.agents`` of the agents ``frame_to_sample`` keeps, ego (0) first."""
+    T_ego_from_world = invert(frame.ego.T_world_from_lidar)
+    kept = [0]
+    for index, agent in enumerate(frame.agents[1:], start=1):
+        if len(kept) == max_agents:
+            break
+        if in_comm_range(T_ego_from_world @ agent.T_world_from_lidar, comm_range_m):
+            kept.append(index)
+    return kept
+
+
 def frame_to_sample(
     frame: CooperativeFrame, grid: BevGrid, *, max_agents: int, comm_range_m: float
 ) -> SceneSample:
     """A reader frame -> SceneSample (module docstring); the ego is always kept."""
     T_ego_from_world = invert(frame.ego.T_world_from_lidar)
-    points, poses = [], []
-    for agent in frame.agents:
-        if len(points) == max_agents:
-            break
-        T = T_ego_from_world @ agent.T_world_from_lidar
-        if points and not in_comm_range(T, comm_range_m):
-            continue
-        points.append(np.asarray(agent.points, dtype=np.float32)[:, :4])
-        poses.append(T)
-    poses[0] = np.eye(4)
+    kept = [frame.agents[i] for i in sample_agents(frame, max_agents=max_agents, comm_range_m=comm_range_m)]
+    points = [np.asarray(agent.points, dtype=np.float32)[:, :4] for agent in kept]
+    poses = [np.eye(4)] + [T_ego_from_world @ agent.T_world_from_lidar for agent in kept[1:]]
     boxes = frame.boxes_in(frame.ego.T_world_from_lidar)
     return SceneSample(frame.frame_id, points, np.stack(poses), boxes[boxes_in_grid(boxes, grid)])
 

@@ -6,6 +6,8 @@ neighbours or zeroed) for every map -> relative poses ``T_ego_from_agent = inv(T
 @ T_world_from_agent`` -> warp into the ego grid, fusion that ignores each map's missing cells,
 head, NMS (``CooperativeDetector.detect_from_bev`` with the validity the receiver returns). The
 fusion node and ``revqom eval`` both run this engine, so a live frame and its offline twin agree.
+Each fused map's age (the ego's sweep stamp minus its own, up to the fusion node's
+``fusion.max_age_ms``) comes back in the result.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class FusionResult(NamedTuple):
     decode_ms: float  # indices -> features: codebook gather + post-affine decoder, every map
     fuse_ms: float  # warp, fusion, head, NMS
     out_of_range: int = 0  # partners' maps left out: farther than the comm range from the ego
+    ages_ms: tuple[float, ...] = ()  # ego stamp - map stamp, parallel to fused_agent_ids (ego: 0.0)
 
     @property
     def decode_fuse_ms(self) -> float:
@@ -94,4 +97,5 @@ class FusionEngine:
             after_decode - start,
             end - after_decode,
             len(present) + 1 - len(maps),
+            tuple(m.age_ms(ego.stamp_ns) for m in maps),
         )

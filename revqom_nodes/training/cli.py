@@ -38,7 +38,8 @@ def _run(args: argparse.Namespace) -> int:
         common = {"max_agents": config.train.max_agents, "comm_range_m": config.train.comm_range_m,
                   "seed": config.train.seed}
         dataset = CooperativeDataset(reader, config.model.grid, augment=config.train.augment,
-                                     slice_dropout=config.train.slice_dropout, **common)
+                                     slice_dropout=config.train.slice_dropout,
+                                     partner_dropout=config.train.partner_dropout, **common)
         out_dir = Path(args.out) if args.out else DEFAULT_OUT / config.name
         result = train(config, dataset, out_dir, resume=args.resume, info=info, progress=not args.no_progress,
                        stop_at=args.stop_at)

@@ -92,6 +92,7 @@ class TrainConfig:
     entropy_table_frames: int | None = None  # training frames measured for the entropy tables; None: all
     init_from: str | None = None  # model file whose matching weights start the run (relative: to the repo)
     slice_dropout: SliceDropoutConfig | None = None  # None: every agent's map arrives whole
+    partner_dropout: float = 0.0  # probability that a sample's partners are all removed (ego alone)
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "max_agents", "checkpoint_interval", "log_interval")
@@ -109,6 +110,9 @@ class TrainConfig:
                 raise TrainingError(f"train.{name} must be a finite number, got {value!r}")
             if value < 0:
                 raise TrainingError(f"train.{name} must be >= 0, got {value}")
+        dropout = self.partner_dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
+            raise TrainingError(f"train.partner_dropout must be a probability in [0, 1], got {dropout!r}")
         if not 0.0 < self.lr_pct_start < 1.0:
             raise TrainingError(f"train.lr_pct_start must be in (0, 1), got {self.lr_pct_start}")
         if self.num_workers < 0 or self.num_threads < 0:

@@ -1,9 +1,10 @@
 """``CooperativeDataset``: a reader's frames as training samples (``perception.sample``).
 
 It wraps a reader for a ``torch.utils.data.DataLoader``: it draws the partners (``train.max_agents``),
-the augmentation and the slice dropout (augment.py) from generators seeded by (seed, epoch, index),
-so any sample can be reproduced, also after a resume, and crops each cloud to the grid's range
-(what the voxelizer would drop anyway).
+the augmentation, the partner dropout (with probability ``partner_dropout`` the sample keeps the ego
+alone, as the fusion node fuses when no partner arrives) and the slice dropout (augment.py) from
+generators seeded by (seed, epoch, index), so any sample can be reproduced, also after a resume, and
+crops each cloud to the grid's range (what the voxelizer would drop anyway).
 
 Partners: each sample keeps the ego and a random subset of the partners in range (``comm_range_m``):
 how many is drawn uniformly from 1 to ``max_agents - 1`` (or to the partners in range, when fewer),
@@ -38,6 +39,7 @@ class CooperativeDataset(Dataset):
         augment: AugmentConfig | None,
         seed: int = 0,
         slice_dropout: SliceDropoutConfig | None = None,
+        partner_dropout: float = 0.0,
     ) -> None:
         self.reader = reader
         self.grid = grid
@@ -46,6 +48,7 @@ class CooperativeDataset(Dataset):
         self.augment = augment
         self.seed = seed
         self.slice_dropout = slice_dropout
+        self.partner_dropout = partner_dropout
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -65,6 +68,9 @@ class CooperativeDataset(Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, index])
             sample = apply_transform(sample, draw_transform(self.augment, rng))
             sample = sample._replace(gt_boxes=sample.gt_boxes[boxes_in_grid(sample.gt_boxes, self.grid)])
+        if self.partner_dropout and np.random.default_rng([self.seed, self.epoch, index, 3]).random() \
+                < self.partner_dropout:
+            sample = sample._replace(points=sample.points[:1], T_ego_from_agent=sample.T_ego_from_agent[:1])
         if self.slice_dropout is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index, 1])
             valid = draw_slice_valid(len(sample.points), self.grid.bev_shape, self.slice_dropout, rng)

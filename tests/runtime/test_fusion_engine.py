@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,15 @@ def test_encoding_names():
     assert parse_encoding("Entropy") is Encoding.ENTROPY
     with pytest.raises(RuntimeConfigError, match="packed"):
         parse_encoding("zip")
+
+
+def test_a_late_partner_is_fused_and_its_age_reported(tiny_model, make_frame):
+    expect = Expectations.of(tiny_model)
+    ego = check_frame(make_frame("vehicle", 1400, T_WORLD_FROM_VEHICLE), expect)
+    partner = check_frame(make_frame("infrastructure", 1000, T_WORLD_FROM_INFRA), expect)
+    late = FusionEngine(tiny_model).fuse(ego, [partner])
+    assert late.fused_agent_ids == ["vehicle", "infrastructure"]
+    assert late.ages_ms == (0.0, 400.0)
+    on_time = FusionEngine(tiny_model).fuse(ego, [replace(partner, stamp_ns=ego.stamp_ns)])
+    np.testing.assert_array_equal(late.detections.boxes, on_time.detections.boxes)
+

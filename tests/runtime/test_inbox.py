@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from revqom_nodes.defaults import node_defaults
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.inbox import Inbox
 from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason
@@ -36,6 +37,16 @@ def test_closest_partner_within_max_age_is_selected(inbox, make_frame):
     far = make_frame("vehicle", 1300)
     inbox.receive(far)
     assert inbox.partners_of(far) == [None]  # 230 ms from the newest partner: beyond max_age_ms
+
+
+def test_the_fusion_nodes_default_max_age_pairs_a_partner_400_ms_late(make_inbox, make_frame):
+    inbox = make_inbox(max_age_ms=node_defaults("fusion")["fusion.max_age_ms"])
+    assert reason_of(inbox, make_frame("infrastructure", 600)) is None
+    ego = make_frame("vehicle", 1000)
+    inbox.receive(ego)
+    (partner,) = inbox.partners_of(ego)
+    assert partner.age_ms(ego.stamp_ns) == 400.0
+    assert reason_of(inbox, make_frame("infrastructure", 1000 - 460)) is RejectReason.STALE
 
 
 def test_ego_waits_for_a_partner_at_or_after_its_stamp(inbox, make_frame, clock):
