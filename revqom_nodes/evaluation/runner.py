@@ -157,9 +157,9 @@ def _detect(loaded: LoadedModel, points: list[torch.Tensor], poses: np.ndarray
 
 def _frame_detector(loaded: LoadedModel, wire: _Wire | None, clouds: list[np.ndarray], poses: np.ndarray,
                     stamps_ns: list[int]) -> tuple[Callable[[list[int]], Detections], list[int], list[int]]:
-    """One frame's clouds (N_a, 4), (A, 4, 4) T_ego_from_agent and sweep stamps (ns), ego first -> a function from agent
-    indices (ego first) to the detections fusing those agents, and packed and entropy bytes per agent
-    (each agent encoded once)."""
+    """One frame's clouds (N_a, 4), (A, 4, 4) T_ego_from_agent and sweep stamps (ns), ego first -> a
+    function from agent indices (ego first) to the detections fusing those agents, and packed and
+    entropy bytes per agent (each agent encoded once)."""
     if wire is not None:
         maps, packed, entropy = wire.receive(clouds, poses, stamps_ns)
         return (lambda agents: wire.fuse([maps[a] for a in agents])), packed, entropy

@@ -41,7 +41,8 @@ EXPECTED = {
     "phantom_patch": {"unsigned", "bad_signature", "unknown_signer"},
     "erasure": {"unsigned", "bad_signature", "unknown_signer"},
     "stamp_future": {"unsigned", "bad_signature", "unknown_signer"},
-    "stamp_past": {"unsigned", "bad_signature", "unknown_signer", "clock_skew", "stale"},  # stale: screened before crypto
+    # stale: the screen refuses a sweep older than max_age before any cryptography
+    "stamp_past": {"unsigned", "bad_signature", "unknown_signer", "clock_skew", "stale"},
     "replay": {"replayed"},
     "bit_flip": {"bad_signature", "unknown_signer", "role_mismatch", "clock_skew"},
     "wrong_role": {"unsigned", "unknown_signer", "role_mismatch"},  # role checked before the signature
