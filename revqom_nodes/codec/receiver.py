@@ -56,16 +56,23 @@ class CodecDecoder(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
         """Every agent's map in one call: (A, Q, H, W) integer indices (uint8 travels lightest) and
         A validities, each (H, W) bool or None (every cell arrived) -> features (A, C, H, W) and
-        the cells each map holds ((H, W) bool, None for a whole map), on this module's device.
+        the cells each map holds ((H, W) bool, None for a whole map), on this module's device;
+        each map as ``decode`` gives it alone (bit for bit on the CPU).
 
-        One codebook gather for all maps, then one decoder pass for the whole maps and one for
-        those with missing cells: the decoder works map by map, so each map comes out as if
-        decoded alone (a whole map unmasked, as ``decode`` does).
+        One codebook gather for all maps. On an accelerator, then one decoder pass for the whole
+        maps and one for those with missing cells (whole maps unmasked, as ``decode`` does them):
+        fewer kernel launches. On the CPU the decoder runs map by map, which costs nothing there
+        and keeps each map bit for bit what it was alone (batched CPU convolutions can round
+        differently, by about 1e-7).
         """
         if len(valid) != indices.shape[0]:
             raise CodecError(f"{indices.shape[0]} maps but {len(valid)} validity masks")
         quantized = gather_codewords(self.codebooks, indices)
         device = quantized.device
+        if device.type == "cpu":
+            alone = [self.decoder(quantized[a : a + 1], None if v is None else v[None])
+                     for a, v in enumerate(valid)]
+            return torch.cat([d.bev for d in alone]), [None if d.valid is None else d.valid[0] for d in alone]
         partial = [a for a, v in enumerate(valid) if v is not None]
         if not partial:
             return self.decoder(quantized).bev, [None] * len(valid)
