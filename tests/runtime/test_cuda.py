@@ -46,10 +46,15 @@ def test_cuda_pipeline_matches_cpu(tmp_path, sweeps, make_frame):
         assert np.mean(cpu_frame.indices == cuda_frame.indices) > 0.99
     results = {device: FusionEngine(model).fuse(frames["cpu"][0], frames["cpu"][1:]).detections
                for device, model in models.items()}
-    best = min(5, len(results["cpu"].scores))
+    cpu, cuda = results["cpu"], results["cuda"]
+    best = min(5, len(cpu.scores))
     assert best > 0
-    np.testing.assert_allclose(results["cuda"].scores[:best], results["cpu"].scores[:best], atol=1e-4)
-    np.testing.assert_allclose(results["cuda"].boxes[:best], results["cpu"].boxes[:best], atol=1e-3)
+    np.testing.assert_allclose(cuda.scores[:best], cpu.scores[:best], atol=1e-4)
+    # Anchors over empty cells score exactly alike on the CPU, and the GPU's rounding orders such
+    # ties its own way: each of the best CPU boxes is one of the CUDA boxes of its score.
+    for box, score in zip(cpu.boxes[:best], cpu.scores[:best], strict=True):
+        tied = np.abs(cuda.scores - score) <= 1e-4
+        assert np.abs(cuda.boxes[tied] - box).max(axis=1).min() <= 1e-3
 
 
 def _frames(tmp_path, sweeps, make_frame):
@@ -93,6 +98,12 @@ def test_decode_warp_fuse_head_never_wait_for_the_device(tmp_path, sweeps, make_
     cpu_bev, cpu_valid = engine["cpu"].receiver.decode_agents(indices, [None, lost])
     torch.testing.assert_close(bev.cpu(), cpu_bev, atol=1e-4, rtol=1e-4)
     assert torch.equal(valid[1].cpu(), cpu_valid[1])
+    cpu_detector = models["cpu"].detector
+    cpu_masks = torch.stack([torch.ones_like(lost), cpu_valid[1]])
+    cpu_warped = warp_to_ego(cpu_bev, poses, cpu_detector.grid, cpu_masks)
+    cpu_head = cpu_detector.head(cpu_detector.fusion(cpu_warped.features, cpu_warped.valid))
+    torch.testing.assert_close(head.class_logits.cpu(), cpu_head.class_logits, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(head.box_deltas.cpu(), cpu_head.box_deltas, atol=1e-3, rtol=1e-4)
 
 
 def test_engine_without_stage_timing_gives_the_same_detections(tmp_path, sweeps, make_frame):
