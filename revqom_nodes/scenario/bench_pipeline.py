@@ -30,7 +30,9 @@ own machines).
 ray-cast sweeps (or ``--data``'s first frame). ``--scale paper``: the grid and channels of
 config/train/dairv2x_k64.yaml (128 x 128 cells of 1.6 m, C = 256) with random weights
 (seed 0; the classification bias at 0, so that NMS gets ``pre_nms_top_k`` candidates as on a
-busy frame; entropy tables from the warm-up sweeps' codes) on 100k-point sweeps reaching 100 m.
+busy frame; entropy tables measured on the frame's sweeps) on 100k-point sweeps reaching 100 m.
+Its random codebooks pick nearly one code everywhere: its bytes, ``pack`` and ``unpack`` say
+nothing of a trained model's.
 
 ``--agents 1,2,4,8``: the fusion stages again for each number of agents (the ego plus N - 1
 partners, each with its own sweep, placed on a circle around the ego at half the comm range),
