@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session of about 3 minutes (under 6 if every step runs to its time limit): the CUDA
+# One GPU session of about 1.5 minutes on an H200 (under 6 if every step runs to its limit): the CUDA
 # tests, then the runtime pipeline benchmark on CUDA at today's scale and at the paper's, each
 # with the fusion stages for 1, 2, 4 and 8 agents.
 #
