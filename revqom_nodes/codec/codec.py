@@ -65,7 +65,7 @@ class ReVQomCodec(nn.Module):
         ``CodecDecoder.decode`` also returns the cells the map holds."""
         codebooks = self.quantizer.codebooks
         return self.decoder(
-            gather_codewords(codebooks, indices.to(codebooks.device)),
+            gather_codewords(codebooks, indices),
             None if valid is None else valid.to(codebooks.device),
         ).bev
 

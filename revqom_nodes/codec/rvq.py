@@ -55,19 +55,29 @@ def perplexity(histogram: torch.Tensor) -> torch.Tensor:
 
 
 def gather_codewords(codebooks: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """Sum of the chosen codewords: codebooks (Q, K, Cr), indices (B, Q, H, W) -> (B, Cr, H, W).
+    """Sum of the chosen codewords: codebooks (Q, K, Cr), indices (B, Q, H, W) of any integer dtype
+    (uint8 travels lightest) on any device -> (B, Cr, H, W) on the codebooks' device.
 
-    Raises CodecError for a wrong shape, a non-integer dtype or an index outside [0, K).
+    Raises CodecError for a wrong shape or a non-integer dtype, and, for indices on the CPU
+    (checked there before they go to the codebooks' device), an index outside [0, K). Indices
+    already on an accelerator are not range-checked, which would make the host wait for the
+    device: they are clamped into [0, K) there (a bad index picks a wrong codeword instead of
+    tripping a device-side assert); the runtime checks every index on the host when it decodes
+    a payload (``wire.decode_cells``).
     """
     Q, K, Cr = codebooks.shape
     if indices.dim() != 4 or indices.shape[1] != Q:
         raise CodecError(f"indices must be (B, {Q}, H, W), got {tuple(indices.shape)}")
     if indices.dtype.is_floating_point or indices.dtype == torch.bool or indices.dtype.is_complex:
         raise CodecError(f"indices must be integers, got {indices.dtype}")
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= K):
+    on_host = indices.device.type == "cpu"
+    if on_host and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= K):
         raise CodecError(f"indices must lie in [0, {K}), got [{int(indices.min())}, {int(indices.max())}]")
+    indices = indices.to(codebooks.device, non_blocking=True).long()  # no wait: pageable memory is staged
+    if not on_host:
+        indices = indices.clamp(0, K - 1)
     offsets = torch.arange(Q, device=indices.device).view(1, Q, 1, 1) * K
-    codewords = F.embedding(indices.long() + offsets, codebooks.reshape(Q * K, Cr))  # (B, Q, H, W, Cr)
+    codewords = F.embedding(indices + offsets, codebooks.reshape(Q * K, Cr))  # (B, Q, H, W, Cr)
     return codewords.sum(dim=1).permute(0, 3, 1, 2).contiguous()
 
 

@@ -30,8 +30,11 @@ import numpy as np
 LIDAR_HEIGHTS_M = (1.9, 6.0)  # vehicle, infrastructure
 
 
-def raycast_cloud(rng: np.random.Generator, num_points: int, height_m: float) -> np.ndarray:
-    """A (num_points, 4) LiDAR-like sweep: ground to 80 m, walls at 35-70 m, 25 car-sized cylinders."""
+def raycast_cloud(
+    rng: np.random.Generator, num_points: int, height_m: float, max_range_m: float = 80.0
+) -> np.ndarray:
+    """A (num_points, 4) LiDAR-like sweep: ground to ``max_range_m``, walls at 35 m to
+    ``max_range_m`` - 10 m, 25 car-sized cylinders."""
     beams = 40
     azimuths = max(num_points // beams, 1)
     elevation = np.deg2rad(np.linspace(-25.0, 15.0, beams))[:, None]
@@ -39,7 +42,7 @@ def raycast_cloud(rng: np.random.Generator, num_points: int, height_m: float) ->
     d = np.stack(np.broadcast_arrays(np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
                                      np.sin(elevation)), axis=-1).reshape(-1, 3)
     r = np.where(d[:, 2] < -1e-3, height_m / np.maximum(-d[:, 2], 1e-3), np.inf)
-    wall = rng.uniform(35.0, 70.0, azimuths)[np.tile(np.arange(azimuths), beams)]
+    wall = rng.uniform(35.0, max_range_m - 10.0, azimuths)[np.tile(np.arange(azimuths), beams)]
     r = np.minimum(r, wall / np.linalg.norm(d[:, :2], axis=1))
     unit = d[:, :2] / np.linalg.norm(d[:, :2], axis=1, keepdims=True)
     for centre in rng.uniform(-40.0, 40.0, (25, 2)):
@@ -49,7 +52,7 @@ def raycast_cloud(rng: np.random.Generator, num_points: int, height_m: float) ->
         z = hit_r * d[:, 2]
         hit = (miss < 2.0) & (along > 0) & (z > -height_m) & (z < -height_m + 1.6)
         r = np.where(hit, np.minimum(r, hit_r), r)
-    keep = r < 80.0
+    keep = r < max_range_m
     xyz = d[keep] * r[keep, None] + rng.normal(0.0, 0.02, (int(keep.sum()), 3))
     return np.column_stack([xyz, rng.uniform(0.0, 255.0, len(xyz))]).astype(np.float32)
 

@@ -27,7 +27,13 @@ from revqom_nodes.perception.config import DetectorConfig
 from revqom_nodes.perception.errors import PerceptionError
 from revqom_nodes.perception.fusion import build_fusion
 from revqom_nodes.perception.head import AnchorHead, HeadOutput, make_anchors
-from revqom_nodes.perception.postprocess import Detections, decode_detections, merge_detections
+from revqom_nodes.perception.postprocess import (
+    Candidates,
+    Detections,
+    merge_detections,
+    select_candidates,
+    suppress,
+)
 from revqom_nodes.perception.targets import assign_targets, detection_loss_terms
 from revqom_nodes.perception.voxelize import voxelize_batch
 from revqom_nodes.perception.warp import as_transforms, warp_to_ego
@@ -143,14 +149,27 @@ class CooperativeDetector(nn.Module):
         valid: Sequence[Tensor | None] | None = None,
     ) -> Detections:
         """Cooperative: A maps (1, C, H, W) in their own grids (ego first), their poses and optional
-        per-cell validity (H, W) bool per agent (None = all valid) -> Detections in the ego frame.
-        ego_only: exactly one map, the ego's."""
-        if self.config.mode == "late":
-            raise PerceptionError("late fusion exchanges boxes: use detect_own_map and merge_detections")
+        per-cell validity (H, W) bool per agent (None = all valid) -> Detections in the ego frame
+        (``candidates_from_bev``, then NMS). ego_only: exactly one map, the ego's."""
         if self.config.mode == "ego_only":
             if len(maps) != 1:
                 raise PerceptionError(f"ego_only mode takes the ego's map alone, got {len(maps)} maps")
             return self.detect_own_map(maps[0])
+        return suppress(self.candidates_from_bev(maps, T_ego_from_agent, valid), self.config.head)
+
+    @torch.no_grad()
+    def candidates_from_bev(
+        self,
+        maps: Sequence[Tensor],
+        T_ego_from_agent: Sequence[np.ndarray] | Tensor,
+        valid: Sequence[Tensor | None] | None = None,
+    ) -> Candidates:
+        """Cooperative: what ``detect_from_bev`` takes -> warp, fusion, head and the boxes before NMS,
+        on the device."""
+        if self.config.mode == "late":
+            raise PerceptionError("late fusion exchanges boxes: use detect_own_map and merge_detections")
+        if self.config.mode == "ego_only":
+            raise PerceptionError("ego_only mode fuses nothing: use detect_own_map")
         features = torch.cat([m.to(self.device) for m in maps], dim=0)
         height, width = self.grid.bev_shape
         masks = None
@@ -162,7 +181,7 @@ class CooperativeDetector(nn.Module):
                 [ones if v is None else v.to(self.device).reshape(height, width) for v in valid]
             )
         fused = self._fuse(features, as_transforms(T_ego_from_agent), masks)
-        return self._decode(self.head(fused))
+        return self._candidates(self.head(fused))
 
     @torch.no_grad()
     def detect_own_map(self, bev: Tensor) -> Detections:
@@ -256,7 +275,11 @@ class CooperativeDetector(nn.Module):
 
     def _decode(self, head: HeadOutput) -> Detections:
         """Head outputs of one map -> its Detections."""
-        return decode_detections(
+        return suppress(self._candidates(head), self.config.head)
+
+    def _candidates(self, head: HeadOutput) -> Candidates:
+        """Head outputs of one map -> its boxes before NMS."""
+        return select_candidates(
             head.class_logits[0], head.box_deltas[0], head.direction_logits[0], self.anchors, self.config.head
         )
 

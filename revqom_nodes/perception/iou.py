@@ -111,7 +111,7 @@ _FACE_SIGNS = ((1.0, 1.0, -1.0, -1.0), (1.0, -1.0, -1.0, 1.0))  # geometry.box_c
 
 def bev_corners_torch(boxes: Tensor) -> tuple[Tensor, Tensor]:
     """(M, 7) boxes -> bottom-face corners as x (M, 4) and y (M, 4), the arithmetic of ``bev_corners``."""
-    signs = torch.tensor(_FACE_SIGNS, dtype=boxes.dtype, device=boxes.device)
+    signs = torch.tensor(_FACE_SIGNS, dtype=boxes.dtype).to(boxes.device, non_blocking=True)
     local_x, local_y = signs[0] * boxes[:, 3:4] / 2.0, signs[1] * boxes[:, 4:5] / 2.0
     cos, sin = boxes[:, 6:7].cos(), boxes[:, 6:7].sin()
     return local_x * cos - local_y * sin + boxes[:, 0:1], local_x * sin + local_y * cos + boxes[:, 1:2]

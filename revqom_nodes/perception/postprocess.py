@@ -1,4 +1,4 @@
-"""Head outputs -> final boxes: score threshold, top-k, decoding, direction, rotated NMS."""
+"""Head outputs -> final boxes: score threshold, top-k, decoding, direction (``Candidates``), rotated NMS."""
 
 from __future__ import annotations
 
@@ -27,17 +27,28 @@ class Detections(NamedTuple):
         return cls(np.zeros((0, 7), np.float32), np.zeros((0,), np.float32))
 
 
-def _nms(boxes: Tensor, scores: Tensor, head: HeadConfig) -> Detections:
-    """(M, 7) boxes and (M,) scores on any device -> the kept ones, on the host as float32."""
+class Candidates(NamedTuple):
+    """One map's boxes before NMS, on the device the head ran on."""
+
+    boxes: Tensor  # (M, 7) [x, y, z, l, w, h, yaw]
+    scores: Tensor  # (M,) in [0, 1]
+
+
+def suppress(candidates: Candidates, head: HeadConfig) -> Detections:
+    """Rotated NMS of the candidates on their device -> the kept ones, copied to the host once as
+    float32."""
+    boxes, scores = candidates
     keep = rotated_nms(boxes, scores, iou_threshold=head.nms_iou, max_detections=head.max_detections)
-    return Detections(boxes[keep].float().cpu().numpy(), scores[keep].float().cpu().numpy())
+    kept = torch.cat([boxes[keep].float(), scores[keep].float()[:, None]], dim=1).cpu().numpy()
+    return Detections(np.ascontiguousarray(kept[:, :7]), np.ascontiguousarray(kept[:, 7]))
 
 
 @torch.no_grad()
-def decode_detections(
+def select_candidates(
     class_logits: Tensor, box_deltas: Tensor, direction_logits: Tensor, anchors: Tensor, head: HeadConfig
-) -> Detections:
-    """One map's (N,) logits, (N, 7) deltas, (N, 2) direction logits and (N, 7) anchors -> Detections."""
+) -> Candidates:
+    """One map's (N,) logits, (N, 7) deltas, (N, 2) direction logits and (N, 7) anchors -> the
+    anchors scoring at least the threshold (the ``pre_nms_top_k`` best), decoded."""
     scores = class_logits.sigmoid()
     candidates = torch.nonzero(scores >= head.score_threshold).squeeze(1)
     if candidates.numel() > head.pre_nms_top_k:
@@ -46,7 +57,7 @@ def decode_detections(
     boxes = decode_boxes(box_deltas[candidates].float(), anchors[candidates])
     direction = direction_logits[candidates].argmax(dim=1)
     boxes[:, 6] = apply_direction(boxes[:, 6], direction)
-    return _nms(boxes, scores[candidates], head)
+    return Candidates(boxes, scores[candidates])
 
 
 def merge_detections(
@@ -60,4 +71,5 @@ def merge_detections(
     scores = [d.scores.astype(np.float64) for d in per_agent]
     if not boxes:
         return Detections.empty()
-    return _nms(torch.from_numpy(np.concatenate(boxes)), torch.from_numpy(np.concatenate(scores)), head)
+    merged = Candidates(torch.from_numpy(np.concatenate(boxes)), torch.from_numpy(np.concatenate(scores)))
+    return suppress(merged, head)

@@ -33,9 +33,11 @@ class WarpedBev(NamedTuple):
 def as_transforms(T_ego_from_agent: Tensor | np.ndarray, device: torch.device | None = None) -> Tensor:
     """(A, 4, 4) or a sequence of (4, 4) poses -> (A, 4, 4) float64 tensor."""
     if isinstance(T_ego_from_agent, Tensor):
-        T = T_ego_from_agent.to(device=device, dtype=torch.float64)
+        T = T_ego_from_agent.to(dtype=torch.float64)
     else:
-        T = torch.as_tensor(np.asarray(T_ego_from_agent, dtype=np.float64), device=device)
+        T = torch.as_tensor(np.asarray(T_ego_from_agent, dtype=np.float64))
+    if device is not None:  # host to device without waiting for the device's queue
+        T = T.to(device, non_blocking=torch.device(device).type != "cpu")
     if T.dim() != 3 or T.shape[1:] != (4, 4):
         raise PerceptionError(f"T_ego_from_agent must be (A, 4, 4), got {tuple(T.shape)}")
     return T

@@ -13,9 +13,11 @@ if TYPE_CHECKING:
     import torch
 
 
-def now_ms(device: torch.device) -> float:
-    """Wall-clock milliseconds once the work queued on ``device`` is done (CUDA runs asynchronously)."""
-    if device.type == "cuda":
+def now_ms(device: torch.device, *, wait: bool = True) -> float:
+    """Wall-clock milliseconds, once the work queued on ``device`` is done (CUDA runs asynchronously)
+    unless ``wait`` is False: then the host does not wait, and on CUDA the stamp falls when the
+    work was queued, not done."""
+    if wait and device.type == "cuda":
         import torch
 
         torch.cuda.synchronize(device)

@@ -94,6 +94,7 @@ def test_long_suppression_chain_and_exact_duplicates():
     assert nms(twins, np.ones(6), iou_threshold=0.5) == expected.tolist()
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_keeps_the_same_boxes():
     data = np.load(FIXTURE)

@@ -39,8 +39,8 @@ def test_live_path_equals_offline_detect(tiny_model, sweeps, make_frame, encodin
     np.testing.assert_allclose(result.detections.boxes, offline.boxes, atol=1e-3)
     np.testing.assert_allclose(result.detections.scores, offline.scores, atol=1e-4)
     np.testing.assert_allclose(result.T_ego_from_agent[1], T_ego_from_world @ T_WORLD_FROM_INFRA, atol=1e-9)
-    assert min(result.unpack_ms, result.decode_ms, result.fuse_ms) > 0
-    assert result.decode_fuse_ms == result.unpack_ms + result.decode_ms + result.fuse_ms
+    assert min(result.unpack_ms, result.decode_ms, result.fuse_ms, result.nms_ms) > 0
+    assert result.decode_fuse_ms == result.unpack_ms + result.decode_ms + result.fuse_ms + result.nms_ms
 
 
 def test_missing_partner_fuses_the_ego_alone(tiny_model, sweeps, make_frame):

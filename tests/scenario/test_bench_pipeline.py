@@ -1,0 +1,66 @@
+"""``revqom bench pipeline``: with ``--json`` one JSON object of agent and fusion stages (p50, p95),
+end to end, the bytes as sent, and with ``--agents`` the fusion stages per number of agents;
+``--scale paper`` builds the paper's detector."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from revqom_nodes.cli import main
+from revqom_nodes.scenario.bench_pipeline import AGENT_STAGES, FUSION_STAGES, paper_model
+from tests.runtime.tiny_model import save_tiny_model, tiny_cloud
+
+
+def _check_stages(stages: dict, names: tuple[str, ...]) -> None:
+    assert tuple(stages) == names
+    for timing in stages.values():
+        assert 0 <= timing["p50_ms"] <= timing["p95_ms"]
+
+
+def test_json_has_the_stages_bytes_and_the_agent_scaling(tmp_path, capsys: pytest.CaptureFixture[str]):
+    save_tiny_model(tmp_path / "tiny.pt")
+    args = ["bench", "pipeline", "--json", "--model", str(tmp_path / "tiny.pt"), "--device", "cpu",
+            "--points", "4000", "--repeats", "2", "--agents", "1,2,3"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["scale"], result["weights"], result["threads"]) == ("today", "trained", 1)
+    assert list(result["results"]) == ["cpu"]
+    cpu = result["results"]["cpu"]
+    _check_stages(cpu["agent"], AGENT_STAGES)
+    _check_stages(cpu["fusion"], FUSION_STAGES)
+    assert cpu["fusion"]["decode_fuse"]["p50_ms"] >= cpu["fusion"]["decode"]["p50_ms"]
+    assert cpu["end_to_end"]["p50_ms"] >= cpu["fusion"]["decode_fuse"]["p50_ms"]
+    sent = cpu["bytes"]
+    assert len(sent["entropy_per_agent"]) == 2 and min(sent["slices_per_agent"]) >= 1
+    assert sent["entropy_mean"] == pytest.approx(np.mean(sent["entropy_per_agent"]), abs=0.1)
+    assert sent["packed"] == 32 * 32 * 2 * 4 // 8  # H * W * Q * log2(K) bits
+    assert cpu["bev_shape"] == [32, 32]
+    scaling = cpu["agents"]
+    assert scaling["counts"] == [1, 2, 3] and list(scaling["stages"]) == ["1", "2", "3"]
+    for stages in scaling["stages"].values():
+        _check_stages(stages, FUSION_STAGES)
+    assert set(scaling["ms_per_extra_agent"]) == set(FUSION_STAGES)
+
+
+def test_table_without_json(tmp_path, capsys: pytest.CaptureFixture[str]):
+    save_tiny_model(tmp_path / "tiny.pt")
+    args = ["bench", "pipeline", "--model", str(tmp_path / "tiny.pt"), "--device", "cpu",
+            "--points", "4000", "--repeats", "1"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("today scale, trained, 1 thread(s)")
+    assert sum(" p50 " in line for line in lines) == len(AGENT_STAGES) + len(FUSION_STAGES) + 1
+
+
+def test_paper_scale_is_the_paper_grid_with_random_weights():
+    torch.set_num_threads(1)
+    model = paper_model("cpu", [tiny_cloud(0, 2000)])
+    assert model.grid.bev_shape == (128, 128) and model.grid.cell_size_m == pytest.approx(1.6)
+    settings = model.settings
+    assert (settings.channels, settings.codebook_size, settings.num_quantizers) == (256, 64, 3)
+    assert model.entropy_tables is not None and "random weights" in model.source
+    assert model.comm_range_m == 100.0
