@@ -46,7 +46,7 @@ def test_the_fusion_nodes_default_max_age_pairs_a_partner_400_ms_late(make_inbox
     inbox.receive(ego)
     (partner,) = inbox.partners_of(ego)
     assert partner.age_ms(ego.stamp_ns) == 400.0
-    late = make_inbox(max_age_ms=node_defaults("fusion")["fusion.max_age_ms"])  # nothing of the partner held yet
+    late = make_inbox(max_age_ms=node_defaults("fusion")["fusion.max_age_ms"])  # nothing of the partner yet
     late.receive(ego)
     assert reason_of(late, make_frame("infrastructure", 1000 - 460)) is RejectReason.STALE
 
