@@ -15,6 +15,7 @@ from revqom_nodes.trust.keydir import KeyDirectory, init_ca, issue_agent
 log = logging.getLogger(__name__)
 
 ONE_PLUS_ONE = [("vehicle", "vehicle"), ("infrastructure", "infrastructure")]  # DAIR-V2X-C's (agent id, role)
+SCENARIO_AGENTS = {agent_id: Role.from_label(role) for agent_id, role in ONE_PLUS_ONE}  # the same, as roles
 RECORDINGS_NOT_BEFORE = dt.datetime(2021, 1, 1, tzinfo=dt.timezone.utc)
 SCENARIO_CA_NAME = "revqom scenario CA"
 SCENARIO_DAYS = 3650.0  # CA and agents: replays of 2021 recordings, and looping ones, stay valid
