@@ -188,15 +188,12 @@ def _parse_list(text: str, kind: type, name: str) -> list:
 
 def _run(args: argparse.Namespace) -> int:
     from revqom_nodes.data.bag import convert_to_bag
+    from revqom_nodes.data.dairv2x import DairV2XReader
     from revqom_nodes.evaluation.runner import eval_range
     from revqom_nodes.launcher.substitutions import LaunchError
     from revqom_nodes.model_file import ModelFileError
-    from revqom_nodes.scenario.demo import (
-        ground_truth_frames,
-        resolve_model_path,
-        runtime_model_config,
-        scenario_dataset,
-    )
+    from revqom_nodes.scenario.demo import resolve_model_path, runtime_model_config, scenario_dataset
+    from revqom_nodes.scenario.report import ground_truth
     from revqom_nodes.scenario.testbed import TestbedConfig, run_testbed
     from revqom_nodes.scenario.testbed_net import TestbedError, check_requirements
     from revqom_nodes.share import package_share_directory
@@ -222,7 +219,9 @@ def _run(args: argparse.Namespace) -> int:
     bag = out / "bag"
     shutil.rmtree(bag, ignore_errors=True)
     convert_to_bag(root, bag, split=split, progress=False)
-    frames, truth = ground_truth_frames(root, split)
+    reader = DairV2XReader(root, split)
+    frames = [reader[i] for i in range(len(reader))]
+    truth = ground_truth(frames)
     range_m, note = eval_range(config.grid)
     sync_wait_ms = args.sync_wait_ms or SYNC_WAIT_PERIODS * SWEEP_PERIOD_MS / args.rate
     runs = [

@@ -83,10 +83,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Every (transport, loss) run of the bed: {"row": its benchmark row, "events": RunEvents}."""
     pytest.importorskip("rclpy")
     from revqom_nodes.data.bag import convert_to_bag
+    from revqom_nodes.data.dairv2x import DairV2XReader
     from revqom_nodes.data.synthetic import SynthConfig, generate_dataset
     from revqom_nodes.scenario.bench_loss import run_metrics
-    from revqom_nodes.scenario.demo import ground_truth_frames
-    from revqom_nodes.scenario.report import RunEvents
+    from revqom_nodes.scenario.report import RunEvents, ground_truth
     from revqom_nodes.scenario.testbed import TestbedConfig, run_testbed
 
     base = tmp_path_factory.mktemp("testbed")
@@ -94,7 +94,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     generate_dataset(base / "dataset", FRAMES, 11, scenes=1, progress=False,
                      config=SynthConfig(vehicle_beams=16, infrastructure_rings=40))
     convert_to_bag(base / "dataset", base / "bag", progress=False)
-    _, truth = ground_truth_frames(base / "dataset", "all")
+    reader = DairV2XReader(base / "dataset", "all")
+    truth = ground_truth([reader[i] for i in range(len(reader))])
     results = {}
     for transport, slice_bytes in TRANSPORTS.items():
         for loss in LOSSES:
