@@ -65,6 +65,7 @@ class AgentNode(Node):
         self.encoder = AgentEncoder(
             self.model, parse_encoding(params["codec.encoding"]), slice_bytes, interleave
         )
+        self.encoder.warm_up()  # before subscribing: once the replay sees the node, it encodes at speed
         trust_dir = params["security.trust_dir"]
         self.signer = load_signer(trust_dir, agent_id=self.agent_id, role=self.role) if trust_dir else None
         self.static_pose = static_pose(params["pose.static"])
