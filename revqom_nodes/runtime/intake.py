@@ -9,13 +9,20 @@ verified at their own pace whatever floods the infrastructure's topic. Unknown o
 digests never get here (``Inbox.screen`` rejects them), so the senders are the configured
 agents' certificates, a bounded set.
 
-Per sender, two FIFO queues of at most ``depth`` messages each, the oldest pushed out when
-full (counted by the caller as ``intake_overflow``): ``known`` holds slices of a sweep the
-worker already accepted a slice of (``confirm``), ``new`` the rest, and ``known`` is served
-first. A forger holding no key cannot sign, so under a flood that copies a legit signer's
-digest the first verified slice of a legit sweep moves its sibling slices, already queued, to
-the front: a sweep needs one of its slices to survive the flood, not all of them.
-Memory: at most 2 x ``depth`` messages per sender. Thread-safe.
+Within a sender, a forger who copies the legit signer's digest shares its queues, so the order
+matters. A legit sweep arrives as a burst of slices sharing one (stamp, sequence); a keyless
+forger's slices fail verification, however they are stamped. Per sender:
+
+- ``known``: slices of a sweep the worker already accepted a slice of (``confirm``), FIFO,
+  served first: a sweep needs one verified slice, then its siblings follow.
+- ``pending``: the other slices, grouped by sweep. The worker takes the oldest slice of the
+  group with the most slices waiting; a group one of whose slices was refused after
+  verification (``refuse``) ranks last. So a legit burst is verified before a flood of
+  singly stamped forgeries, and a forger stamping many slices alike gains the rank of one
+  refused group. When ``pending`` is full, the oldest slice of the lowest-ranked group goes.
+
+Each queue holds at most ``depth`` messages (what is pushed out is counted by the caller as
+``intake_overflow``), so memory is at most 2 x ``depth`` messages per sender. Thread-safe.
 """
 
 from __future__ import annotations
@@ -31,20 +38,82 @@ from revqom_nodes.runtime.errors import RuntimeConfigError
 Item = TypeVar("Item")
 Sweep = tuple[int, int]  # (stamp ns, sequence)
 CONFIRMED_SWEEPS = 4  # accepted sweeps remembered per sender (a partner's buffer holds a few frames)
+REFUSED_RANK = 0  # the rank of a group with a refused slice (a group's rank is otherwise its size)
+
+
+@dataclass
+class _Group(Generic[Item]):
+    items: deque[Item] = field(default_factory=deque)
+    refused: bool = False
+
+    @property
+    def rank(self) -> int:
+        return REFUSED_RANK if self.refused else len(self.items)
 
 
 @dataclass
 class _Sender(Generic[Item]):
-    known: deque[tuple[Sweep, Item]]
-    new: deque[tuple[Sweep, Item]]
+    known: deque[Item] = field(default_factory=deque)
+    groups: dict[Sweep, _Group[Item]] = field(default_factory=dict)
+    ranks: dict[int, dict[Sweep, None]] = field(default_factory=dict)  # rank -> its groups, oldest first
+    pending: int = 0  # slices in ``groups``
     confirmed: deque[Sweep] = field(default_factory=lambda: deque(maxlen=CONFIRMED_SWEEPS))
+
+    def __len__(self) -> int:
+        return len(self.known) + self.pending
+
+    def _unrank(self, sweep: Sweep, rank: int) -> None:
+        ranked = self.ranks[rank]
+        del ranked[sweep]
+        if not ranked:
+            del self.ranks[rank]
+
+    def _rerank(self, sweep: Sweep, group: _Group[Item], old_rank: int | None) -> None:
+        if old_rank is not None:
+            self._unrank(sweep, old_rank)
+        if group.items:
+            self.ranks.setdefault(group.rank, {})[sweep] = None
+        else:
+            del self.groups[sweep]
+
+    def add(self, sweep: Sweep, item: Item) -> None:
+        group = self.groups.get(sweep)
+        old_rank = None if group is None else group.rank
+        if group is None:
+            group = self.groups[sweep] = _Group()
+        group.items.append(item)
+        self.pending += 1
+        self._rerank(sweep, group, old_rank)
+
+    def pop(self, rank: int) -> Item:
+        """The oldest slice of the oldest group of ``rank``."""
+        sweep = next(iter(self.ranks[rank]))
+        group = self.groups[sweep]
+        item = group.items.popleft()
+        self.pending -= 1
+        self._rerank(sweep, group, rank)
+        return item
+
+    def remove(self, sweep: Sweep) -> list[Item]:
+        """Every pending slice of ``sweep``, oldest first."""
+        group = self.groups.pop(sweep, None)
+        if group is None:
+            return []
+        self._unrank(sweep, group.rank)
+        self.pending -= len(group.items)
+        return list(group.items)
+
+    def refuse(self, sweep: Sweep) -> None:
+        group = self.groups.get(sweep)
+        if group is not None and not group.refused:
+            old_rank = group.rank
+            group.refused = True
+            self._rerank(sweep, group, old_rank)
 
 
 class Intake(Generic[Item]):
-    """Per-sender bounded queues served round-robin (``known`` sweeps first within a sender).
-
-    depth: messages per queue (two queues per sender).
-    """
+    """Per-sender bounded queues served round-robin (see the module docstring for the order
+    within a sender). depth: messages per queue (two queues per sender)."""
 
     def __init__(self, *, depth: int) -> None:
         if depth < 1:
@@ -56,17 +125,22 @@ class Intake(Generic[Item]):
 
     def offer(self, sender: Hashable, sweep: Sweep, item: Item) -> int:
         """Queue ``item`` (a slice of ``sweep``) from ``sender``; returns how many queued
-        messages it pushed out (0 or 1: the oldest of its queue, when full)."""
+        messages it pushed out (0 or 1, when its queue was full)."""
         with self._lock:
             state = self._senders.get(sender)
             if state is None:
-                state = self._senders[sender] = _Sender(deque(), deque())
-            queue = state.known if sweep in state.confirmed else state.new
+                state = self._senders[sender] = _Sender()
             dropped = 0
-            if len(queue) == self.depth:
-                queue.popleft()
-                dropped = 1
-            queue.append((sweep, item))
+            if sweep in state.confirmed:
+                if len(state.known) == self.depth:
+                    state.known.popleft()
+                    dropped = 1
+                state.known.append(item)
+            else:
+                if state.pending == self.depth:
+                    state.pop(min(state.ranks))
+                    dropped = 1
+                state.add(sweep, item)
             if sender not in self._turn:
                 self._turn.append(sender)
             return dropped
@@ -78,8 +152,8 @@ class Intake(Generic[Item]):
                 return None
             sender = self._turn.popleft()
             state = self._senders[sender]
-            _, item = (state.known or state.new).popleft()
-            if state.known or state.new:
+            item = state.known.popleft() if state.known else state.pop(max(state.ranks))
+            if len(state):
                 self._turn.append(sender)
             return item
 
@@ -91,19 +165,21 @@ class Intake(Generic[Item]):
             if state is None or sweep in state.confirmed:
                 return 0
             state.confirmed.append(sweep)
-            moving = [entry for entry in state.new if entry[0] == sweep]
-            if not moving:
-                return 0
-            kept = [entry for entry in state.new if entry[0] != sweep]
-            state.new.clear()
-            state.new.extend(kept)
+            moving = state.remove(sweep)
             dropped = max(0, len(state.known) + len(moving) - self.depth)
             state.known.extend(moving)
             for _ in range(dropped):
                 state.known.popleft()
             return dropped
 
+    def refuse(self, sender: Hashable, sweep: Sweep) -> None:
+        """A slice of ``sweep`` from ``sender`` was refused after ``take``: its group ranks last."""
+        with self._lock:
+            state = self._senders.get(sender)
+            if state is not None:
+                state.refuse(sweep)
+
     def __len__(self) -> int:
         """Messages waiting, all senders together."""
         with self._lock:
-            return sum(len(s.known) + len(s.new) for s in self._senders.values())
+            return sum(len(s) for s in self._senders.values())

@@ -57,3 +57,40 @@ def test_a_confirmed_sweep_goes_before_the_flood_of_its_sender() -> None:
     assert [intake.take() for _ in range(5)] == ["legit"] * 5
     assert set(drain(intake)) == {"forged"}
     assert intake.confirm(("unknown", b""), LEGIT) == 0
+
+
+def test_a_legit_burst_is_verified_before_a_flood_of_single_forgeries() -> None:
+    """Forgeries stamped one by one form groups of one; the legit sweep's slices share a stamp,
+    so the worker takes them first and the full queue pushes forgeries out, not them."""
+    sender = ("infrastructure", b"digest")
+    intake: Intake[str] = Intake(depth=32)
+    dropped = 0
+    for k in range(500):
+        dropped += intake.offer(sender, (T0 + 1000 + k, 9), "forged")
+        if 200 <= k < 211:
+            dropped += intake.offer(sender, LEGIT, f"legit{k - 200}")
+    assert dropped == 500 + 11 - 32 and len(intake) == 32
+    assert intake.take() == "legit0"
+    intake.confirm(sender, LEGIT)  # legit0 verified: its siblings follow
+    assert [intake.take() for _ in range(10)] == [f"legit{i}" for i in range(1, 11)]
+    assert set(drain(intake)) == {"forged"}
+
+
+def test_a_refused_group_ranks_last() -> None:
+    """A forger who stamps many slices alike gets one verification before the legit sweep."""
+    sender = ("infrastructure", b"digest")
+    intake: Intake[str] = Intake(depth=64)
+    fake = (T0 + 5000, 3)
+    for _ in range(20):
+        intake.offer(sender, fake, "forged")
+    for i in range(3):
+        intake.offer(sender, LEGIT, f"legit{i}")
+    assert intake.take() == "forged"  # the biggest group goes first...
+    intake.refuse(sender, fake)  # ...its slice failed verification
+    assert [intake.take() for _ in range(3)] == ["legit0", "legit1", "legit2"]
+    intake.offer(sender, fake, "forged")  # still last, however big it grows
+    intake.offer(sender, (T0 + 6000, 4), "single")
+    assert intake.take() == "single"
+    assert set(drain(intake)) == {"forged"}
+    intake.refuse(sender, (T0, 99))  # nothing queued for it: no effect
+    intake.refuse(("unknown", b""), fake)
