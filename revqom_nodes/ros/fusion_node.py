@@ -24,11 +24,13 @@ Parameters: see ``config/fusion.param.yaml`` and the node tables in README.md.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 
+import rclpy
 import torch
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.subscription import MessageInfo
 from revqom.msg import Detection3DArray, EncodedBEV, FusionStatus
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
@@ -54,6 +56,7 @@ from revqom_nodes.runtime.security import SecurityMode, SliceGuard, parse_securi
 from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason
 
 LOG_INTERVAL_S = 5.0
+SPIN_TIMEOUT_S = 0.2  # the longest a Ctrl-C waits to be noticed
 
 
 class FusionNode(Node):
@@ -118,10 +121,10 @@ class FusionNode(Node):
         )
 
     # ---- reception (executor thread) and verification (verify worker) ------------------
-    def _receiver(self, topic_agent_id: str) -> Callable[[bytes, MessageInfo], None]:
-        def receive(raw: bytes, info: MessageInfo) -> None:
+    def _receiver(self, topic_agent_id: str) -> Callable[[bytes], None]:
+        def receive(raw: bytes) -> None:
             try:
-                message = cdr_to_slice(raw, info["received_timestamp"], info["source_timestamp"])
+                message = cdr_to_slice(raw, time.time_ns())
             except ValueError as exc:
                 self._rejected(topic_agent_id, Rejected(RejectReason.MALFORMED_PAYLOAD, str(exc)))
                 return
@@ -141,6 +144,7 @@ class FusionNode(Node):
         try:
             self.inbox.accept(screened)
         except Rejected as rejected:
+            self.intake.refuse(screened.sender, screened.sweep)
             self._rejected(screened.message.agent_id, rejected, counted=True)
             return
         dropped = self.intake.confirm(screened.sender, screened.sweep)
@@ -215,8 +219,30 @@ class FusionNode(Node):
         super().destroy_node()
 
 
+def _executor(node: FusionNode) -> Executor:
+    """rclpy's EventsExecutor where the distribution has it (Kilted; Humble and Jazzy get the
+    default one): it takes each message in C++ as it arrives, where the default executor
+    rebuilds a wait set in Python per message (measured on loopback with a callback that only
+    counts, 4,000 messages/s for 5 s: all taken, against 56 %)."""
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:
+        return SingleThreadedExecutor(context=node.context)
+    return EventsExecutor(context=node.context)
+
+
+def _spin(node: FusionNode) -> int:
+    """Spin until Ctrl-C. ``spin_once`` in a loop: the EventsExecutor's ``spin()`` never returns
+    to Python, so a KeyboardInterrupt would never be raised."""
+    executor = _executor(node)
+    executor.add_node(node)
+    while rclpy.ok(context=node.context):
+        executor.spin_once(timeout_sec=SPIN_TIMEOUT_S)
+    return 0
+
+
 def main(args: list[str] | None = None) -> int:
-    return run_node(FusionNode, "fusion_node", args)
+    return run_node(FusionNode, "fusion_node", args, spin=_spin)
 
 
 if __name__ == "__main__":
