@@ -7,7 +7,10 @@ Several: ``revqom eval --sweep M1 M2 M3:late ... --data ROOT --out-dir DIR`` wri
 ``revqom eval --tabulate OUT1.json OUT2.json ... --out-dir DIR`` makes the table and the plot
 from earlier results without evaluating again. ``--slice-loss P`` (with ``--slice-bytes``,
 ``--interleave``, ``--loss-seed``) loses each slice of the partners' maps with probability P,
-as the lossy-network test bed does for real (``runner.SliceLoss``). ``--delay-ms D`` and
+as the lossy-network test bed does for real (``runner.SliceLoss``). ``--max-partners N`` and
+``--max-bytes-per-frame B`` (defaults: the fusion node's ``fusion.max_partners`` and
+``fusion.max_bytes_per_frame``) limit the partners fused per frame, nearest first, as the node
+does (``runtime.selection``). ``--delay-ms D`` and
 ``--pose-noise XY_M,YAW_DEG`` (``--noise-seed``) give the partners older sweeps and noisy
 transmitted poses (``robustness``); ``revqom eval --robustness --model M [--baselines RAW,EGO]
 --data ROOT --out R.json`` writes the delay x pose-noise grid of M, raw fusion, late fusion and
@@ -25,6 +28,7 @@ from typing import Any
 from revqom_nodes.defaults import node_defaults
 
 AGENT_DEFAULTS = node_defaults("agent")  # --slice-loss mirrors the agent node's slices
+FUSION_DEFAULTS = node_defaults("fusion")  # --max-partners and --max-bytes-per-frame mirror the fusion node's
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +71,22 @@ def _load(path: Path, late: bool, device: str) -> tuple[str, Any]:
 
 
 def _evaluate_one(
-    path: Path, late: bool, frames: Any, device: str, progress: bool, slice_loss: Any = None,
-    by_partners: bool = False,
+    path: Path, late: bool, frames: Any, device: str, progress: bool, slice_loss: Any, by_partners: bool,
+    limits: Any,
 ) -> dict[str, Any]:
     from revqom_nodes.evaluation.runner import evaluate_model
 
     name, loaded = _load(path, late, device)
     result = evaluate_model(loaded, frames, name=name, progress=progress, slice_loss=slice_loss,
-                            by_partners=by_partners)
+                            by_partners=by_partners, limits=limits)
     result["model_file"] = str(path)
     return result
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     keys = ("model", "mode", "ego", "ap", "ap_by_partners", "frames", "bytes_per_agent_frame", "bpp",
-            "eval_range_m", "entropy_bits_per_stage", "slice_loss", "partner_perturbation")
+            "partner_limits", "partners_per_frame", "partner_bytes_per_frame", "eval_range_m",
+            "entropy_bits_per_stage", "slice_loss", "partner_perturbation")
     return {k: result[k] for k in keys if k in result}
 
 
@@ -97,6 +102,8 @@ def _run(args: argparse.Namespace) -> int:
     from revqom_nodes.data.errors import DatasetError
     from revqom_nodes.evaluation.errors import EvaluationError
     from revqom_nodes.model_file import ModelFileError
+    from revqom_nodes.runtime.errors import RuntimeConfigError
+    from revqom_nodes.runtime.selection import NO_LIMITS, PartnerLimits
 
     if sum(bool(x) for x in (args.model, args.sweep, args.tabulate)) != 1:
         log.error("give exactly one of --model, --sweep or --tabulate")
@@ -118,9 +125,15 @@ def _run(args: argparse.Namespace) -> int:
         log.error("--sweep needs --out-dir DIR")
         return 2
     perturbed = args.delay_ms is not None or args.pose_noise is not None
-    if args.robustness and (args.sweep or args.late or perturbed or args.slice_loss is not None):
-        log.error("--robustness runs its own grid: no --sweep, --late, --delay-ms, --pose-noise or "
-                  "--slice-loss")
+    try:
+        limits = PartnerLimits(args.max_partners, args.max_bytes_per_frame).check()
+    except RuntimeConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    limited = limits != NO_LIMITS
+    if args.robustness and (args.sweep or args.late or perturbed or args.slice_loss is not None or limited):
+        log.error("--robustness runs its own grid: no --sweep, --late, --delay-ms, --pose-noise, "
+                  "--slice-loss, --max-partners or --max-bytes-per-frame")
         return 2
     if args.slice_loss is not None and not 0.0 <= args.slice_loss <= 1.0:
         log.error("--slice-loss must be a share in [0, 1], got %s", args.slice_loss)
@@ -162,7 +175,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.model:
             path, late = _spec(args.model, args.late)
             result = _evaluate_one(path, late, frames, device, not args.no_progress, slice_loss,
-                                   by_partners) | extra
+                                   by_partners, limits) | extra
             _write(result, Path(args.out))
             print(json.dumps(_summary(result), indent=2))
             if result["eval_range_note"]:
@@ -173,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
         for text in args.sweep:
             path, late = _spec(text, False)
             result = _evaluate_one(path, late, frames, device, not args.no_progress, slice_loss,
-                                   by_partners) | extra
+                                   by_partners, limits) | extra
             _write(result, out_dir / f"{result['model']}.json")
             results.append(result)
             print(json.dumps(_summary(result)))
@@ -271,6 +284,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="slice cell order for --slice-loss (default: the agent node's output.interleave)",
     )
     parser.add_argument("--loss-seed", type=int, default=0, help="seed of the lost slices")
+    parser.add_argument(
+        "--max-partners", type=int, default=FUSION_DEFAULTS["fusion.max_partners"],
+        help="partners fused per frame at most, nearest first (codec models; default: the fusion node's "
+        "fusion.max_partners; 0: no limit)",
+    )
+    parser.add_argument(
+        "--max-bytes-per-frame", type=int, default=FUSION_DEFAULTS["fusion.max_bytes_per_frame"],
+        help="payload bytes of the partners' maps fused per frame at most, nearest first (codec models; "
+        "default: the fusion node's fusion.max_bytes_per_frame; 0: no limit)",
+    )
     parser.add_argument(
         "--delay-ms", type=_delay_ms, default=None,
         help="partners' sweeps this much older than the ego's: the pair round(D / 100 ms) sweeps earlier "

@@ -23,7 +23,14 @@ and fused with the per-cell validity, as the fusion node does with what arrives:
 twin of the network test bed. Such a map keeps its validity even when no slice was lost (the
 fusion node's inbox passes None then; the two decoder paths agree to float rounding).
 
-Bytes per agent per frame are the mean over all agents of all frames. AP follows the
+With ``limits`` (``revqom eval --max-partners N --max-bytes-per-frame B``, codec models; the
+fusion node's ``fusion.max_partners`` and ``fusion.max_bytes_per_frame``), the engine fuses at
+most that many partners and payload bytes of theirs per frame, nearest first
+(``runtime.selection.select_partners``, as the node does); ``ap_by_partners`` is then capped too.
+
+Bytes per agent per frame are the mean over all agents of all frames (each agent is encoded
+whether fused or not); partner bytes per frame, the mean over frames of the fused partners'
+bytes together. AP follows the
 OpenCOOD protocol (ap.py) over x +-100 m, y +-40 m, clipped to the model's grid when smaller.
 """
 
@@ -49,8 +56,9 @@ from revqom_nodes.perception.postprocess import Detections, merge_detections
 from revqom_nodes.perception.sample import crop_to_grid, frame_to_sample, sample_agents
 from revqom_nodes.runtime.encoder import AgentEncoder, EncodedSweep
 from revqom_nodes.runtime.frames import AssembledMap
-from revqom_nodes.runtime.fusion import FusionEngine
+from revqom_nodes.runtime.fusion import FusionEngine, FusionResult
 from revqom_nodes.runtime.model import RuntimeModel
+from revqom_nodes.runtime.selection import NO_LIMITS, PartnerLimits
 from revqom_nodes.runtime.validation import Expectations, FrameAssembly, Rejected, check_frame, check_slice
 
 
@@ -85,13 +93,16 @@ class SliceLoss(NamedTuple):
 class _Wire:
     """The runtime's sender and receiver of one codec model, agent by agent (module docstring)."""
 
-    def __init__(self, loaded: LoadedModel, name: str, slice_loss: SliceLoss | None = None) -> None:
+    def __init__(
+        self, loaded: LoadedModel, name: str, slice_loss: SliceLoss | None = None,
+        limits: PartnerLimits = NO_LIMITS,
+    ) -> None:
         model = RuntimeModel.from_loaded(loaded, name)
         self.encoder = AgentEncoder(model, Encoding.ENTROPY)  # the whole map, PACKED when not smaller
         self.lossy = None if slice_loss is None else AgentEncoder(
             model, Encoding.PACKED, slice_loss.slice_bytes, slice_loss.interleave
         )
-        self.engine = FusionEngine(model)
+        self.engine = FusionEngine(model, limits=limits)
         self.expect = Expectations.of(model)
         self.packed_bytes = packed_size(*model.grid.bev_shape, model.settings.num_quantizers,
                                         model.settings.codebook_size)
@@ -104,7 +115,8 @@ class _Wire:
                 ) -> tuple[list[AssembledMap], list[int], list[int]]:
         """A clouds (N_a, 4), (A, 4, 4) T_ego_from_agent and sweep stamps (ns), ego first -> each
         agent's map as the receiver holds it, packed and entropy-coded bytes per agent. The ego's
-        frame stands for the world frame; the stamps give the fusion each partner's real age."""
+        frame stands for the world frame; the stamps give the fusion each partner's real age; the
+        agent ids are the agents' indices ("0" the ego)."""
         received, entropy = [], []
         for agent, (cloud, T, stamp_ns) in enumerate(zip(clouds, poses, stamps_ns, strict=True)):
             sweep = self.encoder.encode(cloud)
@@ -115,22 +127,22 @@ class _Wire:
                                                    stamp_ns=stamp_ns)
                 whole = check_frame(message, self.expect)
                 lossy = agent > 0 and self.lossy is not None
-                received.append(self._lose_slices(sweep, T, stamp_ns) if lossy else whole)
+                received.append(self._lose_slices(sweep, str(agent), T, stamp_ns) if lossy else whole)
             except Rejected as exc:
                 raise EvaluationError(f"the receiver refused agent {agent}'s message: {exc}") from exc
             if not np.array_equal(whole.indices, sweep.indices):
                 raise EvaluationError("the wire round trip changed the indices")
         return received, [self.packed_bytes] * len(clouds), entropy
 
-    def fuse(self, maps: list[AssembledMap]) -> Detections:
-        """Received maps, ego first -> detections in the ego frame (the fusion node's engine)."""
-        return self.engine.fuse(maps[0], maps[1:]).detections
+    def fuse(self, maps: list[AssembledMap]) -> FusionResult:
+        """Received maps, ego first -> the fusion node's engine's result (detections in the ego frame)."""
+        return self.engine.fuse(maps[0], maps[1:])
 
-    def _lose_slices(self, sweep: EncodedSweep, T: np.ndarray, stamp_ns: int) -> AssembledMap:
+    def _lose_slices(self, sweep: EncodedSweep, agent_id: str, T: np.ndarray, stamp_ns: int) -> AssembledMap:
         """A partner's map cut into PACKED slices, each lost with the ``slice_loss`` probability ->
         the map assembled from the others (decoded with its validity even when none was lost)."""
         slices = self.lossy.pack(sweep.indices)
-        messages = self.lossy.messages(slices, agent_id="partner", T_world_from_lidar=T, stamp_ns=stamp_ns)
+        messages = self.lossy.messages(slices, agent_id=agent_id, T_world_from_lidar=T, stamp_ns=stamp_ns)
         frame = FrameAssembly(messages[0], self.expect)
         for message in messages:
             if self.rng.random() >= self.slice_loss.probability:
@@ -155,21 +167,30 @@ def _detect(loaded: LoadedModel, points: list[torch.Tensor], poses: np.ndarray
     return detector.detect_from_bev(list(maps.split(1)), poses), sizes, sizes
 
 
+Detect = Callable[[list[int]], tuple[Detections, list[int]]]
+
+
 def _frame_detector(loaded: LoadedModel, wire: _Wire | None, clouds: list[np.ndarray], poses: np.ndarray,
-                    stamps_ns: list[int]) -> tuple[Callable[[list[int]], Detections], list[int], list[int]]:
+                    stamps_ns: list[int]) -> tuple[Detect, list[int], list[int]]:
     """One frame's clouds (N_a, 4), (A, 4, 4) T_ego_from_agent and sweep stamps (ns), ego first -> a
-    function from agent indices (ego first) to the detections fusing those agents, and packed and
-    entropy bytes per agent (each agent encoded once)."""
+    function from agent indices (ego first) to the detections fusing those agents and the indices
+    of the agents fused (the engine's partner limits may leave some out), and packed and entropy
+    bytes per agent (each agent encoded once)."""
     if wire is not None:
         maps, packed, entropy = wire.receive(clouds, poses, stamps_ns)
-        return (lambda agents: wire.fuse([maps[a] for a in agents])), packed, entropy
+
+        def fuse(agents: list[int]) -> tuple[Detections, list[int]]:
+            result = wire.fuse([maps[a] for a in agents])
+            return result.detections, [int(a) for a in result.fused_agent_ids]
+
+        return fuse, packed, entropy
     points = [torch.from_numpy(c) for c in clouds]
     everyone, (detections, packed, entropy) = list(range(len(points))), _detect(loaded, points, poses)
 
-    def detect(agents: list[int]) -> Detections:
+    def detect(agents: list[int]) -> tuple[Detections, list[int]]:
         if agents == everyone:
-            return detections
-        return _detect(loaded, [points[a] for a in agents], poses[agents])[0]
+            return detections, agents
+        return _detect(loaded, [points[a] for a in agents], poses[agents])[0], agents
 
     return detect, packed, entropy
 
@@ -190,12 +211,13 @@ def evaluate_model(
     progress: bool = True,
     slice_loss: SliceLoss | None = None,
     by_partners: bool = False,
+    limits: PartnerLimits = NO_LIMITS,
 ) -> dict[str, Any]:
     """Run ``loaded`` on ``frames`` -> the OUT.json mapping (see the evaluation CLI); ``slice_loss``
     (codec models only) loses slices of the partners' maps (module docstring). Every partner in
-    range is fused, as the fusion node fuses them; ``by_partners`` adds ``ap_by_partners``: the
-    AP with the ego and its k nearest partners, k = 0, 1, ... up to the most any frame has (a
-    frame with fewer fuses all of its own)."""
+    range is fused, as the fusion node fuses them, up to ``limits`` (codec models only; module
+    docstring); ``by_partners`` adds ``ap_by_partners``: the AP with the ego and its k nearest
+    partners, k = 0, 1, ... up to the most any frame has (a frame with fewer fuses all of its own)."""
     from revqom_nodes.codec.entropy import empirical_entropy_bits
 
     config = loaded.config
@@ -203,9 +225,12 @@ def evaluate_model(
     accumulator = ApAccumulator(range_m=range_m)
     if slice_loss is not None and loaded.codec_state is None:
         raise EvaluationError(f"{name}: slice loss needs a model that sends codebook indices")
-    wire = _Wire(loaded, name, slice_loss) if loaded.codec_state is not None else None
+    if limits != NO_LIMITS and loaded.codec_state is None:
+        raise EvaluationError(f"{name}: partner limits need a model that sends codebook indices")
+    wire = _Wire(loaded, name, slice_loss, limits) if loaded.codec_state is not None else None
     packed_all: list[int] = []
     entropy_all: list[int] = []
+    partner_bytes: list[tuple[int, int]] = []  # per frame: the fused partners' packed and entropy bytes
     per_frame = []
     curves: list[tuple[list[Detections], np.ndarray]] = []  # per frame: detections with k partners, gt
     loaded.detector.eval()
@@ -218,17 +243,19 @@ def evaluate_model(
         kept = sample_agents(frame, max_agents=max_agents, comm_range_m=loaded.comm_range_m)
         stamps_ns = [frame.agents[i].timestamp_us * 1000 for i in kept]
         detect, packed, entropy = _frame_detector(loaded, wire, clouds, poses, stamps_ns)
-        detections = detect(list(range(len(clouds))))
+        detections, fused = detect(list(range(len(clouds))))
         if by_partners:
             nearest = nearest_partners(poses)
-            curves.append(([detect([0, *nearest[:k]]) for k in range(len(nearest) + 1)], gt))
+            curves.append(([detect([0, *nearest[:k]])[0] for k in range(len(nearest) + 1)], gt))
         accumulator.add_frame(detections.boxes, detections.scores, gt)
         packed_all += packed
         entropy_all += entropy
+        partner_bytes.append((sum(packed[a] for a in fused[1:]), sum(entropy[a] for a in fused[1:])))
         pred = np.column_stack([detections.boxes, detections.scores]) if len(detections.boxes) else []
         per_frame.append({
             "frame_id": frame.frame_id,
             "agents": len(clouds),
+            "fused": fused,
             "pred": np.round(np.asarray(pred, dtype=np.float64), 5).tolist(),
             "gt": np.round(gt, 5).tolist(),
             "bytes": {"packed": packed, "entropy": entropy},
@@ -237,6 +264,7 @@ def evaluate_model(
         raise EvaluationError("no frames to evaluate")
     height, width = config.grid.bev_shape
     mean_packed, mean_entropy = float(np.mean(packed_all)), float(np.mean(entropy_all))
+    partner_packed, partner_entropy = (float(v) for v in np.mean(partner_bytes, axis=0))
     result: dict[str, Any] = {
         "model": name,
         "mode": {"cooperative": "raw" if wire is None else "revqom"}.get(config.mode, config.mode),
@@ -247,6 +275,9 @@ def evaluate_model(
         "frames": len(per_frame),
         "ground_truth_boxes": accumulator.num_gt,
         "bytes_per_agent_frame": {"packed": mean_packed, "entropy": mean_entropy},
+        "partner_bytes_per_frame": {"packed": partner_packed, "entropy": partner_entropy},
+        "partners_per_frame": float(np.mean([len(f["fused"]) - 1 for f in per_frame])),
+        "partner_limits": limits._asdict(),
         "bpp": {"packed": mean_packed * 8 / (height * width), "entropy": mean_entropy * 8 / (height * width)},
         "bev_shape": [height, width],
         "cell_size_m": config.grid.cell_size_m,

@@ -36,10 +36,16 @@ class SceneSample(NamedTuple):
     valid: np.ndarray | None = None  # (A, H, W) bool cells that arrived, own grids; None: all
 
 
+def ground_distance_m(T_ego_from_agent: np.ndarray) -> float:
+    """(4, 4) relative pose -> metres between the agent's LiDAR and the ego's in the ego's ground
+    plane (x and y; the height difference does not count)."""
+    return float(np.hypot(T_ego_from_agent[0, 3], T_ego_from_agent[1, 3]))
+
+
 def in_comm_range(T_ego_from_agent: np.ndarray, comm_range_m: float) -> bool:
     """(4, 4) relative pose -> whether the agent's LiDAR is within ``comm_range_m`` of the ego's
     in the ground plane (the partners a model was trained with, and the ones the runtime fuses)."""
-    return float(np.hypot(T_ego_from_agent[0, 3], T_ego_from_agent[1, 3])) <= comm_range_m
+    return ground_distance_m(T_ego_from_agent) <= comm_range_m
 
 
 def boxes_in_grid(boxes: np.ndarray, grid: BevGrid) -> np.ndarray:

@@ -11,12 +11,13 @@ push another sender's slices out (docs/security.md, "Flood resistance"). Per ego
 publishes a Detection3DArray (reliable; ego LiDAR frame, ego sweep stamp; every box), a
 MarkerArray for RViz (the boxes scoring at least ``output.display_min_score``) and a
 FusionStatus (with the share of each agent's cells that arrived, when agents send their maps
-in slices). With ``security.trust_dir``, every slice
-must be signed by the agent its topic belongs to (``security.mode``; ``runtime/security.py``,
-docs/security.md); the clock-skew check reads the node's ROS clock (``use_sim_time`` under a
-replay). Rejected messages, bad slices and unauthentic ones included, and partners left out by
-the comm range are counted by reason and logged (rate-limited); the node keeps running whatever
-it receives.
+in slices, and why a partner was not fused: the partners in range are taken nearest first
+within ``fusion.max_partners`` and ``fusion.max_bytes_per_frame``, ``runtime/selection.py``).
+With ``security.trust_dir``, every slice must be signed by the agent its topic belongs to
+(``security.mode``; ``runtime/security.py``, docs/security.md); the clock-skew check reads the
+node's ROS clock (``use_sim_time`` under a replay). Rejected messages, bad slices and
+unauthentic ones included, and partners left out by the comm range are counted by reason and
+logged (rate-limited); the node keeps running whatever it receives.
 
 Parameters: see ``config/fusion.param.yaml`` and the node tables in README.md.
 """
@@ -53,6 +54,7 @@ from revqom_nodes.runtime.intake import Intake
 from revqom_nodes.runtime.latency import RateLimiter
 from revqom_nodes.runtime.model import load_runtime_model
 from revqom_nodes.runtime.security import SecurityMode, SliceGuard, parse_security_mode
+from revqom_nodes.runtime.selection import NotFused, PartnerLimits
 from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason
 
 LOG_INTERVAL_S = 5.0
@@ -76,7 +78,8 @@ class FusionNode(Node):
             torch.set_num_threads(params["torch.num_threads"])
         self.model = load_runtime_model(params["model.path"], params["device"])
         comm_range_m = params["fusion.comm_range_m"]
-        self.engine = FusionEngine(self.model, comm_range_m if comm_range_m > 0 else None)
+        limits = PartnerLimits(params["fusion.max_partners"], params["fusion.max_bytes_per_frame"])
+        self.engine = FusionEngine(self.model, comm_range_m if comm_range_m > 0 else None, limits=limits)
         trust_dir = params["security.trust_dir"]
         mode = parse_security_mode(params["security.mode"], trust_dir)
         guard = None
@@ -116,7 +119,8 @@ class FusionNode(Node):
         self.get_logger().info(
             f"fusing {list(zip(agent_ids, topics, strict=True))} (ego {params['fusion.ego_agent_id']}) "
             f"on {self.model.device}, max_age_ms {params['fusion.max_age_ms']:g}, "
-            f"sync_wait_ms {params['fusion.sync_wait_ms']:g}, codebook {self.model.codebook_id[:12]}, "
+            f"sync_wait_ms {params['fusion.sync_wait_ms']:g}, max_partners {limits.max_partners}, "
+            f"max_bytes_per_frame {limits.max_bytes_per_frame}, codebook {self.model.codebook_id[:12]}, "
             f"security {mode.value}{f' ({trust_dir})' if guard is not None else ''}"
         )
 
@@ -193,7 +197,7 @@ class FusionNode(Node):
         self.status_pub.publish(self._status(header, ego, partners, result))
 
     def _status(
-        self, header: Header, ego: AssembledMap, partners: list[AssembledMap | None], result: FusionResult
+        self, header: Header, ego: AssembledMap, partners: list[AssembledMap | NotFused], result: FusionResult
     ) -> FusionStatus:
         frames = [ego, *partners]
         counts = self.inbox.rejected_counts()
@@ -202,7 +206,10 @@ class FusionNode(Node):
             header=header,
             agent_ids=list(self.inbox.agent_ids),
             fused=fused,
-            message_age_ms=[math.nan if f is None else f.age_ms(ego.stamp_ns) for f in frames],
+            not_fused_reason=["", *("" if r is None else r.value for r in result.not_fused)],
+            message_age_ms=[
+                f.age_ms(ego.stamp_ns) if isinstance(f, AssembledMap) else math.nan for f in frames
+            ],
             bytes_received=self.inbox.bytes_received(),
             cells_received_fraction=[
                 f.cells_received_fraction if used else 0.0 for f, used in zip(frames, fused, strict=True)

@@ -92,6 +92,7 @@ class RecorderNode(Node):
             frame_id=msg.header.frame_id,
             agent_ids=list(msg.agent_ids),
             fused=list(msg.fused),
+            not_fused_reason=list(msg.not_fused_reason),
             message_age_ms=[_finite(a) for a in msg.message_age_ms],
             bytes_received=list(msg.bytes_received),
             cells_received_fraction=list(msg.cells_received_fraction),

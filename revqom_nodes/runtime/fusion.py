@@ -7,7 +7,9 @@ neighbours or zeroed) for every map -> relative poses ``T_ego_from_agent = inv(T
 head (``CooperativeDetector.candidates_from_bev`` with the validity the receiver returns), NMS
 (``postprocess.suppress``, the detections' one copy to the host). The
 fusion node and ``revqom eval`` both run this engine, so a live frame and its offline twin agree.
-Each fused map's age (the ego's sweep stamp minus its own, up to the fusion node's
+Which partners are fused (the comm range, ``fusion.max_partners``, ``fusion.max_bytes_per_frame``)
+is ``selection.select_partners``'s decision; the result says why each other one is not. Each
+fused map's age (the ego's sweep stamp minus its own, up to the fusion node's
 ``fusion.max_age_ms``) comes back in the result.
 """
 
@@ -22,10 +24,10 @@ import torch
 from revqom_nodes.codec.receiver import CodecDecoder
 from revqom_nodes.geometry import invert
 from revqom_nodes.perception.postprocess import Detections, suppress
-from revqom_nodes.perception.sample import in_comm_range
 from revqom_nodes.runtime.frames import AssembledMap
 from revqom_nodes.runtime.latency import now_ms
 from revqom_nodes.runtime.model import RuntimeModel
+from revqom_nodes.runtime.selection import NO_LIMITS, NotFused, PartnerLimits, select_partners
 
 
 class FusionResult(NamedTuple):
@@ -37,9 +39,14 @@ class FusionResult(NamedTuple):
     unpack_ms: float  # payload -> indices of the fused maps (measured by validation)
     decode_ms: float  # indices -> features: codebook gather + post-affine decoder, every map
     fuse_ms: float  # warp, fusion, head, candidate boxes
-    out_of_range: int = 0  # partners' maps left out: farther than the comm range from the ego
+    not_fused: tuple[NotFused | None, ...] = ()  # parallel to the partners given; None: fused
     ages_ms: tuple[float, ...] = ()  # ego stamp - map stamp, parallel to fused_agent_ids (ego: 0.0)
     nms_ms: float = 0.0  # rotated NMS, detections to the host
+
+    @property
+    def out_of_range(self) -> int:
+        """Partners' maps left out: farther than the comm range from the ego."""
+        return self.not_fused.count(NotFused.OUT_OF_RANGE)
 
     @property
     def decode_fuse_ms(self) -> float:
@@ -63,8 +70,9 @@ def stack_indices(maps: Sequence[AssembledMap], codebook_size: int) -> torch.Ten
 class FusionEngine:
     """Decodes and fuses assembled maps with a RuntimeModel (inference only).
 
-    Partners farther than ``comm_range_m`` from the ego (``perception.sample.in_comm_range``)
-    are left out, as in training and evaluation; None uses the model's setting.
+    Partners farther than ``comm_range_m`` from the ego are left out, as in training and
+    evaluation (None uses the model's setting), and at most ``limits`` of the others are fused,
+    nearest first (``selection.select_partners``).
     ``stage_timing``: on CUDA, wait for the device between stages so that ``decode_ms`` and
     ``fuse_ms`` are each their own stage's (benchmarks); False (the nodes): the host waits only
     for the detections' copy, and ``nms_ms`` holds the GPU time still queued then. The sum,
@@ -72,21 +80,24 @@ class FusionEngine:
     """
 
     def __init__(
-        self, model: RuntimeModel, comm_range_m: float | None = None, *, stage_timing: bool = False
+        self,
+        model: RuntimeModel,
+        comm_range_m: float | None = None,
+        *,
+        limits: PartnerLimits = NO_LIMITS,
+        stage_timing: bool = False,
     ) -> None:
         self.model = model
         self.stage_timing = stage_timing
         self.receiver = CodecDecoder(model.codec_state).to(model.device)
         self.comm_range_m = model.comm_range_m if comm_range_m is None else float(comm_range_m)
+        self.limits = limits.check()
 
     @torch.no_grad()
-    def fuse(self, ego: AssembledMap, partners: Sequence[AssembledMap | None]) -> FusionResult:
-        """The ego's map and each partner's (None: nothing to fuse from it) -> FusionResult."""
-        T_ego_from_world = invert(ego.T_world_from_lidar)
-        present = [p for p in partners if p is not None]
-        maps = [ego, *[
-            p for p in present if in_comm_range(T_ego_from_world @ p.T_world_from_lidar, self.comm_range_m)
-        ]]
+    def fuse(self, ego: AssembledMap, partners: Sequence[AssembledMap | NotFused]) -> FusionResult:
+        """The ego's map and each partner's (or why there is none) -> FusionResult."""
+        selection = select_partners(ego, partners, comm_range_m=self.comm_range_m, limits=self.limits)
+        maps = [ego, *selection.fused]
         device = self.model.device
         start = now_ms(device, wait=self.stage_timing)
         # Every map's indices go to the device in one upload (uint8 for K <= 256; the ranges were
@@ -112,7 +123,7 @@ class FusionEngine:
             sum(m.decode_ms for m in maps),
             after_decode - start,
             after_fuse - after_decode,
-            len(present) + 1 - len(maps),
+            selection.not_fused,
             tuple(m.age_ms(ego.stamp_ns) for m in maps),
             end - after_fuse,
         )

@@ -51,6 +51,7 @@ from typing import NamedTuple
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.frames import NS_PER_MS, AssembledMap, ReceivedSlice
 from revqom_nodes.runtime.security import SecurityMode, SliceGuard
+from revqom_nodes.runtime.selection import NotFused
 from revqom_nodes.runtime.validation import (
     CheckedSlice,
     Expectations,
@@ -370,11 +371,20 @@ class Inbox:
         selected = self._select(state.frames, ego_stamp_ns)
         return selected is not None and not selected.settled
 
-    def partners_of(self, ego: AssembledMap) -> list[AssembledMap | None]:
-        """For each other agent (``agent_ids[1:]``), a snapshot of the frame to fuse with ``ego``, or None."""
+    def partners_of(self, ego: AssembledMap) -> list[AssembledMap | NotFused]:
+        """For each other agent (``agent_ids[1:]``), a snapshot of the frame to fuse with ``ego``, or
+        why there is none: ``STALE`` when every frame held is farther than ``max_age_ms`` from it,
+        ``NO_MESSAGE`` when none is held."""
         with self._lock:
-            selected = [self._select(self._agents[a].frames, ego.stamp_ns) for a in self.agent_ids[1:]]
-            return [None if held is None else held.assembly.snapshot() for held in selected]
+            paired: list[AssembledMap | NotFused] = []
+            for agent_id in self.agent_ids[1:]:
+                frames = self._agents[agent_id].frames
+                held = self._select(frames, ego.stamp_ns)
+                if held is not None:
+                    paired.append(held.assembly.snapshot())
+                else:
+                    paired.append(NotFused.STALE if frames else NotFused.NO_MESSAGE)
+            return paired
 
     def _select(self, frames: Sequence[_Held], ego_stamp_ns: int) -> _Held | None:
         best = None

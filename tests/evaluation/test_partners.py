@@ -1,5 +1,6 @@
-"""``revqom eval`` on many agents: every partner in range is fused, ``ap_by_partners`` counts the
-ego with its k nearest partners, ``--ego`` evaluates another vehicle's view."""
+"""``revqom eval`` on many agents: every partner in range is fused (up to the fusion node's partner
+limits), ``ap_by_partners`` counts the ego with its k nearest partners, ``--ego`` evaluates another
+vehicle's view."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import pytest
 
 from revqom_nodes.data.dairv2x import CooperativeFrame, DairV2XReader
 from revqom_nodes.data.synthetic import generate_dataset
+from revqom_nodes.evaluation.errors import EvaluationError
 from revqom_nodes.evaluation.runner import evaluate_model, nearest_partners
 from revqom_nodes.geometry import invert
 from revqom_nodes.model_file import load_model
+from revqom_nodes.runtime.selection import PartnerLimits
 from tests.data.dair_fixtures import TINY
 from tests.runtime.tiny_model import save_tiny_model
 
@@ -75,3 +78,48 @@ def test_eval_cli_ego_and_ap_by_partners(many: tuple[Path, Path], tmp_path: Path
     ]
     assert main(["eval", "--model", str(model), "--data", str(root), "--split", "all", "--ego",
                  "infrastructure", "--device", "cpu", "--no-progress", "--out", str(out)]) == 1
+
+
+def test_partner_limits_fuse_the_nearest_as_the_fusion_node_does(many: tuple[Path, Path]) -> None:
+    """``evaluate_model``'s limits go to the fusion node's engine (``runtime.selection``): one
+    partner is the nearest one, as ``ap_by_partners`` counts it, and the bytes follow."""
+    root, model = many
+    loaded = load_model(model, "cpu")
+    reader = DairV2XReader(root, "all")
+    frames = [reader.ego_frame(i, "vehicle_1") for i in range(len(reader))]
+    everyone = evaluate_model(loaded, frames, name="tiny", progress=False, by_partners=True)
+    one = evaluate_model(loaded, frames, name="tiny", progress=False, limits=PartnerLimits(max_partners=1))
+    assert everyone["partner_limits"] == {"max_partners": 0, "max_bytes_per_frame": 0}
+    assert [f["fused"] for f in everyone["per_frame"]] == [[0, 1, 2, 3]] * 2
+    assert everyone["partners_per_frame"] == 3
+    assert one["partners_per_frame"] == 1 and one["ap"] == everyone["ap_by_partners"]["1"]
+    for frame, result in zip(frames, one["per_frame"], strict=True):
+        T_ego_from_world = invert(frame.ego.T_world_from_lidar)
+        poses = np.stack([T_ego_from_world @ a.T_world_from_lidar for a in frame.agents])
+        assert result["fused"] == [0, nearest_partners(poses)[0]]
+    fused_bytes = [sum(f["bytes"]["entropy"][a] for a in f["fused"][1:]) for f in one["per_frame"]]
+    assert one["partner_bytes_per_frame"]["entropy"] == np.mean(fused_bytes)
+    assert one["partner_bytes_per_frame"]["entropy"] < everyone["partner_bytes_per_frame"]["entropy"]
+
+
+def test_eval_cli_partner_limits(many: tuple[Path, Path], tmp_path: Path) -> None:
+    from revqom_nodes.cli import main
+
+    root, model = many
+    out = tmp_path / "limited.json"
+    common = ["eval", "--model", str(model), "--data", str(root), "--split", "all", "--ego", "vehicle_1",
+              "--device", "cpu", "--no-progress", "--out", str(out)]
+    assert main([*common, "--max-bytes-per-frame", "1"]) == 0  # no partner's map fits in one byte
+    result = json.loads(out.read_text())
+    assert result["partner_limits"] == {"max_partners": 0, "max_bytes_per_frame": 1}
+    assert result["partners_per_frame"] == 0 and result["ap"] == result["ap_by_partners"]["0"]
+    assert result["partner_bytes_per_frame"] == {"packed": 0.0, "entropy": 0.0}
+    assert main([*common, "--max-partners", "-1"]) == 2
+
+
+def test_partner_limits_need_a_model_that_sends_indices(many: tuple[Path, Path]) -> None:
+    root, model = many
+    raw = load_model(model, "cpu")._replace(codec_state=None)  # raw fusion: float maps, no fusion engine
+    frames = [DairV2XReader(root, "all").ego_frame(0, "vehicle_1")]
+    with pytest.raises(EvaluationError, match="partner limits need a model that sends codebook indices"):
+        evaluate_model(raw, frames, name="raw", progress=False, limits=PartnerLimits(max_partners=1))

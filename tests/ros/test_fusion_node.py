@@ -3,7 +3,7 @@
 The test process plays the ego (good EncodedBEV frames) and an attacker (malformed frames on
 the infrastructure topic); a child process plays the roadside unit and is killed mid-run.
 The node must count and log every rejection reason, keep publishing correct detections,
-keep its memory bounded under a flood, and report the lost agent in its status.
+keep its memory bounded under a flood, and report the lost agent in its status (stale).
 """
 
 from __future__ import annotations
@@ -204,9 +204,11 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
             ["vehicle", "infrastructure"] if with_infra else ["vehicle"]
         )
         assert list(status.cells_received_fraction) == [1.0, 1.0 if with_infra else 0.0]
+        assert status.not_fused_reason[0] == "" and (status.not_fused_reason[1] == "") == with_infra
     assert fused_infra >= lost_from // 2  # the roadside unit was fused while it was alive
     for stamp in sent[-3:]:  # and reported missing after it died
         status = by_stamp[stamp]
         assert list(status.agent_ids) == ["vehicle", "infrastructure"]
         assert list(status.fused) == [True, False] and math.isnan(status.message_age_ms[1])
+        assert list(status.not_fused_reason) == ["", "stale"]  # its last sweep is held, too old to pair
         assert status.bytes_received[1] > 0

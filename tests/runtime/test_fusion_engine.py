@@ -12,6 +12,7 @@ from revqom_nodes.geometry import invert, make_transform, rotation_z
 from revqom_nodes.runtime.encoder import AgentEncoder, parse_encoding
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.fusion import FusionEngine
+from revqom_nodes.runtime.selection import NotFused
 from revqom_nodes.runtime.validation import Expectations, check_frame
 from tests.runtime.tiny_model import tiny_cloud
 
@@ -45,9 +46,9 @@ def test_live_path_equals_offline_detect(tiny_model, sweeps, make_frame, encodin
 
 def test_missing_partner_fuses_the_ego_alone(tiny_model, sweeps, make_frame):
     ego = check_frame(make_frame("vehicle", 1000, T_WORLD_FROM_VEHICLE), Expectations.of(tiny_model))
-    result = FusionEngine(tiny_model).fuse(ego, [None])
+    result = FusionEngine(tiny_model).fuse(ego, [NotFused.NO_MESSAGE])
     offline = tiny_model.detector.detect([sweeps["vehicle"]], [np.eye(4)])
-    assert result.fused_agent_ids == ["vehicle"]
+    assert result.fused_agent_ids == ["vehicle"] and result.not_fused == (NotFused.NO_MESSAGE,)
     np.testing.assert_allclose(result.detections.boxes, offline.boxes, atol=1e-3)
 
 

@@ -9,6 +9,7 @@ import pytest
 from revqom_nodes.defaults import node_defaults
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.inbox import Inbox
+from revqom_nodes.runtime.selection import NotFused
 from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason
 
 MS = 1_000_000
@@ -36,7 +37,13 @@ def test_closest_partner_within_max_age_is_selected(inbox, make_frame):
     assert partner.stamp_ns == 970 * MS  # 30 ms before beats 70 ms after
     far = make_frame("vehicle", 1300)
     inbox.receive(far)
-    assert inbox.partners_of(far) == [None]  # 230 ms from the newest partner: beyond max_age_ms
+    assert inbox.partners_of(far) == [NotFused.STALE]  # 230 ms from the newest partner: beyond max_age_ms
+
+
+def test_an_agent_never_heard_from_has_no_message(inbox, make_frame):
+    ego = make_frame("vehicle", 1000)
+    inbox.receive(ego)
+    assert inbox.partners_of(ego) == [NotFused.NO_MESSAGE]
 
 
 def test_the_fusion_nodes_default_max_age_pairs_a_partner_400_ms_late(make_inbox, make_frame):
@@ -74,10 +81,10 @@ def test_sync_wait_times_out_and_the_silent_agent_goes_quiet(inbox, make_frame, 
     assert inbox.next_ego()[0] is None
     clock.now_ns += 201 * MS
     frame, _ = inbox.next_ego()  # nothing within max_age of 1100 when the wait ended: quiet
-    assert frame.stamp_ns == 1100 * MS and inbox.partners_of(frame) == [None]
+    assert frame.stamp_ns == 1100 * MS and inbox.partners_of(frame) == [NotFused.STALE]
     inbox.receive(make_frame("vehicle", 1200))
     frame, _ = inbox.next_ego()  # the quiet agent is not waited for again
-    assert frame.stamp_ns == 1200 * MS and inbox.partners_of(frame) == [None]
+    assert frame.stamp_ns == 1200 * MS and inbox.partners_of(frame) == [NotFused.STALE]
     inbox.receive(make_frame("infrastructure", 1220))  # back: waited for again
     inbox.receive(make_frame("vehicle", 1300))
     assert inbox.next_ego()[0] is None

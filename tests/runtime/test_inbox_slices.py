@@ -12,6 +12,7 @@ from revqom_nodes.codec.conceal import concealed_valid
 from revqom_nodes.codec.slices import cell_order
 from revqom_nodes.codec.wire import Encoding
 from revqom_nodes.runtime.fusion import FusionEngine
+from revqom_nodes.runtime.selection import NotFused
 from revqom_nodes.runtime.validation import Expectations, RejectReason, check_frame
 from tests.runtime.test_fusion_engine import T_WORLD_FROM_INFRA, T_WORLD_FROM_VEHICLE
 from tests.runtime.test_inbox import MS, reason_of
@@ -160,7 +161,7 @@ def test_a_partner_without_any_cell_fuses_like_no_partner(tiny_model, make_frame
     partner = check_frame(make_frame("infrastructure", 1010, T_WORLD_FROM_INFRA), expect)
     engine = FusionEngine(tiny_model)
     empty = engine.fuse(ego, [replace(partner, valid=np.zeros(tiny_model.grid.bev_shape, dtype=bool))])
-    alone = engine.fuse(ego, [None])
+    alone = engine.fuse(ego, [NotFused.NO_MESSAGE])
     assert empty.fused_agent_ids == ["vehicle", "infrastructure"]
     np.testing.assert_allclose(empty.detections.boxes, alone.detections.boxes, atol=1e-4)
     np.testing.assert_allclose(empty.detections.scores, alone.detections.scores, atol=1e-5)
