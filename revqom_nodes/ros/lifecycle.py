@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -25,8 +27,11 @@ def run_node(
 
     ``spin(node) -> status`` defaults to ``rclpy.spin`` (status 0). Ctrl-C and an
     external shutdown end the node cleanly with status 0; a configuration error
-    (bad parameter, unreadable model) is logged and gives status 1.
+    (bad parameter, unreadable model) is logged and gives status 1. SIGUSR1 writes every
+    thread's Python stack to stderr: what a node that does not stop is doing (the tests'
+    ``stop`` sends it before they kill one).
     """
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     rclpy.init(args=args)
     node = None
     status = 0

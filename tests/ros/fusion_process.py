@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+STACK_DUMP_S = 2.0  # for a hung node to write its stacks before it is killed
 
 
 def start_fusion_node(
@@ -64,11 +65,14 @@ def wait_until_up(rclpy, node, fusion: subprocess.Popen, log_path: Path, timeout
 
 
 def stop(process: subprocess.Popen) -> int | None:
-    """SIGINT, then the exit status (None: it had to be killed)."""
+    """SIGINT, then the exit status (None: it had to be killed, after SIGUSR1 had it write its
+    threads' stacks into its log)."""
     process.send_signal(signal.SIGINT)
     try:
         return process.wait(timeout=15)
     except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(STACK_DUMP_S)
         process.kill()
         return None
 
