@@ -44,15 +44,17 @@ class AttentionFusion(nn.Module):
         heads, dim = self.num_heads, channels // self.num_heads
         mask = valid.unsqueeze(1).to(features.dtype)  # (A, 1, H, W)
         features = features * mask
-        q = self.query(features[:1]).view(heads, dim, height, width)
+        q = self.query(features[:1]).view(1, heads, dim, height, width)
         k = self.key(features).view(num_agents, heads, dim, height, width)
         v = self.value(features).view(num_agents, heads, dim, height, width)
-        logits = torch.einsum("ndhw,andhw->anhw", q, k) / dim**0.5  # (A, heads, H, W)
+        # Products summed over dim, broadcast: einsum's bmm permuted (A, H, W, heads, dim) copies
+        # first, 5 ms of an extra agent's 10 on one CPU thread.
+        logits = (q * k).sum(dim=2) / dim**0.5  # (A, heads, H, W)
         logits = logits.masked_fill(~valid.unsqueeze(1), float("-inf"))
         any_valid = valid.any(dim=0)  # (H, W)
         logits = torch.where(any_valid, logits, torch.zeros_like(logits))  # no all -inf softmax
         weights = logits.softmax(dim=0) * any_valid.to(features.dtype)
-        attended = torch.einsum("anhw,andhw->ndhw", weights, v).reshape(1, channels, height, width)
+        attended = (weights.unsqueeze(2) * v).sum(dim=0).reshape(1, channels, height, width)
         return features[:1] + self.out(attended) * any_valid.to(features.dtype)
 
 
