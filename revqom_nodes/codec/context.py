@@ -126,6 +126,8 @@ def measure_context_tables(
     each map is one run (interleave 1). Memory: the maps' joint keys, 8 bytes per cell.
     """
     K, Q = codebook_size, num_quantizers
+    if not 1 <= max_symbols <= MAX_CONTEXT_SYMBOLS:
+        raise ValueError(f"max_symbols must be in 1..{MAX_CONTEXT_SYMBOLS}, got {max_symbols}")
     maps = []
     for item in indices_iterable:
         arr = as_numpy(item)
