@@ -2,9 +2,9 @@
 
 A cell's Q indices are one symbol: its joint tuple's position in an alphabet of the N most
 frequent tuples of the training maps (``alphabet``, most frequent first, so symbol 0 is the
-"empty" tuple of the cells without returns), or ESCAPE = N for any other tuple, after which
-the cell's Q indices follow, each coded with its stage's escape table (the stage's counts over
-the escaped training cells: rare tuples are busy cells, unlike the map's average). The
+"empty" tuple of the cells without returns), or ESCAPE = N for any other tuple, whose Q
+indices follow the run's symbols, each coded with its stage's escape table (the stage's counts
+over the escaped training cells: rare tuples are busy cells, unlike the map's average). The
 symbol is coded with the categorical model of its context: the class of the cell's up and
 left neighbours, each 0 (its symbol is 0), 1 (any other symbol) or 2 (unknown: outside the
 grid, or not coded before the cell in the same run), ``context = 3 * up + left``.
@@ -213,27 +213,24 @@ def cell_bits(indices: np.ndarray, run: CellRun, tables: ContextTables) -> np.nd
 def encode_run(indices: np.ndarray, run: CellRun, tables: ContextTables) -> bytes:
     """(Q, n) indices of a run in [0, K) -> one range-coded stream, little-endian 32-bit words.
 
-    Coded sequence: per cell its symbol under its context's model, then for ESCAPE its Q
-    indices under the stage escape models; consecutive symbols of one model are coded in one call.
+    Coded sequence: every cell's symbol under its context's model, in the run's order; then, per
+    stage q, the stage-q indices of the escaped cells in that order under escape model q (a
+    symbol's class does not depend on which tuple it escapes, so the contexts need none of them).
+    Consecutive symbols of one model are coded in one call.
     """
-    Q, n = indices.shape
     K, N = tables.escape_counts.shape[1], len(tables.alphabet)
     symbols = _symbols(indices, K, tables.alphabet)
-    contexts = _contexts(symbols, *neighbours(run, n))
-    escaped = symbols == N
-    per_cell = 1 + Q * escaped  # coded symbols of each cell
-    slot = np.concatenate([[0], np.cumsum(per_cell)])
-    model_ids = np.empty(slot[-1], dtype=np.int64)
-    values = np.empty(slot[-1], dtype=np.int32)
-    model_ids[slot[:-1]], values[slot[:-1]] = contexts, symbols
-    for q in range(Q):
-        model_ids[slot[:-1][escaped] + 1 + q] = NUM_CONTEXTS + q
-        values[slot[:-1][escaped] + 1 + q] = indices[q, escaped]
+    contexts = _contexts(symbols, *neighbours(run, indices.shape[1]))
     models = _models(tables)
-    breaks = np.concatenate([[0], np.flatnonzero(np.diff(model_ids)) + 1, [len(model_ids)]])
     encoder = constriction.stream.queue.RangeEncoder()
+    breaks = np.concatenate([[0], np.flatnonzero(np.diff(contexts)) + 1, [len(contexts)]]).tolist()
+    values = symbols.astype(np.int32)
     for a, b in itertools.pairwise(breaks):
-        encoder.encode(values[a:b], models[model_ids[a]])
+        encoder.encode(values[a:b], models[int(contexts[a])])
+    escaped = symbols == N
+    if escaped.any():
+        for q, stage in enumerate(indices[:, escaped].astype(np.int32)):
+            encoder.encode(stage, models[NUM_CONTEXTS + q])
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
@@ -245,29 +242,27 @@ def decode_run(stream: bytes, num_cells: int, run: CellRun, tables: ContextTable
     up, left = (a.tolist() for a in neighbours(run, num_cells))
     models = _models(tables)
     symbols = [0] * num_cells
-    escapes: list[list[int]] = []
     words = np.frombuffer(stream, dtype="<u4").astype(np.uint32)
     try:
         decoder = constriction.stream.queue.RangeDecoder(words)
         for i in range(num_cells):
             u, v = up[i], left[i]
             context = 3 * (UNKNOWN if u < 0 else symbols[u] != 0) + (UNKNOWN if v < 0 else symbols[v] != 0)
-            symbol = int(decoder.decode(models[context]))
-            symbols[i] = symbol
-            if symbol == N:
-                escapes.append([int(decoder.decode(models[NUM_CONTEXTS + q])) for q in range(Q)])
+            symbols[i] = decoder.decode(models[context])
+        codes = np.asarray(symbols, dtype=np.int64)
+        escaped = codes == N
+        stages = [decoder.decode(models[NUM_CONTEXTS + q], int(escaped.sum())) for q in range(Q)]
         exhausted = decoder.maybe_exhausted()
     except Exception as exc:  # constriction reports invalid data with AssertionError or ValueError
         raise WireFormatError(f"CONTEXT stream is invalid for the context tables: {exc}") from exc
     if not exhausted:
         raise WireFormatError("CONTEXT stream has data left after its last cell")
-    codes = np.asarray(symbols, dtype=np.int64)
     out = tables.alphabet[np.minimum(codes, N - 1)].T.copy()
-    if escapes:
-        escaped = np.asarray(escapes, dtype=np.int64).T
-        if (_symbols(escaped, K, tables.alphabet) != N).any():
+    if escaped.any():
+        tuples = np.stack(stages).astype(np.int64)
+        if (_symbols(tuples, K, tables.alphabet) != N).any():
             raise WireFormatError("CONTEXT stream escapes a tuple that is in the alphabet")
-        out[:, codes == N] = escaped
+        out[:, escaped] = tuples
     if encode_run(out, run, tables) != stream:  # e.g. zero words after the end, which decode alike
         raise WireFormatError("CONTEXT stream is not the encoding of the cells it decodes to")
     return out

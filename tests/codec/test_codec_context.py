@@ -184,9 +184,9 @@ def test_an_escaped_tuple_of_the_alphabet_is_refused():
     encoder = constriction.stream.queue.RangeEncoder()
     code = lambda symbol, counts: encoder.encode(np.array([symbol], np.int32), categorical(counts))  # noqa: E731
     code(len(tables.alphabet), tables.counts[3 * 2 + 2])  # cell 0: ESCAPE, up and left unknown
-    for q in range(Q):  # ... then the alphabet's first tuple
-        code(tables.alphabet[0, q], tables.escape_counts[q])
     code(0, tables.counts[3 * 2 + 1])  # cell 1: up unknown, left "other"
+    for q in range(Q):  # then the escaped cell's tuple: the alphabet's first
+        code(tables.alphabet[0, q], tables.escape_counts[q])
     stream = encoder.get_compressed().astype("<u4").tobytes()
     with pytest.raises(WireFormatError, match="escapes a tuple that is in the alphabet"):
         decode_cells(stream, num_cells=2, num_quantizers=Q, codebook_size=K, encoding=2,
