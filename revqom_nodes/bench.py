@@ -14,6 +14,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "revqom_nodes.codec.bench",
     "revqom_nodes.perception.bench",
     "revqom_nodes.evaluation.parity",
+    "revqom_nodes.evaluation.bench_wire",
     "revqom_nodes.scenario.bench_pipeline",
     "revqom_nodes.scenario.bench_loss",
     "revqom_nodes.scenario.bench_attack",

@@ -12,6 +12,7 @@ from torch import nn
 
 from revqom_nodes.codec.bottleneck import Bottleneck, PostAffineDecoder
 from revqom_nodes.codec.config import CodecConfig
+from revqom_nodes.codec.context import ContextTables
 from revqom_nodes.codec.errors import CodecError
 from revqom_nodes.codec.rvq import ResidualVQ, gather_codewords
 from revqom_nodes.codec.state import CodecState
@@ -81,11 +82,15 @@ class ReVQomCodec(nn.Module):
         decoded = self.decoder(out.quantized, valid)
         return CodecOutput(decoded.bev, decoded.valid, out.indices, losses, out.perplexity)
 
-    def export_state(self, entropy_tables: np.ndarray | None = None) -> CodecState:
-        """The frozen receiver side: settings, codebooks, decoder weights, optional (Q, K) tables."""
+    def export_state(
+        self, entropy_tables: np.ndarray | None = None, context_tables: ContextTables | None = None
+    ) -> CodecState:
+        """The frozen receiver side: settings, codebooks, decoder weights, optional (Q, K) tables
+        and context tables."""
         return CodecState.build(
             settings=self.config,
             codebooks=self.quantizer.codebooks,
             decoder_state=self.decoder.state_dict(),
             entropy_tables=entropy_tables,
+            context_tables=context_tables,
         )

@@ -20,7 +20,7 @@ from revqom_nodes.codec.errors import WireFormatError
 _MAX_TABLE_TOTAL = 2**62
 
 
-def _as_numpy(indices: Any) -> np.ndarray:
+def as_numpy(indices: Any) -> np.ndarray:
     if hasattr(indices, "detach"):  # a torch tensor, on any device
         indices = indices.detach().cpu().numpy()
     return np.asarray(indices)
@@ -37,7 +37,7 @@ def measure_frequency_tables(
     K, Q = codebook_size, num_quantizers
     counts = np.ones((Q, K), dtype=np.int64)
     for item in indices_iterable:
-        arr = _as_numpy(item)
+        arr = as_numpy(item)
         if arr.ndim == 3:
             arr = arr[None]
         if arr.ndim != 4 or arr.shape[1] != Q:
@@ -53,7 +53,7 @@ def measure_frequency_tables(
 
 def empirical_entropy_bits(indices: Any, codebook_size: int) -> np.ndarray:
     """Per-stage empirical entropy in bits per index of (Q, H, W) or (B, Q, H, W) indices -> (Q,)."""
-    arr = _as_numpy(indices)
+    arr = as_numpy(indices)
     if arr.ndim == 3:
         arr = arr[None]
     Q = arr.shape[1]
@@ -85,14 +85,15 @@ def validate_frequency_tables(tables: Any, num_quantizers: int, codebook_size: i
     return arr
 
 
-def _model(counts: np.ndarray) -> Any:
+def categorical(counts: np.ndarray) -> Any:
+    """(K,) counts >= 1 -> the constriction model with probabilities counts / counts.sum()."""
     return constriction.stream.model.Categorical(counts / counts.sum(), perfect=False)
 
 
 def encode_stage(symbols: np.ndarray, counts: np.ndarray) -> bytes:
     """Range-code one stage's (N,) symbols with its (K,) counts -> little-endian 32-bit words."""
     encoder = constriction.stream.queue.RangeEncoder()
-    encoder.encode(np.ascontiguousarray(symbols, dtype=np.int32), _model(counts))
+    encoder.encode(np.ascontiguousarray(symbols, dtype=np.int32), categorical(counts))
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
@@ -101,7 +102,7 @@ def decode_stage(stream: bytes, count: int, counts: np.ndarray) -> np.ndarray:
     words = np.frombuffer(stream, dtype="<u4").astype(np.uint32)
     try:
         decoder = constriction.stream.queue.RangeDecoder(words)
-        symbols = decoder.decode(_model(counts), count)
+        symbols = decoder.decode(categorical(counts), count)
         exhausted = decoder.maybe_exhausted()
     except Exception as exc:  # constriction reports invalid data with AssertionError or ValueError
         raise WireFormatError(f"entropy-coded stream is invalid for the frequency table: {exc}") from exc

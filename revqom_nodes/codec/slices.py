@@ -6,30 +6,33 @@ frame's cell order (``cell_order``), all Q stages of each. Interleave 1 is row-m
 ``(a::s, b::s)`` one after another (a, then b, in row-major order each), so that a lost slice
 takes every s-th cell of a band instead of the band, and the receiver can conceal each lost
 cell from received neighbours (``codec/conceal.py``). Its payload is the wire format of its
-(Q, num_cells) indices (``wire.encode_cells``: PACKED, or ENTROPY with its per-slice fallback
-to PACKED), so every slice decodes on its own; a whole map in one message is the one-slice case.
+(Q, num_cells) indices (``wire.encode_cells``: PACKED, or ENTROPY or CONTEXT with their
+per-slice fallback to PACKED; CONTEXT codes a slice's cells with contexts from inside the slice
+only), so every slice decodes on its own; a whole map in one message is the one-slice case.
 Specified in docs/wire-format.md, "Slices".
 
 Cutting: PACKED slices hold a fixed ``floor(budget * 8 / (Q * b))`` cells (the last one fewer);
-ENTROPY slices grow while the size estimated from the static tables fits the budget, are then
-encoded and shrunk until the payload fits, and never hold fewer cells than a PACKED slice.
+ENTROPY and CONTEXT slices grow while the size estimated from the tables fits the budget, are
+then encoded and shrunk until the payload fits, and never hold fewer cells than a PACKED slice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
+from revqom_nodes.codec.context import CellRun, ContextTables, cell_bits, validate_context_tables
 from revqom_nodes.codec.entropy import validate_frequency_tables
 from revqom_nodes.codec.errors import WireFormatError
 from revqom_nodes.codec.wire import STAGE_LENGTH_BYTES, Encoding, bits_per_index, encode_cells
 
 MAX_SLICES = 65535  # EncodedBEV.num_slices is a uint16
 MAX_INTERLEAVE = 255  # EncodedBEV.interleave is a uint8
-ENTROPY_SLACK_BITS = 40  # range coder flush per stage stream, in the size estimate (measured <= 34)
-GROW_TOLERANCE = 64  # growing a fitting ENTROPY slice stops within 1/64 of its best cell count
-WORD_BITS = 32  # a range-coded stage stream is a whole number of 32-bit words
+ENTROPY_SLACK_BITS = 40  # range coder flush per stream, in the size estimate (measured <= 34)
+GROW_TOLERANCE = 64  # growing a fitting ENTROPY/CONTEXT slice stops within 1/64 of its best cell count
+WORD_BITS = 32  # a range-coded stream is a whole number of 32-bit words
 
 
 class SliceError(WireFormatError):
@@ -42,7 +45,7 @@ class Slice(NamedTuple):
     first_cell: int
     num_cells: int
     payload: bytes
-    encoding: Encoding  # the one used: ENTROPY falls back to PACKED per slice when not smaller
+    encoding: Encoding  # the one used: ENTROPY and CONTEXT fall back to PACKED per slice when not smaller
 
 
 def packed_cells_per_slice(budget_bytes: int, num_quantizers: int, codebook_size: int) -> int:
@@ -81,11 +84,13 @@ def cut_slices(
     encoding: Encoding = Encoding.PACKED,
     frequency_tables: np.ndarray | None = None,
     interleave: int = 1,
+    context_tables: ContextTables | None = None,
 ) -> list[Slice]:
     """(Q, H, W) indices in [0, K) -> slices covering the map once, in the cell order of
     ``interleave`` (``cell_order``).
 
     budget_bytes: the largest payload of one slice; 0 puts the whole map in one slice.
+    ENTROPY needs ``frequency_tables``, CONTEXT ``context_tables``.
     Raises WireFormatError for bad indices or tables, a budget below one cell, a bad
     interleave, or more than MAX_SLICES slices.
     """
@@ -99,32 +104,27 @@ def cut_slices(
     encoding = Encoding(encoding)
     if budget_bytes < 0:
         raise WireFormatError(f"budget_bytes must be >= 0, got {budget_bytes}")
+    coder = _Coder(flat, codebook_size, encoding, frequency_tables, context_tables, H, W, interleave)
     if budget_bytes == 0:
-        payload, used = encode_cells(flat, codebook_size, encoding, frequency_tables)
-        return [Slice(0, H * W, payload, used)]
+        return [coder.encode(0, H * W)]
     packed_cells = packed_cells_per_slice(budget_bytes, Q, codebook_size)
     total = H * W
     if encoding is Encoding.PACKED:
         runs = [(start, min(packed_cells, total - start)) for start in range(0, total, packed_cells)]
         _check_count(len(runs))
-        return [_encode(flat, start, n, codebook_size, encoding, None) for start, n in runs]
-    if frequency_tables is None:
-        raise WireFormatError("ENTROPY encoding needs frequency tables; this codec state has none")
-    tables = validate_frequency_tables(frequency_tables, Q, codebook_size)
-    cumulative = _cumulative_bits(flat, tables, codebook_size)
+        return [coder.encode(start, n) for start, n in runs]
+    estimate = _size_estimate(flat, encoding, coder)
     slices: list[Slice] = []
     start = 0
     while start < total:
         floor = min(packed_cells, total - start)
-        n = max(floor, _estimated_run(cumulative, start, budget_bytes, floor))
-        piece = _encode(flat, start, n, codebook_size, encoding, tables)
+        n = max(floor, _estimated_run(estimate, start, budget_bytes, floor))
+        piece = coder.encode(start, n)
         while len(piece.payload) > budget_bytes:  # the estimate was short: shrink, never below a PACKED slice
             excess = len(piece.payload) - budget_bytes
             n = max(floor, n - max(1, -(-n * excess // len(piece.payload))))
-            piece = _encode(flat, start, n, codebook_size, encoding, tables)
-        piece = _grow(
-            flat, piece, _estimated_run(cumulative, start, budget_bytes, floor, 0), budget_bytes, tables
-        )
+            piece = coder.encode(start, n)
+        piece = _grow(coder, piece, _estimated_run(estimate, start, budget_bytes, floor, 0), budget_bytes)
         slices.append(piece)
         _check_count(len(slices))
         start += piece.num_cells
@@ -136,22 +136,58 @@ def _check_count(count: int) -> None:
         raise WireFormatError(f"the map needs more than {MAX_SLICES} slices at this budget")
 
 
-def _encode(
-    flat: np.ndarray, start: int, n: int, codebook_size: int, encoding: Encoding, tables: np.ndarray | None
-) -> Slice:
-    payload, used = encode_cells(flat[:, start : start + n], codebook_size, encoding, tables)
-    return Slice(start, n, payload, used)
+class _Coder:
+    """Encodes runs ``[start, start + n)`` of a map's (Q, H * W) cells, in cell order, with
+    validated tables."""
+
+    def __init__(
+        self,
+        flat: np.ndarray,
+        codebook_size: int,
+        encoding: Encoding,
+        frequency_tables: np.ndarray | None,
+        context_tables: ContextTables | None,
+        height: int,
+        width: int,
+        interleave: int,
+    ) -> None:
+        Q = flat.shape[0]
+        self.flat, self.codebook_size, self.encoding = flat, codebook_size, encoding
+        self.height, self.width, self.interleave = height, width, interleave
+        self.frequency_tables = self.context_tables = None
+        if encoding is Encoding.ENTROPY:
+            if frequency_tables is None:
+                raise WireFormatError("ENTROPY encoding needs frequency tables; this codec state has none")
+            self.frequency_tables = validate_frequency_tables(frequency_tables, Q, codebook_size)
+        if encoding is Encoding.CONTEXT:
+            if context_tables is None:
+                raise WireFormatError("CONTEXT encoding needs context tables; this codec state has none")
+            self.context_tables = validate_context_tables(context_tables, Q, codebook_size)
+
+    def run(self, start: int) -> CellRun:
+        return CellRun(self.height, self.width, start, self.interleave)
+
+    def encode(self, start: int, n: int) -> Slice:
+        payload, used = encode_cells(
+            self.flat[:, start : start + n],
+            self.codebook_size,
+            self.encoding,
+            self.frequency_tables,
+            self.context_tables,
+            self.run(start),
+        )
+        return Slice(start, n, payload, used)
 
 
-def _grow(flat: np.ndarray, piece: Slice, upper: int, budget_bytes: int, tables: np.ndarray) -> Slice:
+def _grow(coder: _Coder, piece: Slice, upper: int, budget_bytes: int) -> Slice:
     """The largest slice from ``piece.first_cell`` that still fits, by bisection between the cells
     of ``piece`` (fits) and ``upper`` (the estimate without the flush: an optimistic bound)."""
-    start, codebook_size = piece.first_cell, tables.shape[1]
-    upper = min(upper, flat.shape[1] - start)
+    start = piece.first_cell
+    upper = min(upper, coder.flat.shape[1] - start)
     low, high = piece.num_cells, upper + 1  # low fits; high is known not to (or is beyond the map)
     while high - low > max(1, low // GROW_TOLERANCE):
         middle = (low + high) // 2
-        candidate = _encode(flat, start, middle, codebook_size, Encoding.ENTROPY, tables)
+        candidate = coder.encode(start, middle)
         if len(candidate.payload) <= budget_bytes:
             low, piece = middle, candidate
         else:
@@ -159,30 +195,46 @@ def _grow(flat: np.ndarray, piece: Slice, upper: int, budget_bytes: int, tables:
     return piece
 
 
-def _cumulative_bits(flat: np.ndarray, tables: np.ndarray, codebook_size: int) -> np.ndarray:
-    """(Q, N) indices -> (Q, N + 1) running sum of -log2 p(index) under each stage's table."""
+class _Estimate(NamedTuple):
+    """Estimated bits of the cells of a run: ``bits(start, end)`` -> (S, end - start) per stream
+    and cell, for a run that starts at ``start``; ``header_bytes`` before the S streams."""
+
+    bits: Callable[[int, int], np.ndarray]
+    header_bytes: int
+
+
+def _size_estimate(flat: np.ndarray, encoding: Encoding, coder: _Coder) -> _Estimate:
+    """ENTROPY: Q streams of -log2 p(index) under each stage's table (the same wherever the run
+    starts). CONTEXT: one stream of ``context.cell_bits``, whose contexts depend on the start."""
+    if encoding is Encoding.CONTEXT:
+        tables = coder.context_tables
+
+        def context_bits(start: int, end: int) -> np.ndarray:
+            return cell_bits(flat[:, start:end], coder.run(start), tables)[None]
+
+        return _Estimate(context_bits, 0)
+    tables = coder.frequency_tables
     cost = -np.log2(tables / tables.sum(axis=1, keepdims=True))
     bits = np.take_along_axis(cost, flat.astype(np.int64), axis=1)
-    return np.concatenate([np.zeros((flat.shape[0], 1)), np.cumsum(bits, axis=1)], axis=1)
+    return _Estimate(lambda start, end: bits[:, start:end], flat.shape[0] * STAGE_LENGTH_BYTES)
 
 
 def _estimated_run(
-    cumulative: np.ndarray, start: int, budget_bytes: int, floor: int, slack_bits: float = ENTROPY_SLACK_BITS
+    estimate: _Estimate, start: int, budget_bytes: int, floor: int, slack_bits: float = ENTROPY_SLACK_BITS
 ) -> int:
-    """The most cells from ``start`` whose estimated ENTROPY payload fits the budget.
+    """The most cells from ``start`` whose estimated payload fits the budget.
 
-    Estimate: 4 * Q header bytes plus, per stage, whole 32-bit words of its bits plus
+    Estimate: the header bytes plus, per stream, whole 32-bit words of its bits plus
     ``slack_bits`` for the coder's flush. Searched in a window that doubles while every cell fits.
     """
-    Q, total = cumulative.shape[0], cumulative.shape[1] - 1
     window = 4 * floor
     while True:
-        end = min(total, start + window)
-        bits = cumulative[:, start + 1 : end + 1] - cumulative[:, start : start + 1]
-        words = np.ceil((bits + slack_bits) / WORD_BITS).sum(axis=0)
-        estimate = Q * STAGE_LENGTH_BYTES + (WORD_BITS // 8) * words
-        fitting = int(np.searchsorted(estimate, budget_bytes, side="right"))
-        if fitting < end - start or end == total:
+        bits = estimate.bits(start, start + window)
+        cells = bits.shape[1]  # fewer than the window at the end of the map
+        words = np.ceil((np.cumsum(bits, axis=1) + slack_bits) / WORD_BITS).sum(axis=0)
+        size = estimate.header_bytes + (WORD_BITS // 8) * words
+        fitting = int(np.searchsorted(size, budget_bytes, side="right"))
+        if fitting < cells or cells < window:
             return fitting
         window *= 2
 

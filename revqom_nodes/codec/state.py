@@ -1,19 +1,25 @@
 """``CodecState``: the frozen, shareable side of the codec and its codebook identity.
 
 The state holds what a receiver needs to rebuild features from indices (settings, codebooks,
-decoder weights) plus the per-stage entropy tables. Its ``codebook_id`` is the SHA-256 hex
-digest of::
+decoder weights) plus the per-stage entropy tables and, optionally, the context tables
+(``context.ContextTables``). Its ``codebook_id`` is the SHA-256 hex digest of::
 
     header = json.dumps({"format": "revqom-codebook-id", "version": 1,
                          "settings": <CodecConfig.to_dict()>,
                          "codebooks": {"shape": [Q, K, Cr], "dtype": "<f4"},
-                         "entropy_tables": {"shape": [Q, K], "dtype": "<i8"} or None},
+                         "entropy_tables": {"shape": [Q, K], "dtype": "<i8"} or None,
+                         # only when the state has context tables:
+                         "context_tables": {"alphabet": {"shape": [N, Q], "dtype": "<i8"},
+                                            "counts": {"shape": [9, N + 1], "dtype": "<i8"},
+                                            "escape_counts": {"shape": [Q, K], "dtype": "<i8"}}},
                         sort_keys=True, separators=(",", ":")).encode("utf-8")
     digest over: header + b"\\n" + codebooks as little-endian float32 in C order
                  + entropy tables as little-endian int64 in C order (when present)
+                 + alphabet, counts, escape_counts, each little-endian int64 in C order (when present)
 
-so it changes with any setting, any codebook bit, and the entropy tables (which sender and
-receiver must share bit-exactly for ENTROPY payloads). Decoder weights are not hashed: they do
+so it changes with any setting, any codebook bit, and the tables (which sender and receiver
+must share bit-exactly for ENTROPY and CONTEXT payloads); a state without context tables has
+the id it had before they existed. Decoder weights are not hashed: they do
 not change what indices mean.
 """
 
@@ -31,16 +37,22 @@ import torch
 
 from revqom_nodes.codec.bottleneck import PostAffineDecoder
 from revqom_nodes.codec.config import LATER_FIELDS, CodecConfig
+from revqom_nodes.codec.context import ContextTables, validate_context_tables
 from revqom_nodes.codec.entropy import validate_frequency_tables
 from revqom_nodes.codec.errors import CodecStateError, WireFormatError
 
 STATE_FORMAT = "revqom.codec_state"
 STATE_VERSION = 1
 _STATE_KEYS = ("format", "version", "settings", "codebooks", "decoder", "entropy_tables", "codebook_id")
+_LATER_KEYS = ("context_tables",)  # absent from files written before they existed
+_CONTEXT_PARTS = ContextTables._fields
 
 
 def compute_codebook_id(
-    settings: CodecConfig, codebooks: torch.Tensor, entropy_tables: np.ndarray | None
+    settings: CodecConfig,
+    codebooks: torch.Tensor,
+    entropy_tables: np.ndarray | None,
+    context_tables: ContextTables | None = None,
 ) -> str:
     """SHA-256 hex over the canonical encoding described in the module docstring."""
     cb = codebooks.detach().cpu().numpy().astype("<f4", copy=False)
@@ -53,11 +65,18 @@ def compute_codebook_id(
         if entropy_tables is None
         else {"shape": list(entropy_tables.shape), "dtype": "<i8"},
     }
+    if context_tables is not None:
+        header["context_tables"] = {
+            name: {"shape": list(part.shape), "dtype": "<i8"}
+            for name, part in zip(_CONTEXT_PARTS, context_tables, strict=True)
+        }
     digest = hashlib.sha256(json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8"))
     digest.update(b"\n")
     digest.update(np.ascontiguousarray(cb).tobytes())
     if entropy_tables is not None:
         digest.update(np.ascontiguousarray(entropy_tables.astype("<i8", copy=False)).tobytes())
+    for part in context_tables or ():
+        digest.update(np.ascontiguousarray(part.astype("<i8", copy=False)).tobytes())
     return digest.hexdigest()
 
 
@@ -74,16 +93,30 @@ def _check_tables(tables: Any, settings: CodecConfig) -> np.ndarray | None:
     return checked
 
 
+def _check_context_tables(tables: Any, settings: CodecConfig) -> ContextTables | None:
+    if tables is None:
+        return None
+    try:
+        checked = validate_context_tables(tables, settings.num_quantizers, settings.codebook_size)
+    except WireFormatError as exc:
+        raise CodecStateError(f"context tables: {exc}") from exc
+    for part in checked:
+        part.setflags(write=False)
+    return checked
+
+
 @dataclass(frozen=True, eq=False)
 class CodecState:
     """settings; codebooks (Q, K, Cr) float32 CPU; decoder_state (PostAffineDecoder state dict);
-    entropy_tables (Q, K) int64 >= 1 or None; codebook_id (64 hex chars). Validated on creation."""
+    entropy_tables (Q, K) int64 >= 1 or None; codebook_id (64 hex chars); context_tables
+    (``ContextTables`` of int64 arrays) or None. Validated on creation."""
 
     settings: CodecConfig
     codebooks: torch.Tensor
     decoder_state: dict[str, torch.Tensor]
     entropy_tables: np.ndarray | None
     codebook_id: str
+    context_tables: ContextTables | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.settings, CodecConfig):
@@ -102,11 +135,14 @@ class CodecState:
         if self.entropy_tables is not None and not isinstance(self.entropy_tables, np.ndarray):
             raise CodecStateError("entropy_tables must be a numpy array or None")
         _check_tables(self.entropy_tables, s)
-        recomputed = compute_codebook_id(s, cb, self.entropy_tables)
+        if self.context_tables is not None and not isinstance(self.context_tables, ContextTables):
+            raise CodecStateError("context_tables must be ContextTables or None")
+        _check_context_tables(self.context_tables, s)
+        recomputed = compute_codebook_id(s, cb, self.entropy_tables, self.context_tables)
         if self.codebook_id != recomputed:
             raise CodecStateError(
                 f"codebook_id mismatch: stored {str(self.codebook_id)[:16]}..., recomputed "
-                f"{recomputed[:16]}... from the settings, codebooks and entropy tables; "
+                f"{recomputed[:16]}... from the settings, codebooks and tables; "
                 "the codec state is corrupted or was edited"
             )
 
@@ -138,6 +174,7 @@ class CodecState:
         codebooks: torch.Tensor,
         decoder_state: dict[str, torch.Tensor],
         entropy_tables: np.ndarray | torch.Tensor | None = None,
+        context_tables: ContextTables | None = None,
     ) -> CodecState:
         """Copy the inputs to CPU float32 / int64 and compute the codebook id."""
         codebooks = codebooks.detach().to("cpu", torch.float32).contiguous().clone()
@@ -145,11 +182,24 @@ class CodecState:
             k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in decoder_state.items()
         }
         tables = _check_tables(entropy_tables, settings)
-        return cls(settings, codebooks, decoder, tables, compute_codebook_id(settings, codebooks, tables))
+        context = _check_context_tables(context_tables, settings)
+        codebook_id = compute_codebook_id(settings, codebooks, tables, context)
+        return cls(settings, codebooks, decoder, tables, codebook_id, context)
+
+    def with_context_tables(self, context_tables: ContextTables | None) -> CodecState:
+        """This state with ``context_tables`` added, replaced or (None) removed: another codebook id."""
+        return CodecState.build(
+            settings=self.settings,
+            codebooks=self.codebooks,
+            decoder_state=self.decoder_state,
+            entropy_tables=self.entropy_tables,
+            context_tables=context_tables,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain tensors, ints, strings and dicts, for ``torch.save`` / ``torch.load(weights_only=True)``."""
-        return {
+        """Plain tensors, ints, strings and dicts, for ``torch.save`` / ``torch.load(weights_only=True)``;
+        ``context_tables`` only when the state has them (so that older builds read the others)."""
+        data = {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
             "settings": self.settings.to_dict(),
@@ -160,6 +210,12 @@ class CodecState:
             else torch.from_numpy(self.entropy_tables.copy()),
             "codebook_id": self.codebook_id,
         }
+        if self.context_tables is not None:
+            data["context_tables"] = {
+                name: torch.from_numpy(part.copy())
+                for name, part in zip(_CONTEXT_PARTS, self.context_tables, strict=True)
+            }
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> CodecState:
@@ -167,7 +223,7 @@ class CodecState:
         if not isinstance(data, dict):
             raise CodecStateError(f"codec state must be a dict, got {type(data).__name__}")
         missing = [k for k in _STATE_KEYS if k not in data]
-        unknown = sorted(set(data) - set(_STATE_KEYS))
+        unknown = sorted(set(data) - set(_STATE_KEYS) - set(_LATER_KEYS))
         if missing or unknown:
             raise CodecStateError(f"codec state keys: missing {missing}, unknown {unknown}")
         if (data["format"], data["version"]) != (STATE_FORMAT, STATE_VERSION):
@@ -194,8 +250,22 @@ class CodecState:
             raise CodecStateError("codec state 'entropy_tables' must be a tensor or None")
         if not isinstance(data["codebook_id"], str):
             raise CodecStateError("codec state 'codebook_id' must be a string")
+        context = data.get("context_tables")
+        if context is not None:
+            if not isinstance(context, dict) or set(context) != set(_CONTEXT_PARTS) or not all(
+                isinstance(v, torch.Tensor) for v in context.values()
+            ):
+                raise CodecStateError(
+                    f"codec state 'context_tables' must be a dict of tensors {list(_CONTEXT_PARTS)}"
+                )
+            context = ContextTables(*(context[name].numpy() for name in _CONTEXT_PARTS))
         return cls(
-            config, data["codebooks"], dict(decoder), _check_tables(tables, config), data["codebook_id"]
+            config,
+            data["codebooks"],
+            dict(decoder),
+            _check_tables(tables, config),
+            data["codebook_id"],
+            _check_context_tables(context, config),
         )
 
     @classmethod

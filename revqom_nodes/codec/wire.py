@@ -7,6 +7,9 @@ byte is padded with zero bits. Exactly ceil(Q * H * W * b / 8) bytes, no header.
 ENTROPY: Q little-endian uint32 stage lengths in bytes, then the Q range-coded stage streams
 (``entropy.encode_stage``). Only sent when strictly smaller than PACKED.
 
+CONTEXT: one range-coded stream of the cells' joint tuples under the context model
+(``context.encode_run``), no header. Only sent when strictly smaller than PACKED.
+
 Everything else (H, W, Q, K, encoding, codebook id) travels in the message fields beside the
 payload; ``decode_payload`` checks them and the payload before allocating anything sized by them.
 ``encode_cells`` / ``decode_cells`` apply the same format to a (Q, N) run of cells in row-major
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from revqom_nodes.codec.config import MAX_CODEBOOK_SIZE, MAX_NUM_QUANTIZERS
+from revqom_nodes.codec.context import CellRun, ContextTables, decode_run, encode_run, validate_context_tables
 from revqom_nodes.codec.entropy import decode_stage, encode_stage, validate_frequency_tables
 from revqom_nodes.codec.errors import WireFormatError
 
@@ -37,6 +41,7 @@ class Encoding(enum.IntEnum):
 
     PACKED = 0
     ENTROPY = 1
+    CONTEXT = 2
 
 
 def bits_per_index(codebook_size: int) -> int:
@@ -174,11 +179,12 @@ def encode_payload(
     codebook_size: int,
     encoding: Encoding = Encoding.PACKED,
     frequency_tables: np.ndarray | None = None,
+    context_tables: ContextTables | None = None,
 ) -> tuple[bytes, Encoding]:
     """(Q, H, W) integer indices in [0, K) -> (payload, encoding actually used).
 
-    ENTROPY falls back to PACKED when its payload is not strictly smaller; put the returned
-    encoding into the message. Raises WireFormatError for bad shapes, values or tables.
+    ENTROPY and CONTEXT fall back to PACKED when their payload is not strictly smaller; put the
+    returned encoding into the message. Raises WireFormatError for bad shapes, values or tables.
     """
     indices = np.asarray(indices)
     if indices.ndim != 3 or indices.dtype.kind not in "iu":
@@ -187,7 +193,9 @@ def encode_payload(
         )
     Q, H, W = indices.shape
     _check_shape(H, W, Q, codebook_size)
-    return encode_cells(indices.reshape(Q, H * W), codebook_size, encoding, frequency_tables)
+    return encode_cells(
+        indices.reshape(Q, H * W), codebook_size, encoding, frequency_tables, context_tables, CellRun(H, W)
+    )
 
 
 def encode_cells(
@@ -195,10 +203,13 @@ def encode_cells(
     codebook_size: int,
     encoding: Encoding = Encoding.PACKED,
     frequency_tables: np.ndarray | None = None,
+    context_tables: ContextTables | None = None,
+    run: CellRun | None = None,
 ) -> tuple[bytes, Encoding]:
-    """(Q, N) indices of a run of N cells (row-major order over (H, W)) -> (payload, encoding used).
+    """(Q, N) indices of a run of N cells in the frame's cell order -> (payload, encoding used).
 
-    The payload of the whole map is this with N = H * W; a slice (codec/slices.py) is a shorter run.
+    The payload of the whole map is this with N = H * W; a slice (codec/slices.py) is a shorter
+    run. CONTEXT needs the context tables and ``run``, where the cells lie (their neighbours).
     """
     indices = np.asarray(indices)
     if indices.ndim != 2 or indices.dtype.kind not in "iu":
@@ -212,15 +223,27 @@ def encode_cells(
     packed = pack_indices(indices.reshape(-1), bits_per_index(codebook_size))
     if encoding is Encoding.PACKED:
         return packed, Encoding.PACKED
-    if frequency_tables is None:
-        raise WireFormatError("ENTROPY encoding needs frequency tables; this codec state has none")
-    tables = validate_frequency_tables(frequency_tables, Q, codebook_size)
-    streams = [encode_stage(indices[q], tables[q]) for q in range(Q)]
-    header = np.array([len(s) for s in streams], dtype="<u4").tobytes()
-    payload = header + b"".join(streams)
+    if encoding is Encoding.CONTEXT:
+        payload = encode_run(indices, run, _context_tables(context_tables, run, Q, codebook_size))
+    else:
+        if frequency_tables is None:
+            raise WireFormatError("ENTROPY encoding needs frequency tables; this codec state has none")
+        tables = validate_frequency_tables(frequency_tables, Q, codebook_size)
+        streams = [encode_stage(indices[q], tables[q]) for q in range(Q)]
+        payload = np.array([len(s) for s in streams], dtype="<u4").tobytes() + b"".join(streams)
     if len(payload) < len(packed):
-        return payload, Encoding.ENTROPY
+        return payload, encoding
     return packed, Encoding.PACKED
+
+
+def _context_tables(
+    context_tables: ContextTables | None, run: CellRun | None, num_quantizers: int, codebook_size: int
+) -> ContextTables:
+    if context_tables is None:
+        raise WireFormatError("CONTEXT encoding needs context tables; this codec state has none")
+    if run is None:
+        raise WireFormatError("CONTEXT encoding needs the run's place in its map (CellRun)")
+    return validate_context_tables(context_tables, num_quantizers, codebook_size)
 
 
 def decode_payload(
@@ -232,6 +255,7 @@ def decode_payload(
     codebook_size: int,
     encoding: Encoding | int,
     frequency_tables: np.ndarray | None = None,
+    context_tables: ContextTables | None = None,
 ) -> np.ndarray:
     """Payload bytes plus the message fields -> (Q, H, W) int64 indices in [0, K).
 
@@ -246,6 +270,8 @@ def decode_payload(
         codebook_size=K,
         encoding=encoding,
         frequency_tables=frequency_tables,
+        context_tables=context_tables,
+        run=CellRun(H, W),
     )
     return values.reshape(Q, H, W)
 
@@ -258,8 +284,11 @@ def decode_cells(
     codebook_size: int,
     encoding: Encoding | int,
     frequency_tables: np.ndarray | None = None,
+    context_tables: ContextTables | None = None,
+    run: CellRun | None = None,
 ) -> np.ndarray:
-    """Payload of a run of N cells -> (Q, N) int64 indices in [0, K); the checks of ``decode_payload``."""
+    """Payload of a run of N cells -> (Q, N) int64 indices in [0, K); the checks of ``decode_payload``.
+    CONTEXT needs ``run``: where the cells lie in their map (the message's grid and slice fields)."""
     N = _check_int("num_cells", num_cells, 1, MAX_CELLS)
     Q = _check_int("num_quantizers", num_quantizers, 1, MAX_NUM_QUANTIZERS)
     K = _check_int("codebook_size", codebook_size, 2, MAX_CODEBOOK_SIZE)
@@ -282,7 +311,29 @@ def decode_cells(
         if K & (K - 1):  # b bits can hold values >= K only when K is not a power of two
             _check_range(values, K)
         return values.reshape(Q, N)
+    if encoding is Encoding.CONTEXT:
+        return _decode_context(data, N, Q, K, expected, context_tables, run)
     return _decode_entropy(data, N, Q, K, expected, frequency_tables)
+
+
+def _decode_context(
+    data: np.ndarray,
+    N: int,
+    Q: int,
+    K: int,
+    packed_bytes: int,
+    context_tables: ContextTables | None,
+    run: CellRun | None,
+) -> np.ndarray:
+    if context_tables is None:
+        raise WireFormatError("CONTEXT payload received but this codec state has no context tables")
+    tables = _context_tables(context_tables, run, Q, K)
+    if not 0 < data.size < packed_bytes or data.size % 4:
+        raise WireFormatError(
+            f"CONTEXT payload is {data.size} bytes; it must be a nonzero multiple of 4 "
+            f"smaller than the PACKED size {packed_bytes}"
+        )
+    return decode_run(data.tobytes(), N, run, tables)
 
 
 def _decode_entropy(

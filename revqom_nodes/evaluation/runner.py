@@ -4,12 +4,13 @@ Per frame (ego first, then every other agent within the model's ``comm_range_m``
 node fuses them; ``DairV2XReader.ego_frame`` gives another vehicle's view):
 
 - codec models: the runtime's own pipeline, agent by agent (the ego too): ``AgentEncoder``
-  encodes the cloud into one ENTROPY message (PACKED when entropy coding does not make it
-  smaller, as the agent node does), the receiver's ``validation.check_frame`` checks and
-  decodes it (checked equal to what was sent) and ``FusionEngine`` rebuilds every map with the
-  file's frozen codec state and fuses them, as the fusion node does. The ego's LiDAR frame
-  stands for the world frame of the messages' poses. Bytes: the PACKED size
-  (``codec.wire.packed_size``) and the message's payload;
+  encodes the cloud into one entropy-coded message (CONTEXT when the file has context tables,
+  else ENTROPY; PACKED when entropy coding does not make it smaller, as the agent node does),
+  the receiver's ``validation.check_frame`` checks and decodes it (checked equal to what was
+  sent) and ``FusionEngine`` rebuilds every map with the file's frozen codec state and fuses
+  them, as the fusion node does. The ego's LiDAR frame stands for the world frame of the
+  messages' poses. Bytes: the PACKED size (``codec.wire.packed_size``) and the message's
+  payload;
 - raw fusion: float32 maps, C * H * W * 4 bytes per agent;
 - ego only: the ego's map alone, 0 bytes;
 - late fusion (an ego-only model run in "late" mode): each agent detects on its own map, the

@@ -153,7 +153,7 @@ class AgentNode(Node):
         for message in messages:  # back to back: the receiver relies on it
             self.encoded_pub.publish(slice_to_encoded_bev(message))
         self.frames_encoded += 1
-        encoding = max(int(s.encoding) for s in sweep.slices)  # ENTROPY when any slice is
+        encoding = max(int(s.encoding) for s in sweep.slices)  # entropy-coded (1 or 2) when any slice is
         self._publish_status(msg.header, sweep.encode_ms, sweep.payload_bytes, encoding)
 
     def _fail(self, kind: str, detail: str) -> None:

@@ -3,7 +3,9 @@
 Stages (each timed): voxelize + sparse backbone -> BEV map (1, C, H, W) ("bev"), bottleneck +
 residual VQ -> indices (1, Q, H, W) ("quantize"), wire format cut into slices of at most
 ``slice_bytes`` payload bytes each -> bytes ("pack"; ``slice_bytes`` 0: the whole map in one
-slice). Every agent runs this, the ego included: its own map goes through the codec too, as in
+slice). Entropy coding uses the best model the file has: CONTEXT when its codec state holds
+context tables, else ENTROPY (each slice falls back to PACKED when that is not smaller).
+Every agent runs this, the ego included: its own map goes through the codec too, as in
 training. ``messages`` gives what a receiver gets from the slices, without ROS (the fields
 ``ros.conversions.slice_to_encoded_bev`` writes), signed when given a signer
 (``runtime/security.py``): the agent node publishes them, ``revqom eval`` and the benches feed
@@ -86,10 +88,17 @@ class AgentEncoder:
         interleave: int = 1,
         stage_timing: bool = False,
     ) -> None:
+        if encoding is Encoding.ENTROPY and model.context_tables is not None:
+            encoding = Encoding.CONTEXT  # the better model, when the file has its tables
         if encoding is Encoding.ENTROPY and model.entropy_tables is None:
             raise RuntimeConfigError(
                 f"{model.source or 'model'}: entropy encoding needs the codec state's frequency tables, "
                 "and this model has none (use packed)"
+            )
+        if encoding is Encoding.CONTEXT and model.context_tables is None:
+            raise RuntimeConfigError(
+                f"{model.source or 'model'}: context encoding needs the codec state's context tables, "
+                "and this model has none (use entropy or packed)"
             )
         if slice_bytes < 0:
             raise RuntimeConfigError(
@@ -151,6 +160,7 @@ class AgentEncoder:
             self.encoding,
             self.model.entropy_tables,
             self.interleave,
+            self.model.context_tables,
         )
 
     def messages(

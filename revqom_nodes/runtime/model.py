@@ -20,6 +20,7 @@ from revqom_nodes.runtime.errors import RuntimeConfigError
 
 if TYPE_CHECKING:
     from revqom_nodes.codec import CodecConfig, CodecState
+    from revqom_nodes.codec.context import ContextTables
     from revqom_nodes.model_file import LoadedModel
     from revqom_nodes.perception.detector import CooperativeDetector
     from revqom_nodes.perception.grid import BevGrid
@@ -77,12 +78,16 @@ class RuntimeModel:
 
     @classmethod
     def from_detector(
-        cls, detector: CooperativeDetector, entropy_tables: np.ndarray | None = None, source: str = ""
+        cls,
+        detector: CooperativeDetector,
+        entropy_tables: np.ndarray | None = None,
+        source: str = "",
+        context_tables: ContextTables | None = None,
     ) -> RuntimeModel:
-        """Freeze the detector's own codec (optionally with (Q, K) entropy tables)."""
+        """Freeze the detector's own codec (optionally with (Q, K) entropy tables and context tables)."""
         if detector.codec is None:
             raise RuntimeConfigError(f"{source or 'model'}: the detector has no codec")
-        return cls(detector, detector.codec.export_state(entropy_tables), source)
+        return cls(detector, detector.codec.export_state(entropy_tables, context_tables), source)
 
     @property
     def device(self) -> torch.device:
@@ -103,6 +108,10 @@ class RuntimeModel:
     @property
     def entropy_tables(self) -> np.ndarray | None:
         return self.codec_state.entropy_tables
+
+    @property
+    def context_tables(self) -> ContextTables | None:
+        return self.codec_state.context_tables
 
 
 def load_runtime_model(path: str | Path, device: str | torch.device = "auto") -> RuntimeModel:

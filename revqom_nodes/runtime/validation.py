@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from revqom_nodes.codec.context import CellRun, ContextTables
 from revqom_nodes.codec.errors import WireFormatError
 from revqom_nodes.codec.slices import SliceAssembly, SliceError, check_slice_fields
 from revqom_nodes.codec.wire import Encoding, check_codebook_id, decode_cells, packed_size
@@ -82,6 +83,7 @@ class Expectations:
     num_quantizers: int
     codebook_id: str
     entropy_tables: np.ndarray | None
+    context_tables: ContextTables | None
 
     @classmethod
     def of(cls, model: RuntimeModel) -> Expectations:
@@ -95,6 +97,7 @@ class Expectations:
             settings.num_quantizers,
             model.codebook_id,
             model.entropy_tables,
+            model.context_tables,
         )
 
 
@@ -187,6 +190,8 @@ def decode_slice(message: ReceivedSlice, expect: Expectations) -> CheckedSlice:
             codebook_size=expect.codebook_size,
             encoding=Encoding(message.encoding),
             frequency_tables=expect.entropy_tables,
+            context_tables=expect.context_tables,
+            run=CellRun(expect.height, expect.width, message.first_cell, message.interleave),
         )
     except WireFormatError as exc:
         raise Rejected(RejectReason.MALFORMED_PAYLOAD, str(exc)) from None

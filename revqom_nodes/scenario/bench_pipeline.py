@@ -1,17 +1,17 @@
 """``revqom bench pipeline``: per-stage latency of the runtime pipeline, and its bytes.
 
-One cooperative frame (vehicle + infrastructure) goes through the nodes' own code: the
-runtime's ``AgentEncoder`` (ENTROPY, cut into slices with the agent node's ``output.slice_bytes``
-and ``output.interleave``), the receiver's checks and assembly of every slice
-(``validation.check_slice``, ``FrameAssembly``) and ``FusionEngine``. Each stage is timed
-(milliseconds, p50 and p95 over ``--repeats`` runs after one warm-up; on CUDA the engines wait
-for the device between stages, ``stage_timing``):
+One cooperative frame (vehicle + infrastructure) goes through the nodes' own code: the runtime's
+``AgentEncoder`` ("entropy": CONTEXT with context tables, else ENTROPY; cut into slices with the
+agent node's ``output.slice_bytes`` and ``output.interleave``), the receiver's checks and
+assembly of every slice (``validation.check_slice``, ``FrameAssembly``) and ``FusionEngine``.
+Each stage is timed (milliseconds, p50 and p95 over ``--repeats`` runs after one warm-up; on
+CUDA the engines wait for the device between stages, ``stage_timing``):
 
 | group | stage | what |
 |---|---|---|
 | agent | ``bev`` | voxelize + sparse backbone -> BEV map, per agent |
 | agent | ``quantize`` | bottleneck + residual VQ -> indices, per agent |
-| agent | ``pack`` | wire format, ENTROPY, cut into slices, per agent (what the node sends) |
+| agent | ``pack`` | wire format, entropy-coded, cut into slices, per agent (what the node sends) |
 | agent | ``pack_packed`` | wire format, PACKED, one message, per agent (for comparison; not in ``encode``) |
 | agent | ``encode`` | ``bev`` + ``quantize`` + ``pack``, per agent |
 | fusion | ``unpack`` | checks, payload decoding and assembly of every slice, all agents |

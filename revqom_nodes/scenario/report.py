@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from revqom_nodes.codec.wire import packed_size
+from revqom_nodes.codec.wire import Encoding, packed_size
 from revqom_nodes.data.dairv2x import CooperativeFrame
 from revqom_nodes.evaluation.ap import ApAccumulator
 from revqom_nodes.evaluation.bandwidth import raw_bytes
@@ -116,12 +116,12 @@ def frame_payloads(events: RunEvents) -> dict[str, list[int]]:
 
 def _bytes_summary(events: RunEvents, channels: int) -> dict[str, Any]:
     """Per agent, per frame: mean bytes sent (all slices), packed size (exact formula), entropy
-    size (the bytes sent, when entropy-coded)."""
+    size (the bytes sent, when entropy-coded: ENTROPY or CONTEXT)."""
     per_agent: dict[str, Any] = {}
     first_by_agent: dict[str, dict[str, Any]] = {}
     for record in events["encoded_bev"]:
         first_by_agent.setdefault(record["agent_id"], record)
-    entropy_agents = {r["agent_id"] for r in events["encoded_bev"] if r["encoding"] == 1}
+    entropy_agents = {r["agent_id"] for r in events["encoded_bev"] if r["encoding"] != Encoding.PACKED}
     for agent_id, sizes in sorted(frame_payloads(events).items()):
         first = first_by_agent[agent_id]
         height, width = first["height"], first["width"]

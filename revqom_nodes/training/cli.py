@@ -2,6 +2,9 @@
 
 Trains (one process, or one per rank under ``torchrun``), then on rank 0 measures the
 entropy tables and exports ``models/NAME.pt`` with ``models/NAME.provenance.json``.
+
+``revqom context-tables --model models/NAME.pt --data ROOT``: adds the context tables (CONTEXT
+encoding) to a model file exported before they existed, measured on its training frames.
 """
 
 from __future__ import annotations
@@ -64,6 +67,21 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _run_context_tables(args: argparse.Namespace) -> int:
+    from revqom_nodes.codec.context import DEFAULT_CONTEXT_SYMBOLS
+    from revqom_nodes.data.errors import DatasetError
+    from revqom_nodes.model_file import ModelFileError
+    from revqom_nodes.training.export import add_context_tables
+
+    symbols = DEFAULT_CONTEXT_SYMBOLS if args.symbols is None else args.symbols
+    try:
+        add_context_tables(Path(args.model), args.data, symbols=symbols, progress=not args.no_progress)
+    except (ModelFileError, DatasetError, OSError, ValueError) as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train a detector from a config and export its model file")
     parser.add_argument("--config", required=True, help="training config YAML (config/train/NAME.yaml)")
@@ -78,3 +96,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run)
+
+    tables = subparsers.add_parser(
+        "context-tables",
+        help="add the context tables (CONTEXT encoding) to a model file, measured on its training frames",
+    )
+    tables.add_argument("--model", required=True, help="model file to rewrite (models/NAME.pt)")
+    tables.add_argument("--data", required=True, help="the training data root the model was trained on")
+    tables.add_argument("--symbols", type=int, default=None,
+                        help="joint tuples in the alphabet, at most (default: DEFAULT_CONTEXT_SYMBOLS "
+                             "of codec/context.py)")
+    tables.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tables.set_defaults(run=_run_context_tables)

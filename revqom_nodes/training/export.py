@@ -1,9 +1,13 @@
 """After training: the entropy-coding tables, the model file and its provenance file.
 
-``measure_entropy_tables`` runs the trained encoder over the training frames (every agent,
-no augmentation) and counts each stage's symbols (``codec.measure_frequency_tables``). The
+``encode_training_maps`` runs the trained encoder over the training frames (every agent, no
+augmentation); ``measure_tables`` counts each stage's symbols (``codec.measure_frequency_tables``)
+and measures the context model (``codec.context.measure_context_tables``) on those maps. The
 tables go into the codec state, whose codebook id covers them; ``export_model`` writes
-``NAME.pt`` (model_file.py) and ``NAME.provenance.json`` beside it.
+``NAME.pt`` (model_file.py) and ``NAME.provenance.json`` beside it. ``add_context_tables``
+(``revqom context-tables``) adds the context tables to a model file exported before they
+existed, from the same training frames, and keeps everything else (weights, model id, the
+per-stage tables).
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from revqom_nodes.codec.context import DEFAULT_CONTEXT_SYMBOLS, ContextTables, measure_context_tables
 from revqom_nodes.model_file import read_model_file, save_model
 from revqom_nodes.perception.detector import CooperativeDetector
 from revqom_nodes.training.config import ResolvedConfig
@@ -32,22 +36,30 @@ from revqom_nodes.training.train import REPO_ROOT
 log = logging.getLogger(__name__)
 
 
-def measure_entropy_tables(
+@torch.no_grad()
+def encode_training_maps(
     detector: CooperativeDetector, dataset: CooperativeDataset, max_frames: int | None, progress: bool = True
-) -> np.ndarray:
-    """(Q, K) int64 symbol counts (+1 each) of every agent's indices over the first frames of ``dataset``."""
+) -> list[np.ndarray]:
+    """Every agent's (Q, H, W) uint16 indices over the first ``max_frames`` frames of ``dataset``
+    (None: all)."""
+    frames = len(dataset) if max_frames is None else min(max_frames, len(dataset))
+    detector.eval()
+    return [
+        detector.encode_agent(torch.from_numpy(points))[0].cpu().numpy().astype(np.uint16)
+        for i in tqdm(range(frames), desc="entropy tables", unit="frame", disable=not progress)
+        for points in dataset[i].points
+    ]
+
+
+def measure_tables(
+    detector: CooperativeDetector, maps: list[np.ndarray], symbols: int = DEFAULT_CONTEXT_SYMBOLS
+) -> tuple[np.ndarray, ContextTables]:
+    """The (Q, K) per-stage tables and the context tables (``symbols`` tuples at most) of ``maps``."""
     from revqom_nodes.codec import measure_frequency_tables
 
     codec = detector.config.codec
-    frames = len(dataset) if max_frames is None else min(max_frames, len(dataset))
-
-    def indices() -> Iterator[torch.Tensor]:
-        for i in tqdm(range(frames), desc="entropy tables", unit="frame", disable=not progress):
-            for points in dataset[i].points:
-                yield detector.encode_agent(torch.from_numpy(points))
-
-    detector.eval()
-    return measure_frequency_tables(indices(), codec.codebook_size, codec.num_quantizers)
+    K, Q = codec.codebook_size, codec.num_quantizers
+    return measure_frequency_tables(maps, K, Q), measure_context_tables(maps, K, Q, symbols)
 
 
 def git_commit() -> dict[str, Any]:
@@ -77,8 +89,8 @@ def export_model(
     if detector.codec is not None:
         if dataset is None:
             raise ValueError("a codec model needs the training frames to measure its entropy tables")
-        tables = measure_entropy_tables(detector, dataset, config.train.entropy_table_frames, progress)
-        codec_state = detector.codec.export_state(tables)
+        maps = encode_training_maps(detector, dataset, config.train.entropy_table_frames, progress)
+        codec_state = detector.codec.export_state(*measure_tables(detector, maps))
     model_id = save_model(path, detector, config.values, codec_state=codec_state, provenance=provenance)
     record = {
         **provenance,
@@ -116,3 +128,51 @@ def base_provenance(config: ResolvedConfig, config_path: Path, *, steps: int, se
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def add_context_tables(
+    path: Path, data_root: str, *, symbols: int = DEFAULT_CONTEXT_SYMBOLS, progress: bool = True
+) -> dict[str, Any]:
+    """Measure the context tables of the model file ``path`` on its training frames (``data_root``,
+    the split, frames, agents and seed of its stored config, as ``export_model`` does) and rewrite
+    the file and its provenance with them. The weights, model id and per-stage tables stay; the
+    codebook id changes. Returns the provenance record."""
+    from revqom_nodes.codec import CodecState
+    from revqom_nodes.data.dairv2x import DairV2XReader
+    from revqom_nodes.model_file import load_model
+    from revqom_nodes.training.config import config_from_dict
+
+    loaded = load_model(path, torch.device("cpu"))
+    if loaded.codec_state is None:
+        raise ValueError(f"{path}: the model has no codec")
+    config = config_from_dict(loaded.resolved_config, path.stem)
+    dataset = CooperativeDataset(
+        DairV2XReader(data_root, config.data.split), config.model.grid, augment=None,
+        max_agents=config.train.max_agents, comm_range_m=config.train.comm_range_m, seed=config.train.seed,
+    )
+    maps = encode_training_maps(loaded.detector, dataset, config.train.entropy_table_frames, progress)
+    codec = loaded.detector.config.codec
+    tables = measure_context_tables(maps, codec.codebook_size, codec.num_quantizers, symbols)
+    state: CodecState = loaded.codec_state.with_context_tables(tables)
+    size_before = path.stat().st_size
+    added = {
+        "command": " ".join(["revqom", *sys.argv[1:]]) if sys.argv else "",
+        "dataset": {"root": data_root, "split": config.data.split,
+                    "frames": config.train.entropy_table_frames, "maps": len(maps)},
+        "symbols": len(tables.alphabet),
+        "codebook_id_before": loaded.codebook_id,
+        "size_bytes_before": size_before,
+        "git": git_commit(),
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    model_id = save_model(path, loaded.detector, loaded.resolved_config, codec_state=state,
+                          provenance={**loaded.provenance, "context_tables": added})
+    provenance_path = path.with_name(f"{path.stem}.provenance.json")
+    record = json.loads(provenance_path.read_text(encoding="utf-8"))
+    record.update(model_id=model_id, codebook_id=state.codebook_id, size_bytes=path.stat().st_size,
+                  context_tables=added)
+    provenance_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    log.info("%s: context tables of %d tuples from %d maps; %d -> %d bytes, codebook id %s -> %s", path,
+             len(tables.alphabet), len(maps), size_before, record["size_bytes"], loaded.codebook_id[:12],
+             state.codebook_id[:12])
+    return record

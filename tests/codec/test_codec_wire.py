@@ -167,7 +167,7 @@ def test_out_of_range_fields_raise_before_allocating(field: str, value) -> None:
         decode_payload(b"\0" * 4, encoding=0, **fields)
 
 
-@pytest.mark.parametrize("encoding", [2, 255, -1, "PACKED"])
+@pytest.mark.parametrize("encoding", [3, 255, -1, "PACKED"])
 def test_unknown_encoding_raises(encoding) -> None:
     with pytest.raises(WireFormatError, match="unknown encoding"):
         decode_payload(b"\0", height=1, width=1, num_quantizers=1, codebook_size=2, encoding=encoding)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from revqom_nodes.codec.context import ContextTables
 from revqom_nodes.codec.errors import WireFormatError
 from revqom_nodes.codec.wire import Encoding, decode_payload, encode_payload
 
@@ -33,8 +34,13 @@ def parse_examples() -> list[dict[str, str]]:
 EXAMPLES = parse_examples()
 
 
-def test_doc_has_examples_of_both_encodings() -> None:
-    assert {e["encoding"] for e in EXAMPLES} == {"0", "1"}
+def rows(text: str) -> np.ndarray:
+    """``a b / c d`` -> [[a, b], [c, d]] int64."""
+    return np.array([row.split() for row in text.split("/")], dtype=np.int64)
+
+
+def test_doc_has_examples_of_every_encoding() -> None:
+    assert {e["encoding"] for e in EXAMPLES} == {str(e.value) for e in Encoding}
     assert sum("error" in e for e in EXAMPLES) >= 3
 
 
@@ -44,9 +50,12 @@ def test_doc_example(example: dict[str, str]) -> None:
     K = int(example["codebook_size"])
     encoding = Encoding(int(example["encoding"]))
     payload = bytes.fromhex(example["payload"])
-    tables = None
-    if "frequency_tables" in example:
-        tables = np.array([row.split() for row in example["frequency_tables"].split("/")], dtype=np.int64)
+    tables = rows(example["frequency_tables"]) if "frequency_tables" in example else None
+    context = None
+    if "context_alphabet" in example:
+        context = ContextTables(
+            rows(example["context_alphabet"]), rows(example["context_counts"]), rows(example["escape_counts"])
+        )
     kwargs = {
         "height": H,
         "width": W,
@@ -54,6 +63,7 @@ def test_doc_example(example: dict[str, str]) -> None:
         "codebook_size": K,
         "encoding": encoding,
         "frequency_tables": tables,
+        "context_tables": context,
     }
     if "error" in example:
         with pytest.raises(WireFormatError, match=example["error"]):
@@ -61,7 +71,7 @@ def test_doc_example(example: dict[str, str]) -> None:
         return
     expected = np.array(example["indices"].split(), dtype=np.int64).reshape(Q, H, W)
     np.testing.assert_array_equal(decode_payload(payload, **kwargs), expected)
-    assert encode_payload(expected, K, encoding, tables) == (payload, encoding)
+    assert encode_payload(expected, K, encoding, tables, context) == (payload, encoding)
 
 
 def test_encoding_values_match_the_message_constants() -> None:

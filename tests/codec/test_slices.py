@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from revqom_nodes.codec.context import CellRun, measure_context_tables
 from revqom_nodes.codec.errors import WireFormatError
 from revqom_nodes.codec.slices import (
     MAX_SLICES,
@@ -34,7 +35,13 @@ def sample_map(rng: np.random.Generator, Q: int, K: int, H: int, W: int) -> np.n
     return indices
 
 
-def decode(piece, Q, K, tables):
+def context_tables(Q: int, K: int, H: int, W: int):
+    """Context tables measured on maps like ``sample_map``'s."""
+    rng = np.random.default_rng(100)
+    return measure_context_tables([sample_map(rng, Q, K, H, W) for _ in range(3)], K, Q, max_symbols=64)
+
+
+def decode(piece, Q, K, H, W, tables, context=None, interleave=1):
     return decode_cells(
         piece.payload,
         num_cells=piece.num_cells,
@@ -42,17 +49,19 @@ def decode(piece, Q, K, tables):
         codebook_size=K,
         encoding=piece.encoding,
         frequency_tables=tables,
+        context_tables=context,
+        run=CellRun(H, W, piece.first_cell, interleave),
     )
 
 
-def assemble(pieces, Q, H, W, K, tables, keep=None, interleave=1) -> SliceAssembly:
+def assemble(pieces, Q, H, W, K, tables, keep=None, interleave=1, context=None) -> SliceAssembly:
     assembly = SliceAssembly(Q, H, W, len(pieces), interleave)
     for i, piece in enumerate(pieces):
         if keep is None or keep[i]:
             assembly.add(
                 piece.first_cell,
                 piece.num_cells,
-                decode(piece, Q, K, tables),
+                decode(piece, Q, K, H, W, tables, context, interleave),
                 slice_index=i,
                 num_slices=len(pieces),
                 interleave=interleave,
@@ -66,15 +75,15 @@ def test_cut_fits_the_budget_covers_once_and_round_trips(encoding, K, budget):
     rng = np.random.default_rng(K + budget)
     Q, H, W = 3, 24, 20
     indices = sample_map(rng, Q, K, H, W)
-    tables = skewed_tables(Q, K)
-    pieces = cut_slices(indices, K, budget, encoding, tables)
+    tables, context = skewed_tables(Q, K), context_tables(Q, K, H, W)
+    pieces = cut_slices(indices, K, budget, encoding, tables, context_tables=context)
     assert all(len(p.payload) <= budget for p in pieces)
     starts = [p.first_cell for p in pieces]
     assert starts[0] == 0 and all(
         a.first_cell + a.num_cells == b.first_cell for a, b in itertools.pairwise(pieces)
     )
     assert pieces[-1].first_cell + pieces[-1].num_cells == H * W
-    assembly = assemble(pieces, Q, H, W, K, tables)
+    assembly = assemble(pieces, Q, H, W, K, tables, context=context)
     assert assembly.complete and assembly.fraction == 1.0 and assembly.valid.all()
     np.testing.assert_array_equal(assembly.indices, indices)
     if encoding is Encoding.PACKED:
@@ -87,11 +96,11 @@ def test_cut_fits_the_budget_covers_once_and_round_trips(encoding, K, budget):
 def test_budget_zero_is_the_whole_map_in_one_slice_byte_identical():
     rng = np.random.default_rng(1)
     indices = sample_map(rng, 2, 16, 8, 8)
-    tables = skewed_tables(2, 16)
+    tables, context = skewed_tables(2, 16), context_tables(2, 16, 8, 8)
     for encoding in Encoding:
-        (piece,) = cut_slices(indices, 16, 0, encoding, tables)
+        (piece,) = cut_slices(indices, 16, 0, encoding, tables, context_tables=context)
         assert (piece.first_cell, piece.num_cells) == (0, 64)
-        assert (piece.payload, piece.encoding) == encode_payload(indices, 16, encoding, tables)
+        assert (piece.payload, piece.encoding) == encode_payload(indices, 16, encoding, tables, context)
 
 
 def test_entropy_slices_hold_more_cells_where_the_map_is_empty():
@@ -126,12 +135,12 @@ def test_lost_slices_leave_the_rest_exact_and_marked(encoding, interleave):
     rng = np.random.default_rng(3)
     Q, K, H, W = 2, 16, 16, 12
     indices = sample_map(rng, Q, K, H, W)
-    tables = skewed_tables(Q, K)
-    pieces = cut_slices(indices, K, 30, encoding, tables, interleave)
+    tables, context = skewed_tables(Q, K), context_tables(Q, K, H, W)
+    pieces = cut_slices(indices, K, 30, encoding, tables, interleave, context)
     assert len(pieces) >= 4
     keep = rng.random(len(pieces)) < 0.6
     keep[0], keep[1] = True, False
-    assembly = assemble(pieces, Q, H, W, K, tables, keep, interleave)
+    assembly = assemble(pieces, Q, H, W, K, tables, keep, interleave, context)
     order = cell_order(H, W, interleave)
     expected = np.zeros(H * W, dtype=bool)
     for piece, kept in zip(pieces, keep, strict=True):

@@ -12,6 +12,7 @@ from revqom_nodes.geometry import invert, make_transform, rotation_z
 from revqom_nodes.runtime.encoder import AgentEncoder, parse_encoding
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.fusion import FusionEngine
+from revqom_nodes.runtime.model import RuntimeModel
 from revqom_nodes.runtime.selection import NotFused
 from revqom_nodes.runtime.validation import Expectations, check_frame
 from tests.runtime.tiny_model import tiny_cloud
@@ -65,6 +66,16 @@ def test_payload_sizes(tiny_model, sweeps):
     sliced = AgentEncoder(tiny_model, Encoding.ENTROPY, slice_bytes=20).encode(sweeps["vehicle"])
     assert len(sliced.slices) > 1 and all(len(s.payload) <= 20 for s in sliced.slices)
     assert sum(s.num_cells for s in sliced.slices) == height * width
+
+
+def test_entropy_codes_with_the_context_model_when_the_file_has_its_tables(tiny_model, sweeps):
+    assert AgentEncoder(tiny_model, Encoding.ENTROPY).encoding is Encoding.CONTEXT
+    static = RuntimeModel(tiny_model.detector, tiny_model.codec_state.with_context_tables(None), "static")
+    assert static.context_tables is None and static.codebook_id != tiny_model.codebook_id
+    sweep = AgentEncoder(static, Encoding.ENTROPY).encode(sweeps["vehicle"])
+    assert sweep.slices[0].encoding is Encoding.ENTROPY
+    with pytest.raises(RuntimeConfigError, match="context tables"):
+        AgentEncoder(static, Encoding.CONTEXT)
 
 
 def test_slice_bytes_must_not_be_negative_nor_the_interleave_outside_the_grid(tiny_model):

@@ -39,7 +39,9 @@ def test_complete_sliced_frames_are_fused_at_once_and_equal_whole_maps(
 ):
     ego_slices = make_slices("vehicle", 1000, T_WORLD_FROM_VEHICLE, encoding, SLICE_BYTES)
     infra_slices = make_slices("infrastructure", 1010, T_WORLD_FROM_INFRA, encoding, SLICE_BYTES)
-    assert len(ego_slices) > 1 and len(infra_slices) > 1
+    # the tiny model's infrastructure map is one tuple everywhere: CONTEXT (what "entropy" codes with
+    # here) fits it in one slice of 8 bytes
+    assert len(ego_slices) > 1 and (len(infra_slices) > 1 or encoding is not Encoding.PACKED)
     for frame in infra_slices[::-1] + ego_slices:  # any order within a frame
         inbox.receive(frame)
     ego, wait_s = inbox.next_ego()

@@ -21,9 +21,10 @@ from revqom_nodes.runtime.validation import (
 
 @pytest.mark.parametrize("encoding", list(Encoding))
 def test_good_frame_decodes_to_the_sent_indices(tiny_model, sweeps, make_frame, encoding):
-    sent = AgentEncoder(tiny_model, encoding).encode(sweeps["vehicle"]).indices
+    encoder = AgentEncoder(tiny_model, encoding)  # ENTROPY codes with CONTEXT: the model has its tables
+    sent = encoder.encode(sweeps["vehicle"]).indices
     frame = make_frame(encode_with=encoding)
-    assert frame.encoding == int(encoding)
+    assert frame.encoding == int(encoder.encoding)
     received = check_frame(frame, Expectations.of(tiny_model))
     np.testing.assert_array_equal(received.indices, sent)
     assert received.valid is None and received.decode_ms > 0 and received.payload_bytes == len(frame.payload)

@@ -1,7 +1,8 @@
 """A tiny, randomly initialised cooperative detector with a codec, for runtime tests.
 
-32 x 32 BEV cells of 0.8 m (+-12.8 m), C = 16, Cr = 4, K = 16, Q = 2; entropy tables
-measured on the indices of a few ray-cast sweeps so that both encodings work.
+32 x 32 BEV cells of 0.8 m (+-12.8 m), C = 16, Cr = 4, K = 16, Q = 2; entropy and context
+tables measured on the indices of a few ray-cast sweeps so that every encoding works (its
+AgentEncoder codes "entropy" with CONTEXT, as the bundled model's does).
 """
 
 from __future__ import annotations
@@ -49,15 +50,17 @@ def build_tiny_detector(seed: int = 0):
 
 
 def build_tiny_model(seed: int = 0) -> RuntimeModel:
-    """The tiny detector, frozen with entropy tables measured on three sweeps."""
+    """The tiny detector, frozen with entropy and context tables measured on three sweeps."""
     from revqom_nodes.codec import measure_frequency_tables
+    from revqom_nodes.codec.context import measure_context_tables
 
     detector = build_tiny_detector(seed)
     codec = detector.codec
     with torch.no_grad():
         indices = [codec.encode(detector.bev_features(torch.from_numpy(tiny_cloud(s)))) for s in range(3)]
-    tables = measure_frequency_tables(indices, codec.config.codebook_size, codec.config.num_quantizers)
-    return RuntimeModel.from_detector(detector, tables, source="tiny")
+    K, Q = codec.config.codebook_size, codec.config.num_quantizers
+    tables = measure_frequency_tables(indices, K, Q)
+    return RuntimeModel.from_detector(detector, tables, "tiny", measure_context_tables(indices, K, Q))
 
 
 def save_tiny_model(path, seed: int = 0) -> RuntimeModel:
