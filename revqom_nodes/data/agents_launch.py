@@ -15,13 +15,10 @@ bag's order (the order ``revqom eval --ego`` fuses them in, ``DairV2XReader.ego_
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-import yaml
-
-from revqom_nodes.data.bag import AGENTS_METADATA_KEY, agent_topics
+from revqom_nodes.data.bag import AGENTS_METADATA_KEY, agent_topics, bag_custom_data
 from revqom_nodes.data.dairv2x import VEHICLE
 from revqom_nodes.data.errors import DatasetError
 
@@ -30,18 +27,11 @@ AGENTS_LAUNCH_FILE = "agents.launch.xml"  # in the bag folder; scenario.launch.x
 
 def bag_agents(bag: str | Path) -> list[tuple[str, str]]:
     """(agent id, role) of each agent recorded in the bag's ``metadata.yaml`` (the ego first)."""
-    path = Path(bag) / "metadata.yaml"
+    agents = bag_custom_data(bag, AGENTS_METADATA_KEY)
     try:
-        info = yaml.safe_load(path.read_text(encoding="utf-8"))["rosbag2_bagfile_information"]
-        agents = json.loads(info["custom_data"][AGENTS_METADATA_KEY])
         return [(str(a["agent_id"]), str(a["role"])) for a in agents]
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read the bag's metadata ({exc.strerror})") from None
-    except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
-        raise DatasetError(
-            f"{path}: no agent list under custom_data {AGENTS_METADATA_KEY!r} ({exc!r}); "
-            "convert the dataset again with `revqom data to-bag`"
-        ) from None
+    except (KeyError, TypeError) as exc:
+        raise DatasetError(f"{bag}: malformed {AGENTS_METADATA_KEY!r} ({exc!r})") from None
 
 
 def fusion_namespace(ego: str) -> str:

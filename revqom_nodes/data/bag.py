@@ -14,8 +14,10 @@ Per cooperative frame (topics and frames as in README.md, "ROS 2 bag layout"):
 
 Further agents of a many-agent root get the same topics under their agent id
 (``/vehicle_1/lidar/points``, ``/vehicle_1/pose``, frame ``vehicle_1_lidar``); every bag
-records its agents in ``metadata.yaml`` (``custom_data[AGENTS_METADATA_KEY]``, ``agent_list``)
-and holds ``agents.launch.xml``, the agent and fusion nodes ``launch/scenario.launch.xml`` starts
+records its agents in ``metadata.yaml`` (``custom_data[AGENTS_METADATA_KEY]``, ``agent_list``),
+its frames in the reader's order with each agent's sweep stamp (``FRAMES_METADATA_KEY``,
+``bag_frames``: the frame index ``revqom eval`` and the replay key pose noise on), and holds
+``agents.launch.xml``, the agent and fusion nodes ``launch/scenario.launch.xml`` starts
 for it (``agents_launch``; the ego: the first agent).
 
 Poses are ``T_world_from_lidar`` as the reader gives them (``system_error_offset``
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from tqdm import tqdm
 
 from revqom_nodes.data.dairv2x import INFRASTRUCTURE, DairV2XReader
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 
 WORLD_FRAME = "world"
 AGENTS_METADATA_KEY = "revqom.agents"  # custom_data key in metadata.yaml: the agent list as JSON
+FRAMES_METADATA_KEY = "revqom.frames"  # custom_data key: per reader frame, [[agent id, stamp us], ...]
 COMMON_TOPICS: dict[str, tuple[str, str]] = {
     "tf": ("/tf", "tf2_msgs/msg/TFMessage"),
     "ground_truth": ("/ground_truth/boxes", "revqom/msg/Detection3DArray"),
@@ -87,6 +91,32 @@ def agent_list(agents: list[tuple[str, str]]) -> list[dict[str, str]]:
         }
         for agent_id, role in agents
     ]
+
+
+def bag_custom_data(bag: str | Path, key: str) -> Any:
+    """The JSON value a bag from ``revqom data to-bag`` records under ``key`` in its
+    ``metadata.yaml`` (``custom_data``); DatasetError when it has none."""
+    path = Path(bag) / "metadata.yaml"
+    try:
+        info = yaml.safe_load(path.read_text(encoding="utf-8"))["rosbag2_bagfile_information"]
+        return json.loads(info["custom_data"][key])
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the bag's metadata ({exc.strerror})") from None
+    except (KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+        raise DatasetError(
+            f"{path}: nothing under custom_data {key!r} ({exc!r}); "
+            "convert the dataset again with `revqom data to-bag`"
+        ) from None
+
+
+def bag_frames(bag: str | Path) -> list[list[tuple[str, int]]]:
+    """Per frame of the reader the bag was written from (its order; a skipped frame too): (agent
+    id, sweep stamp in microseconds) of each of its agents, the ego first."""
+    frames = bag_custom_data(bag, FRAMES_METADATA_KEY)
+    try:
+        return [[(str(agent_id), int(us)) for agent_id, us in agents] for agents in frames]
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{bag}: malformed {FRAMES_METADATA_KEY!r} ({exc})") from None
 
 
 STORAGES = ("mcap", "sqlite3")
@@ -289,6 +319,9 @@ def convert_to_bag(
                 for key, (topic, msgtype) in topics.items()
             }
             writer.set_custom_data(AGENTS_METADATA_KEY, json.dumps(agent_list(agents)))
+            frames = [list(zip(reader.agent_ids(i), reader.timestamps_us(i), strict=True))
+                      for i in range(len(reader))]
+            writer.set_custom_data(FRAMES_METADATA_KEY, json.dumps(frames))
             for i in tqdm(range(len(reader)), desc="to-bag", unit="frame", disable=not progress):
                 try:
                     messages = _frame_messages(build, reader[i])

@@ -392,6 +392,11 @@ class DairV2XReader:
         pair = self._pairs[index]
         return pair.vehicle_id, pair.infrastructure_id, pair.offset
 
+    def agent_ids(self, index: int) -> list[str]:
+        """The agent id of every agent of frame ``index``, in the order of ``CooperativeFrame.agents``
+        (the ego first), no file read."""
+        return [agent_id_of(agent.role, agent.number) for agent in self._pairs[index].agents]
+
     def timestamps_us(self, index: int) -> tuple[int, ...]:
         """``pointcloud_timestamp`` of every agent of frame ``index`` in microseconds, in the
         order of ``CooperativeFrame.agents`` ((vehicle, infrastructure) for DAIR-V2X-C), from the

@@ -39,7 +39,7 @@ def _spec(text: str, late: bool) -> tuple[Path, bool]:
     return Path(text), late
 
 
-def _pose_noise(text: str) -> tuple[float, float]:
+def parse_pose_noise(text: str) -> tuple[float, float]:
     """``XY_M,YAW_DEG`` (standard deviations, >= 0) -> (xy_m, yaw_deg)."""
     parts = text.split(",")
     try:
@@ -53,7 +53,7 @@ def _pose_noise(text: str) -> tuple[float, float]:
     return xy_m, yaw_deg
 
 
-def _delay_ms(text: str) -> float:
+def parse_delay_ms(text: str) -> float:
     """A delay in milliseconds, >= 0."""
     try:
         value = float(text)
@@ -295,12 +295,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "default: the fusion node's fusion.max_bytes_per_frame; 0: no limit)",
     )
     parser.add_argument(
-        "--delay-ms", type=_delay_ms, default=None,
+        "--delay-ms", type=parse_delay_ms, default=None,
         help="partners' sweeps this much older than the ego's: the pair round(D / 100 ms) sweeps earlier "
         "(frames without one are dropped and counted)",
     )
     parser.add_argument(
-        "--pose-noise", type=_pose_noise, default=None, metavar="XY_M,YAW_DEG",
+        "--pose-noise", type=parse_pose_noise, default=None, metavar="XY_M,YAW_DEG",
         help="Gaussian noise on the partners' transmitted poses: std in metres on x and y, degrees on yaw",
     )
     parser.add_argument("--noise-seed", type=int, default=0, help="seed of the pose noise")

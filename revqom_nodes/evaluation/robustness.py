@@ -10,10 +10,10 @@ cooperative frame before the runner sees it (the ego's sweep and pose stay exact
   never assumed. A frame with no such earlier pair (the first k of each sequence) is dropped and
   counted. D = 0 keeps every frame's own pair.
 - pose noise: the pose each partner transmits is off by Gaussian noise, std XY_M metres on the
-  world x and y of its LiDAR and YAW_DEG degrees on its yaw (about its own origin, as V2X-ViT's
-  and CoAlign's protocol perturb x, y and yaw). The draw of a frame depends only on the seed and
-  the frame's index in the reader, as standard normals scaled by the stds: the same frame gets
-  the same error direction at every noise level, delay and model. Zero noise leaves poses as read.
+  world x and y of its LiDAR and YAW_DEG degrees on its yaw, drawn from the seed and the ego
+  frame's index in the reader (``runtime.perturbation``, whose draw the replay's
+  ``replay.pose_noise`` shares): the same frame gets the same error direction at every noise
+  level, delay and model. Zero noise leaves poses as read.
 
 ``robustness_grid`` runs models over ``GRID_DELAYS_MS`` x ``GRID_POSE_NOISE``, every cell on the
 same frames: those that have a pair ``max(GRID_DELAYS_MS)`` earlier. An ego-only model reads no
@@ -32,8 +32,8 @@ from tqdm import tqdm
 from revqom_nodes.data.dairv2x import CooperativeFrame
 from revqom_nodes.evaluation.errors import EvaluationError
 from revqom_nodes.evaluation.runner import evaluate_model
-from revqom_nodes.geometry import make_transform, rotation_z
 from revqom_nodes.model_file import LoadedModel
+from revqom_nodes.runtime.perturbation import noisy_pose, pose_errors
 
 SWEEP_PERIOD_MS = 100.0  # DAIR-V2X-C and the synthetic data sweep at 10 Hz
 GRID_DELAYS_MS: tuple[int, ...] = (0, 100, 200, 300, 400)
@@ -57,13 +57,6 @@ class PartnerSchedule(NamedTuple):
     pairs: list[tuple[int, int]]  # (ego frame, partner frame)
     dropped: int  # ego frames without a pair k sweeps earlier
     ages_ms: list[float]  # per pair: ego sweep stamp minus partner sweep stamp
-
-
-def noisy_pose(T_world_from_lidar: np.ndarray, dx_m: float, dy_m: float, dyaw_deg: float) -> np.ndarray:
-    """(4, 4) pose -> the same LiDAR moved by (dx_m, dy_m) in the world and turned by ``dyaw_deg``
-    about its own vertical axis (its position unchanged by the turn)."""
-    T = np.asarray(T_world_from_lidar, dtype=np.float64)
-    return make_transform(rotation_z(np.radians(dyaw_deg)) @ T[:3, :3], T[:3, 3] + [dx_m, dy_m, 0.0])
 
 
 def partner_schedule(stamps_us: Sequence[tuple[int, int]], delay_ms: float) -> PartnerSchedule:
@@ -109,11 +102,12 @@ class PerturbedFrames(Sequence[CooperativeFrame]):
         partners = (frame if partner_index == ego_index else self.frames[partner_index]).agents[1:]
         p = self.perturbation
         if p.pose_noise_xy_m or p.pose_noise_yaw_deg:
-            draws = np.random.default_rng([p.noise_seed, ego_index]).standard_normal((len(partners), 3))
-            scale = np.array([p.pose_noise_xy_m, p.pose_noise_xy_m, p.pose_noise_yaw_deg])
+            errors = pose_errors(
+                p.noise_seed, ego_index, len(partners), p.pose_noise_xy_m, p.pose_noise_yaw_deg
+            )
             partners = [
-                replace(agent, T_world_from_lidar=noisy_pose(agent.T_world_from_lidar, *(z * scale)))
-                for agent, z in zip(partners, draws, strict=True)
+                replace(agent, T_world_from_lidar=noisy_pose(agent.T_world_from_lidar, *error))
+                for agent, error in zip(partners, errors, strict=True)
             ]
         return replace(frame, agents=[frame.ego, *partners])
 

@@ -14,6 +14,13 @@ model is loaded), at most ``replay.wait_timeout_s``. At the end of the bag, afte
 (a launch file can end the launch on its exit), unless ``replay.loop``: then it plays the bag
 again and again, each pass stamped (headers, ``/clock``) one bag length plus one message period
 after the previous one, as a recording played again would be, so that time goes forward.
+
+Partners under V2X conditions (the partners: every agent of the bag but the first, the ego of
+its ``agents.launch.xml`` and of ``revqom eval``): ``replay.partner_delay_ms`` publishes their
+clouds and poses that much bag time late, stamps unchanged (a transport delay; ``/clock`` and
+every other topic keep time); ``replay.pose_noise`` noises the poses they publish with the draw
+``revqom eval --pose-noise`` makes for the same frame (``runtime.perturbation``; ``/tf`` stays
+exact, for RViz).
 """
 
 from __future__ import annotations
@@ -21,7 +28,10 @@ from __future__ import annotations
 import importlib
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
+from geometry_msgs.msg import PoseStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.publisher import Publisher
@@ -32,10 +42,15 @@ from rosgraph_msgs.msg import Clock
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import MarkerArray
 
+from revqom_nodes.data.agents_launch import bag_agents
+from revqom_nodes.data.bag import agent_topics, bag_frames
+from revqom_nodes.data.errors import DatasetError
 from revqom_nodes.ros.conversions import (
     boxes_to_markers,
+    matrix_to_pose,
     msg_to_boxes,
     ns_to_stamp,
+    pose_stamped_to_matrix,
     shift_header_stamp,
     shift_times,
 )
@@ -43,7 +58,9 @@ from revqom_nodes.ros.lifecycle import exit_process, run_node
 from revqom_nodes.ros.parameters import declare_parameters
 from revqom_nodes.ros.qos import CLOCK_QOS, MARKER_QOS, POSE_QOS, RESULT_QOS, SENSOR_QOS
 from revqom_nodes.runtime.errors import RuntimeConfigError
-from revqom_nodes.runtime.playback import BagMessage, Pacer, bag_info, iter_bag
+from revqom_nodes.runtime.frames import NS_PER_MS
+from revqom_nodes.runtime.perturbation import PartnerPoseNoise
+from revqom_nodes.runtime.playback import BagMessage, Pacer, bag_info, delayed, iter_bag
 
 MESSAGE_MODULES = {  # bag type -> (Python module, class); other types in a bag are not replayed
     "sensor_msgs/msg/PointCloud2": ("sensor_msgs.msg", "PointCloud2"),
@@ -52,8 +69,9 @@ MESSAGE_MODULES = {  # bag type -> (Python module, class); other types in a bag 
     "revqom/msg/Detection3DArray": ("revqom.msg", "Detection3DArray"),
     "revqom/msg/CooperativeFrameInfo": ("revqom.msg", "CooperativeFrameInfo"),
 }
-HEADER_IS_THE_ONLY_TIME = {"sensor_msgs/msg/PointCloud2", "geometry_msgs/msg/PoseStamped"}  # patched in place
-QOS_BY_TYPE = {"sensor_msgs/msg/PointCloud2": SENSOR_QOS, "geometry_msgs/msg/PoseStamped": POSE_QOS}
+POSE_TYPE = "geometry_msgs/msg/PoseStamped"
+HEADER_IS_THE_ONLY_TIME = {"sensor_msgs/msg/PointCloud2", POSE_TYPE}  # patched in place
+QOS_BY_TYPE = {"sensor_msgs/msg/PointCloud2": SENSOR_QOS, POSE_TYPE: POSE_QOS}
 GROUND_TRUTH_TOPIC = "/ground_truth/boxes"
 GROUND_TRUTH_MARKERS_TOPIC = "/ground_truth/markers"
 GROUND_TRUTH_COLOR = ColorRGBA(r=0.2, g=0.5, b=1.0, a=0.9)
@@ -72,6 +90,13 @@ def select_topics(available: dict[str, str], wanted: list[str]) -> dict[str, str
             f"replay.topics {missing} not in the bag (its topics: {', '.join(sorted(available))})"
         )
     return {t: m for t, m in available.items() if not wanted or t in wanted}
+
+
+class Scheduled(NamedTuple):
+    """A bag message of one pass, with the offset that pass adds to its stamps."""
+
+    offset_ns: int
+    message: BagMessage
 
 
 class ReplayNode(Node):
@@ -99,7 +124,8 @@ class ReplayNode(Node):
         self.publishers_by_topic: dict[str, Publisher] = {}
         self.classes_by_topic: dict[str, type] = {}
         self.period_ns = info.period_ns
-        self.offset_ns = 0  # added to every stamp of the pass being played
+        self.partner_delay_ns = round(params["replay.partner_delay_ms"] * NS_PER_MS)  # bag time
+        self.partner_of_topic, self.pose_noise = self._partners(params)
         for topic, msgtype in sorted(select_topics(info.topics, params["replay.topics"]).items()):
             cls = self._message_class(msgtype)
             if cls is None:
@@ -121,7 +147,37 @@ class ReplayNode(Node):
             f"{(info.end_ns - info.start_ns) / 1e9:.1f} s "
             f"at rate {self.rate:g}{' (loop)' if self.loop else ''}, {len(self.publishers_by_topic)} topics"
         )
+        if self.partner_of_topic:
+            (xy_m, yaw_deg), seed = params["replay.pose_noise"], params["replay.noise_seed"]
+            self.get_logger().info(
+                f"partners {', '.join(sorted(set(self.partner_of_topic.values())))}: "
+                f"{params['replay.partner_delay_ms']:g} ms late, pose noise {xy_m:g} m / {yaw_deg:g} deg "
+                f"(seed {seed})"
+            )
         self._thread.start()
+
+    def _partners(self, params: dict[str, Any]) -> tuple[dict[str, str], PartnerPoseNoise | None]:
+        """The partners' cloud and pose topics -> agent id (none when nothing is perturbed), and
+        their pose noise (None without)."""
+        delay_ms, noise = params["replay.partner_delay_ms"], params["replay.pose_noise"]
+        if not delay_ms >= 0 or len(noise) != 2 or not min(noise) >= 0:
+            raise RuntimeConfigError(
+                f"need replay.partner_delay_ms >= 0 and replay.pose_noise [xy_m, yaw_deg] >= 0, "
+                f"got {delay_ms} and {noise}"
+            )
+        if not delay_ms and not any(noise):
+            return {}, None
+        try:
+            agents = bag_agents(self.bag)
+            frames = bag_frames(self.bag) if any(noise) else []
+        except DatasetError as exc:
+            raise RuntimeConfigError(f"replay.partner_delay_ms, replay.pose_noise: {exc}") from None
+        partners = {topic: agent_id for agent_id, _ in agents[1:] for topic in agent_topics(agent_id)}
+        if not any(noise):
+            return partners, None
+        xy_m, yaw_deg = noise
+        seed = params["replay.noise_seed"]
+        return partners, PartnerPoseNoise(frames, xy_m=xy_m, yaw_deg=yaw_deg, noise_seed=seed)
 
     @staticmethod
     def _message_class(msgtype: str) -> type | None:
@@ -136,11 +192,10 @@ class ReplayNode(Node):
     def _run(self) -> None:
         try:
             self._wait_for_endpoints()
-            while not self._stop.is_set():
-                self._play_once()
-                if not self.loop:
-                    break
-            if self._stop.is_set() or not self.context.ok():  # stopped (Ctrl-C) before the end
+            for due_ns, scheduled in delayed(self._timeline(), self._delay_ns):
+                if not self._publish_when_due(due_ns, scheduled):
+                    return  # stopped (Ctrl-C) before the end
+            if self._stop.is_set() or not self.context.ok():
                 return
             self.get_logger().info(f"end of bag: {self.frames_played} ground-truth frames played")
             self._stop.wait(self.exit_delay_s)
@@ -170,41 +225,66 @@ class ReplayNode(Node):
                 return
             self._stop.wait(0.1)
 
-    def _play_once(self) -> None:
-        """One pass over the bag; every pass after the first is stamped ``self.offset_ns`` later."""
-        first_ns = last_ns = None
-        for message in iter_bag(self.bag, self.start_offset_s):
-            if first_ns is None:
-                first_ns = message.bag_ns
-                if self.offset_ns == 0:
-                    self.pacer.start(first_ns)
-            due_ns = message.bag_ns + self.offset_ns
-            while (remaining := self.pacer.seconds_until(due_ns)) > 0:
-                if self._stop.wait(min(remaining, CLOCK_PERIOD_S)):
-                    return
-                self.clock_pub.publish(Clock(clock=ns_to_stamp(min(self.pacer.bag_now_ns(), due_ns))))
-            if self._stop.is_set():
+    def _timeline(self) -> Iterator[tuple[int, Scheduled]]:
+        """(due bag time ns, message) of every pass, in order; each pass after the first is stamped
+        and due one bag length plus one message period after the previous one."""
+        offset_ns = 0
+        while not self._stop.is_set():
+            first_ns = last_ns = None
+            for message in iter_bag(self.bag, self.start_offset_s):
+                if first_ns is None:
+                    first_ns = message.bag_ns
+                    if offset_ns == 0:
+                        self.pacer.start(first_ns)
+                last_ns = message.bag_ns
+                yield message.bag_ns + offset_ns, Scheduled(offset_ns, message)
+            if first_ns is None or not self.loop:
                 return
-            self.clock_pub.publish(Clock(clock=ns_to_stamp(due_ns)))
-            last_ns = message.bag_ns
-            publisher = self.publishers_by_topic.get(message.topic)
-            if publisher is None:
-                continue
-            raw = self._restamped(message)
-            publisher.publish(raw)
-            if message.topic == GROUND_TRUTH_TOPIC:
-                self._publish_ground_truth_markers(raw)
-        if first_ns is not None:  # the next pass starts one message period after this one's last message
-            self.offset_ns += last_ns - first_ns + self.period_ns
+            offset_ns += last_ns - first_ns + self.period_ns
 
-    def _restamped(self, message: BagMessage) -> bytes:
-        """The message as recorded, its stamps ``self.offset_ns`` later (a recording played again)."""
-        if self.offset_ns == 0:
+    def _delay_ns(self, scheduled: Scheduled) -> int:
+        """Bag time a message is held back: ``replay.partner_delay_ms`` for a partner's, else 0."""
+        return self.partner_delay_ns if scheduled.message.topic in self.partner_of_topic else 0
+
+    def _publish_when_due(self, due_ns: int, scheduled: Scheduled) -> bool:
+        """Wait until ``due_ns`` (bag time; ``/clock`` ticking meanwhile), then publish; False if stopped."""
+        while (remaining := self.pacer.seconds_until(due_ns)) > 0:
+            if self._stop.wait(min(remaining, CLOCK_PERIOD_S)):
+                return False
+            self.clock_pub.publish(Clock(clock=ns_to_stamp(min(self.pacer.bag_now_ns(), due_ns))))
+        if self._stop.is_set():
+            return False
+        self.clock_pub.publish(Clock(clock=ns_to_stamp(due_ns)))
+        message = scheduled.message
+        publisher = self.publishers_by_topic.get(message.topic)
+        if publisher is None:
+            return True
+        raw = self._restamped(scheduled)
+        publisher.publish(raw)
+        if message.topic == GROUND_TRUTH_TOPIC:
+            self._publish_ground_truth_markers(raw)
+        return True
+
+    def _restamped(self, scheduled: Scheduled) -> bytes:
+        """The message as recorded, its stamps ``scheduled.offset_ns`` later (a recording played
+        again), a partner's pose with its noise."""
+        offset_ns, message = scheduled
+        if self.pose_noise and message.msgtype == POSE_TYPE and message.topic in self.partner_of_topic:
+            return self._noisy_pose(message, offset_ns)
+        if offset_ns == 0:
             return message.raw
         if message.msgtype in HEADER_IS_THE_ONLY_TIME:
-            return shift_header_stamp(message.raw, self.offset_ns)
+            return shift_header_stamp(message.raw, offset_ns)
         msg = deserialize_message(message.raw, self.classes_by_topic[message.topic])
-        shift_times(msg, self.offset_ns)
+        shift_times(msg, offset_ns)
+        return serialize_message(msg)
+
+    def _noisy_pose(self, message: BagMessage, offset_ns: int) -> bytes:
+        msg = deserialize_message(message.raw, PoseStamped)
+        stamp_ns, T_world_from_lidar = pose_stamped_to_matrix(msg)
+        noisy = self.pose_noise.pose(self.partner_of_topic[message.topic], stamp_ns, T_world_from_lidar)
+        msg.pose = matrix_to_pose(noisy)
+        msg.header.stamp = ns_to_stamp(stamp_ns + offset_ns)
         return serialize_message(msg)
 
     def _publish_ground_truth_markers(self, raw: bytes) -> None:

@@ -25,15 +25,16 @@ def now_ms(device: torch.device, *, wait: bool = True) -> float:
 
 
 def summarize_ms(values: Iterable[float]) -> dict[str, float | int | None]:
-    """Timings in ms -> {"count", "p50", "p95", "mean", "max"} (None values when empty)."""
+    """Timings in ms -> {"count", "p50", "p95", "mean", "min", "max"} (None values when empty)."""
     data = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     if data.size == 0:
-        return {"count": 0, "p50": None, "p95": None, "mean": None, "max": None}
+        return {"count": 0, "p50": None, "p95": None, "mean": None, "min": None, "max": None}
     return {
         "count": int(data.size),
         "p50": round(float(np.percentile(data, 50)), 3),
         "p95": round(float(np.percentile(data, 95)), 3),
         "mean": round(float(data.mean()), 3),
+        "min": round(float(data.min()), 3),
         "max": round(float(data.max()), 3),
     }
 

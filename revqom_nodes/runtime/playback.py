@@ -1,19 +1,22 @@
 """Reading a bag for replay (rosbags, raw CDR bytes) and pacing it in wall-clock time.
 
 ``iter_bag`` streams ``(topic, type, bag time ns, serialized bytes)`` in bag-time order;
+``delayed`` holds some of a time-ordered stream back (a partner's transport delay);
 ``Pacer`` maps bag time to wall time with a rate factor (2.0 plays twice as fast).
 """
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from revqom_nodes.runtime.errors import RuntimeConfigError
 
 NS_PER_S = 1_000_000_000
+Item = TypeVar("Item")
 
 
 class BagMessage(NamedTuple):
@@ -63,6 +66,26 @@ def iter_bag(path: str | Path, start_offset_s: float = 0.0) -> Iterator[BagMessa
             yield BagMessage(connection.topic, connection.msgtype, int(bag_ns), bytes(raw))
     finally:
         reader.close()
+
+
+def delayed(
+    timeline: Iterable[tuple[int, Item]], delay_ns: Callable[[Item], int]
+) -> Iterator[tuple[int, Item]]:
+    """(due ns, item) in due order -> every item ``delay_ns(item)`` (>= 0) later, in the new due
+    order (equal due times keep the input's order). Lazy: an item comes out as soon as no later
+    input can come before it, so at most the items of one delay are held."""
+    held: list[tuple[int, int, Item]] = []  # (new due ns, input position, item): a heap
+    for position, (due_ns, item) in enumerate(timeline):
+        extra = delay_ns(item)
+        if extra < 0:
+            raise RuntimeConfigError(f"a delay must be >= 0 ns, got {extra}")
+        heapq.heappush(held, (due_ns + extra, position, item))
+        while held and held[0][0] <= due_ns:  # every later input is due at due_ns or after
+            new_due, _, out = heapq.heappop(held)
+            yield new_due, out
+    while held:
+        new_due, _, out = heapq.heappop(held)
+        yield new_due, out
 
 
 class Pacer:

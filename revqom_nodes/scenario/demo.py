@@ -9,6 +9,14 @@ AP@0.3/0.5/0.7 (the ``revqom eval`` protocol and range, ``revqom eval --ego``) a
 p50/p95 per stage; bytes per agent per frame (packed and entropy) against raw float32 features.
 The first ego's metrics are also the top level of ``metrics.json``, ``egos`` has each ego's.
 
+Partners under V2X conditions: ``--partner-delay-ms D`` and ``--pose-noise XY_M,YAW_DEG``
+(``--noise-seed``) set the replay's ``replay.partner_delay_ms``, ``replay.pose_noise`` and
+``replay.noise_seed`` (one ego, the bag's first vehicle); the summary then adds the partners'
+ages when fused and, with a delay, the AP on the frames ``revqom eval --delay-ms D`` keeps.
+The fusion node waits ``--sync-wait-ms`` for a late partner (default: long enough for a sweep
+period and the encoding at the replay's rate, which absorbs a delay of up to about 1.5
+periods); shorter, it fuses the partner's newest map when the wait ends.
+
 Outputs under ``--out``: ``metrics.json``, ``events.jsonl`` (the recorder's log),
 ``launch.log`` (every node's output), ``bev/frame_*.png``, ``bev_montage.png``, ``bev.gif``,
 the generated ``dataset/`` and ``bag/``, and ``keys/`` (the run's CA and agent keys).
@@ -24,6 +32,8 @@ import shutil
 import time
 from pathlib import Path
 from typing import Any
+
+from revqom_nodes.evaluation.cli import parse_delay_ms, parse_pose_noise
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +87,25 @@ def scenario_dataset(args: argparse.Namespace, out: Path) -> tuple[Path, str]:
     return root, "all"
 
 
+def default_sync_wait_ms(rate: float) -> float:
+    """The demo's ``fusion.sync_wait_ms`` at replay speed ``rate``: a sweep period and a half of
+    wall time plus encoding time, so that every frame is fused with the partners' sweeps of its
+    pair, as offline."""
+    return max(500.0, 100.0 / rate * 1.5 + 1000.0)
+
+
 def _run_scenario(args: argparse.Namespace, bag: Path, model: Path, out: Path, egos: list[str]) -> int:
     from revqom_nodes.data.agents_launch import bag_agents, write_agents_launch
     from revqom_nodes.launcher.file import find_launch_file, parse_launch_file
     from revqom_nodes.launcher.runner import run
     from revqom_nodes.scenario.keys import scenario_keys
 
-    sync_wait_ms = max(500.0, 100.0 / args.rate * 1.5 + 1000.0)  # a sweep period plus encoding time
+    sync_wait_ms = args.sync_wait_ms or default_sync_wait_ms(args.rate)
+    perturbation = {
+        "partner_delay_ms": None if args.partner_delay_ms is None else str(args.partner_delay_ms),
+        "pose_noise": None if args.pose_noise is None else f"[{args.pose_noise[0]}, {args.pose_noise[1]}]",
+        "noise_seed": None if args.noise_seed is None else str(args.noise_seed),
+    }
     arguments = {
         "bag": str(bag.resolve()),
         "model": str(model.resolve()),
@@ -97,6 +119,7 @@ def _run_scenario(args: argparse.Namespace, bag: Path, model: Path, out: Path, e
         "exit_delay": str(sync_wait_ms / 1e3 + 3.0),
         "trust_dir": str(scenario_keys(out / "keys", bag_agents(bag)).resolve()),
         "agents": str(write_agents_launch(bag, egos, out / "agents.launch.xml").resolve()),
+        **{name: value for name, value in perturbation.items() if value is not None},
     }
     nodes = parse_launch_file(find_launch_file("scenario.launch.xml"), arguments)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -173,6 +196,20 @@ def _print_summary(metrics: dict[str, Any]) -> None:
             lines.append(f"      {stage:12s} {values}")
         rejected = {k: v for k, v in m["rejected"].items() if v}
         lines.append(f"    rejected messages: {rejected or 'none'}")
+        age = m["partner_age_ms"]
+        if age["count"]:
+            lines.append(f"    partner maps fused: {age['count']}, age ms p50 {age['p50']:.1f} "
+                         f"(min {age['min']:.1f}, max {age['max']:.1f})")
+    perturbation = metrics.get("partner_perturbation")
+    if perturbation:
+        noise = perturbation["pose_noise"]
+        lines.append(f"  partners {perturbation['delay_ms']:g} ms late, pose noise {noise[0]:g} m / "
+                     f"{noise[1]:g} deg (seed {perturbation['noise_seed']})")
+        if perturbation["eval_frames"] is not None:
+            ap = perturbation["ap_on_eval_frames"]
+            lines.append(f"    on the {perturbation['eval_frames']} frames `revqom eval --delay-ms "
+                         f"{perturbation['delay_ms']:g}` keeps: AP@0.3 {ap['0.3']:.3f}   "
+                         f"AP@0.5 {ap['0.5']:.3f}   AP@0.7 {ap['0.7']:.3f}")
     lines.append("  bytes per agent per frame (all of a frame's slices):")
     for agent_id, b in metrics["bytes_per_agent"].items():
         entropy = (
@@ -189,6 +226,36 @@ def _print_summary(metrics: dict[str, Any]) -> None:
     entropy_bpp = "-" if bpp["entropy"] is None else f"{bpp['entropy']:.2f}"
     lines.append(f"    bits per BEV cell, all agents: packed {bpp['packed']:.2f}   entropy {entropy_bpp}")
     print("\n".join(lines))
+
+
+def _perturbation_summary(
+    args: argparse.Namespace, reader: Any, events: Any, range_m: Any, config: Any
+) -> dict[str, Any]:
+    """The replay's perturbation of the partners and, with a delay, the first ego's AP on the
+    frames ``revqom eval --delay-ms`` keeps (those with a pair that many ms earlier)."""
+    from revqom_nodes.data.bag import agent_topics, lidar_frame
+    from revqom_nodes.defaults import node_defaults
+    from revqom_nodes.evaluation.robustness import partner_schedule
+    from revqom_nodes.scenario.report import ground_truth, summarize_run
+
+    replay = node_defaults("replay")
+    delay_ms = replay["replay.partner_delay_ms"] if args.partner_delay_ms is None else args.partner_delay_ms
+    summary: dict[str, Any] = {
+        "delay_ms": delay_ms,
+        "pose_noise": list(args.pose_noise or replay["replay.pose_noise"]),
+        "noise_seed": replay["replay.noise_seed"] if args.noise_seed is None else args.noise_seed,
+        "eval_frames": None,
+        "ap_on_eval_frames": None,
+    }
+    if delay_ms:
+        ego = reader.agents[0][0]
+        schedule = partner_schedule([reader.timestamps_us(i) for i in range(len(reader))], delay_ms)
+        kept = ground_truth([reader[i] for i, _ in schedule.pairs])
+        run = summarize_run(events.for_ego(lidar_frame(ego)), kept, range_m=range_m,
+                            channels=config.backbone.bev_channels, ego_cloud_topic=agent_topics(ego)[0],
+                            ego_agent_id=ego)
+        summary.update(eval_frames=len(kept), ap_on_eval_frames=run["ap"])
+    return summary
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -219,6 +286,11 @@ def _run(args: argparse.Namespace) -> int:
     except DatasetError as exc:
         log.error("--egos: %s", exc)
         return 1
+    perturbed = any(v is not None for v in (args.partner_delay_ms, args.pose_noise, args.noise_seed))
+    if perturbed and egos != [agents[0][0]]:
+        log.error("--partner-delay-ms, --pose-noise and --noise-seed perturb the partners of the bag's "
+                  "first vehicle, %s: run it as the only ego", agents[0][0])
+        return 1
     args.rate = args.rate or NODE_RATE / (len(agents) + len(egos))
     events_path = out / "events.jsonl"
     events_path.unlink(missing_ok=True)
@@ -247,6 +319,8 @@ def _run(args: argparse.Namespace) -> int:
         if ego == egos[0]:
             pictures = _pictures(seen, detections_by_stamp(ego_events), list(range_m), out)
     metrics = dict(per_ego[egos[0]])
+    if perturbed:
+        metrics["partner_perturbation"] = _perturbation_summary(args, reader, events, range_m, config)
     metrics.update(
         {
             "model": model.stem,
@@ -301,4 +375,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "every sweep gets encoded and fused",
     )
     parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads per node")
+    parser.add_argument(
+        "--partner-delay-ms", type=parse_delay_ms, default=None, metavar="D",
+        help="the replay publishes the partners' clouds and poses D ms of bag time late "
+        "(replay.partner_delay_ms); the summary adds the AP on the frames `revqom eval --delay-ms D` keeps",
+    )
+    parser.add_argument(
+        "--pose-noise", type=parse_pose_noise, default=None, metavar="XY_M,YAW_DEG",
+        help="Gaussian noise on the partners' published poses, std in metres on x and y, degrees on yaw: "
+        "the draw of `revqom eval --pose-noise` (replay.pose_noise)",
+    )
+    parser.add_argument(
+        "--noise-seed", type=int, default=None, help="seed of the pose noise (replay.noise_seed)"
+    )
+    parser.add_argument(
+        "--sync-wait-ms", type=float, default=None, metavar="MS",
+        help="how long an ego frame waits for its partners, wall-clock ms (fusion.sync_wait_ms; default: "
+        "max(500, 1.5 sweep periods at the replay rate + 1000))",
+    )
     parser.set_defaults(run=_run)

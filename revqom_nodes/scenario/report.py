@@ -11,6 +11,10 @@ Latency stages, all from one host clock (DDS source / receive timestamps, see re
 - ``decode_fuse``: payloads -> detections in the fusion node (FusionStatus.decode_fuse_ms);
 - ``end_to_end``: detections publish time - the ego sweep's publish time by the replay.
 
+``partner_age_ms``: the age (ego sweep stamp - partner sweep stamp, FusionStatus.message_age_ms)
+of every partner map fused, over all frames: what the fusion node paired, e.g. under a replay's
+``replay.partner_delay_ms``.
+
 Bytes are per agent per frame: the payloads of all of a frame's slices summed (what the agent
 sent for the frame, its AgentStatus.payload_bytes), as ``revqom eval`` counts a frame's map.
 
@@ -233,4 +237,16 @@ def summarize_run(
         "eval_range_m": list(range_m),
         "rejected": statuses[-1]["rejected"] if statuses else {},
         "latency_ms": _latency(events, ego_cloud_topic, ego_agent_id),
+        "partner_age_ms": summarize_ms(fused_partner_ages(events)),
     }
+
+
+def fused_partner_ages(events: RunEvents) -> list[float]:
+    """The age in ms of every partner map fused (FusionStatus: every fused agent but the ego, the
+    first), frame after frame."""
+    return [
+        age
+        for status in events["fusion_status"]
+        for age, fused in zip(status["message_age_ms"][1:], status["fused"][1:], strict=True)
+        if fused
+    ]

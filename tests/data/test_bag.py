@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from revqom_nodes.data.bag import TOPICS, convert_to_bag, lidar_frame, project_typestore
+from revqom_nodes.data.bag import TOPICS, bag_frames, convert_to_bag, lidar_frame, project_typestore
 from revqom_nodes.data.dairv2x import DairV2XReader
 from revqom_nodes.data.errors import DatasetError
 from revqom_nodes.data.pointcloud import cloud_data_to_xyzi
@@ -132,6 +132,19 @@ def test_rclpy_reads_project_messages(tiny_root: Path, mcap_bag: Path) -> None:
         )
         assert info.vehicle_frame_id == frame.ego.frame_id
         assert info.system_error_offset_x == frame.system_error_offset[0]
+
+
+def test_the_bag_lists_the_readers_frames_with_every_agents_stamp(
+    tiny_root: Path, mcap_bag: Path, tmp_path: Path
+) -> None:
+    reader = DairV2XReader(tiny_root, "all")
+    assert bag_frames(mcap_bag) == [
+        [(a.agent_id, a.timestamp_us) for a in reader[i].agents] for i in range(len(reader))
+    ]
+    older = (mcap_bag / "metadata.yaml").read_text().replace("revqom.frames", "other")  # a bag from before
+    (tmp_path / "metadata.yaml").write_text(older)
+    with pytest.raises(DatasetError, match=r"revqom\.frames.*convert the dataset again"):
+        bag_frames(tmp_path)
 
 
 def test_sqlite3_storage(tiny_root: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from revqom_nodes.cli import main
+from revqom_nodes.data.bag import bag_frames, convert_to_bag
 from revqom_nodes.data.dairv2x import DairV2XReader
 from revqom_nodes.data.synthetic import generate_dataset
 from revqom_nodes.evaluation.robustness import (
@@ -17,12 +18,11 @@ from revqom_nodes.evaluation.robustness import (
     GRID_POSE_NOISE,
     PartnerPerturbation,
     PerturbedFrames,
-    noisy_pose,
     partner_schedule,
 )
-from revqom_nodes.geometry import make_transform, rotation_z
 from revqom_nodes.model_file import save_model
 from revqom_nodes.perception.detector import build_detector
+from revqom_nodes.runtime.perturbation import PartnerPoseNoise
 from revqom_nodes.training.config import config_from_dict
 from tests.training.conftest import TINY_MODEL, TINY_SENSORS
 
@@ -92,14 +92,6 @@ def test_delayed_frames_take_the_partner_of_the_earlier_pair(root: Path) -> None
     assert all(49.0 < a < 151.0 for a in schedule.ages_ms)  # 100 ms and the pairing offset, +-15-50 ms
 
 
-def test_noisy_pose_moves_and_turns_about_the_lidar() -> None:
-    T = make_transform(rotation_z(0.7), [1000.0, -2000.0, 5.0])
-    assert np.array_equal(noisy_pose(T, 0.0, 0.0, 0.0), T)
-    moved = noisy_pose(T, 0.3, -0.2, 2.0)
-    np.testing.assert_allclose(moved[:3, 3], T[:3, 3] + [0.3, -0.2, 0.0])
-    np.testing.assert_allclose(moved[:3, :3], rotation_z(0.7 + np.radians(2.0)))
-
-
 def test_pose_noise_only_on_partners_seeded_and_scaled(root: Path) -> None:
     reader = DairV2XReader(root, "all")
     frames = list(reader)
@@ -123,6 +115,26 @@ def test_pose_noise_only_on_partners_seeded_and_scaled(root: Path) -> None:
     np.testing.assert_allclose(partner_errors(0.2, 0.2, 3), errors / 2, atol=1e-9)  # same draws, scaled
     assert not np.allclose(partner_errors(0.4, 0.4, 4), errors)
     assert np.array_equal(partner_errors(0.0, 0.0, 3), np.zeros_like(errors))
+
+
+def test_the_replay_noises_each_partner_pose_as_eval_does(root: Path, tmp_path: Path) -> None:
+    """``replay.pose_noise`` on a bag of the frames gives every partner the pose ``revqom eval
+    --pose-noise`` fuses it with (no delay)."""
+    reader = DairV2XReader(root, "all")
+    frames = list(reader)
+    convert_to_bag(root, tmp_path / "bag", progress=False)
+    replay = PartnerPoseNoise(bag_frames(tmp_path / "bag"), xy_m=0.4, yaw_deg=0.3, noise_seed=5)
+    schedule = partner_schedule([reader.timestamps_us(i) for i in range(len(reader))], 0.0)
+    for noisy, clean in zip(PerturbedFrames(frames, schedule, PartnerPerturbation(0.0, 0.4, 0.3, 5)), frames,
+                            strict=True):
+        for sent, partner in zip(noisy.agents[1:], clean.agents[1:], strict=True):
+            live = replay.pose(partner.agent_id, partner.timestamp_us * 1000, partner.T_world_from_lidar)
+            np.testing.assert_array_equal(live, sent.T_world_from_lidar)
+            assert not np.allclose(live, partner.T_world_from_lidar)
+        np.testing.assert_array_equal(
+            replay.pose(clean.ego.agent_id, clean.ego.timestamp_us * 1000, clean.ego.T_world_from_lidar),
+            noisy.ego.T_world_from_lidar,
+        )
 
 
 def test_eval_flags(models: dict[str, Path], root: Path, tmp_path: Path,

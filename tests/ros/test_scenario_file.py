@@ -81,6 +81,18 @@ def test_scenario_nodes_and_parameters(record: str, tmp_path: Path) -> None:
         }
 
 
+def test_partner_delay_and_pose_noise_reach_the_replay(tmp_path: Path) -> None:
+    bag = bag_with_agents(tmp_path / "bag", ONE_PLUS_ONE, ["vehicle"])
+    names = ("replay.partner_delay_ms", "replay.pose_noise", "replay.noise_seed")
+
+    def replay(**given: str) -> list:
+        spec = next(n for n in parse_launch_file(LAUNCH, {"bag": str(bag), **given}) if n.label == "replay")
+        return [inline(spec)[name] for name in names]
+
+    assert replay(partner_delay_ms="300", pose_noise="[0.2, 0.4]", noise_seed="3") == [300, [0.2, 0.4], 3]
+    assert replay() == ["", "", ""]  # not given: the parameter file's values
+
+
 def test_one_agent_node_per_agent_and_one_fusion_node_per_ego(tmp_path: Path) -> None:
     """3 vehicles + 2 roadside units, vehicles 0 and 2 egos: five agents, two fusion nodes each in
     its namespace with its own ego first, and the replay and the recorder on every topic."""

@@ -8,7 +8,7 @@ import pytest
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.frames import pose_matrix
 from revqom_nodes.runtime.latency import RateLimiter, summarize_ms
-from revqom_nodes.runtime.playback import Pacer, bag_info, iter_bag
+from revqom_nodes.runtime.playback import Pacer, bag_info, delayed, iter_bag
 from revqom_nodes.runtime.poses import PoseBuffer
 
 MS = 1_000_000
@@ -32,6 +32,24 @@ def test_pacer_scales_bag_time_by_the_rate():
     assert pacer.bag_now_ns() == 10_100 * MS
     with pytest.raises(RuntimeConfigError):
         Pacer(0.0)
+
+
+def test_delayed_holds_the_chosen_items_back_and_keeps_due_order():
+    timeline = [(0, "v0"), (30, "p0"), (100, "v1"), (130, "p1"), (200, "v2"), (230, "p2"), (230, "g2")]
+    late = list(delayed(timeline, lambda item: 150 if item.startswith("p") else 0))
+    assert late == [(0, "v0"), (100, "v1"), (180, "p0"), (200, "v2"), (230, "g2"), (280, "p1"), (380, "p2")]
+    assert list(delayed(timeline, lambda item: 0)) == timeline  # ties keep the input's order
+    pulled = []
+
+    def lazily():
+        for entry in timeline:
+            pulled.append(entry)
+            yield entry
+
+    stream = delayed(lazily(), lambda item: 150 if item.startswith("p") else 0)
+    assert next(stream) == (0, "v0") and len(pulled) == 1  # nothing read ahead without need
+    with pytest.raises(RuntimeConfigError, match=">= 0"):
+        list(delayed(timeline, lambda item: -1))
 
 
 def test_bag_streaming_with_offset(tmp_path):
@@ -85,7 +103,7 @@ def test_pose_matrix_rejects_degenerate_quaternions():
 
 def test_summaries_and_rate_limiter():
     summary = summarize_ms([1.0, 2.0, 3.0, float("nan")])
-    assert summary["count"] == 3 and summary["p50"] == 2.0
+    assert summary["count"] == 3 and summary["p50"] == 2.0 and (summary["min"], summary["max"]) == (1.0, 3.0)
     assert summarize_ms([])["p50"] is None
     clock = FakeClock()
     limiter = RateLimiter(5.0, clock)
