@@ -6,10 +6,11 @@ parameters): a partner with a map to fuse (paired by the inbox: fresh, verified)
 when farther than ``comm_range_m`` from the ego. When the others are more than
 ``max_partners`` or their payloads more than ``max_bytes_per_frame``, the partners are taken
 greedily by coverage: each step takes the partner whose occupied cells cover the most cells of
-the ego's grid that neither the ego's own occupied cells nor the partners taken cover yet
-(ties: the nearer, by the horizontal distance between the LiDARs as the comm range measures
-it, then the agent id), while fewer than ``max_partners`` are taken; a map larger than the
-bytes left is skipped, and a smaller one may still fit. Partners adding no new cell are still
+the ego's grid that neither the ego's own occupied cells nor the partners taken cover yet, per
+payload byte when there is a byte budget (ties: the nearer, by the horizontal distance between
+the LiDARs as the comm range measures it, then the agent id), while fewer than
+``max_partners`` are taken; a map larger than the bytes left is skipped, and a smaller one may
+still fit. Partners adding no new cell are still
 taken while the limits allow (overlapping views still help the fusion). When every partner
 fits the limits nothing is computed and all are fused.
 
@@ -175,6 +176,7 @@ def select_partners(
         covers = empty_cells.covered([ego, *(partners[i] for i in in_range)], np.stack([np.eye(4), *poses]))
         covered, covers = covers[0], covers[1:]  # the ego's own occupied cells count as covered
         distances = [ground_distance_m(T) for T in poses]
+        per_byte = bool(limits.max_bytes_per_frame)  # a byte budget: new cells per payload byte
         left = list(range(len(in_range)))
         taken, spent = 0, 0
         while left:
@@ -188,7 +190,7 @@ def select_partners(
             left = [k for k in left if reasons[in_range[k]] is None]
             if not left:
                 break
-            gains = (covers[left] & ~covered).sum(axis=(1, 2))
+            gains = (covers[left] & ~covered).sum(axis=(1, 2)) / ([sizes[k] for k in left] if per_byte else 1)
             best = min(range(len(left)),
                        key=lambda j: (-gains[j], distances[left[j]], partners[in_range[left[j]]].agent_id))
             k = left.pop(best)

@@ -50,6 +50,7 @@ def partner(
         ego_x, ego_y = (T_ego_from_agent @ centres)[:2].reshape(2, *GRID.bev_shape)
         x_min, y_min, x_max, y_max = sees
         inside = (ego_x > x_min) & (ego_x < x_max) & (ego_y > y_min) & (ego_y < y_max)
+        assert inside.any(), f"{agent_id}: {sees} lies outside its map"
         indices[:, inside] = np.array(OBJECT)[:, None]
     T = T_WORLD_FROM_EGO @ T_ego_from_agent
     return AssembledMap(agent_id, 0, f"{agent_id}_lidar", T, indices, None, payload_bytes, 0.0)
@@ -89,9 +90,9 @@ def test_a_partner_covering_new_cells_beats_a_nearer_one_whose_cells_the_ego_cov
 
 
 def test_each_step_counts_only_the_cells_not_yet_covered() -> None:
-    partners = [partner("a", 5.0, sees=(5.0, -8.0, 11.0, 8.0)),   # 6 x 16 m
-                partner("b", 6.0, sees=(5.0, -8.0, 11.0, 6.0)),   # inside a's: nothing new after a
-                partner("c", 9.0, sees=(-11.0, -5.0, -6.0, 5.0))]  # 5 x 10 m elsewhere
+    partners = [partner("a", 5.0, sees=(5.0, -8.0, 11.0, 8.0)),    # 6 x 16 m
+                partner("b", 6.0, sees=(5.0, -8.0, 11.0, 6.0)),    # inside a's: nothing new after a
+                partner("c", -7.0, sees=(-11.0, -5.0, -6.0, 5.0))]  # 5 x 10 m elsewhere, farther
     assert fused_ids(partners, max_partners=2) == ["a", "c"]  # b covers more than c, but not after a
     assert fused_ids(partners, max_partners=1) == ["a"]
 
@@ -113,7 +114,7 @@ def test_empty_cells_do_not_count_whatever_their_indices() -> None:
 
 def test_a_partly_received_map_counts_only_its_received_cells() -> None:
     wide = partner("wide", 3.0, sees=(5.0, -10.0, 12.0, 10.0))
-    narrow = partner("narrow", 6.0, sees=(-12.0, -4.0, -6.0, 4.0))
+    narrow = partner("narrow", -5.0, sees=(-12.0, -4.0, -6.0, 4.0))
     assert fused_ids([wide, narrow], max_partners=1) == ["wide"]
     received = np.zeros(GRID.bev_shape, bool)
     received[::8] = True  # an eighth of the rows arrived
@@ -135,10 +136,16 @@ def test_ties_go_to_the_nearest_then_the_agent_id() -> None:
     assert reasons == (NotFused.MAX_PARTNERS, None, NotFused.MAX_PARTNERS, None)
 
 
+def budgeted(tiny: bool = False) -> list[AssembledMap]:
+    """Partners 2-4 m from the ego (not turned) whose new cells per byte rank big, mid, small."""
+    partners = [partner("big", 2.0, 600, sees=(6.0, -10.0, 12.0, 10.0), yaw=0.0),     # 6 x 20 m
+                partner("mid", -2.0, 500, sees=(-12.0, -10.0, -8.0, 10.0), yaw=0.0),  # 4 x 20 m
+                partner("small", 3.0, 300, sees=(-2.0, 6.0, 2.0, 10.0), yaw=0.0)]     # 4 x 4 m
+    return [*partners, partner("tiny", 4.0, 100, yaw=0.0)] if tiny else partners
+
+
 def test_a_map_over_the_bytes_left_is_skipped_and_a_smaller_one_taken() -> None:
-    partners = [partner("big", 10.0, 600, sees=(8.0, -12.0, 12.0, 12.0)),
-                partner("mid", 20.0, 500, sees=(-12.0, -12.0, -8.0, 12.0)),
-                partner("small", 30.0, 300, sees=(-2.0, 6.0, 2.0, 10.0))]
+    partners = budgeted()
     selection = select(partners, max_bytes_per_frame=1000)
     assert [p.agent_id for p in selection.fused] == ["big", "small"]
     assert selection.not_fused == (None, NotFused.MAX_BYTES, None)
@@ -147,12 +154,16 @@ def test_a_map_over_the_bytes_left_is_skipped_and_a_smaller_one_taken() -> None:
     assert fused_ids(partners, max_bytes_per_frame=299) == []
 
 
+def test_a_byte_budget_ranks_by_new_cells_per_byte() -> None:
+    partners = [partner("rich", 2.0, 1000, sees=(6.0, -10.0, 12.0, 10.0), yaw=0.0),  # 6 x 20 m
+                partner("cheap", -3.0, 200, sees=(-12.0, -4.0, -8.0, 4.0), yaw=0.0)]  # 4 x 8 m
+    assert fused_ids(partners, max_partners=1) == ["rich"]  # a count limit: the most new cells
+    assert fused_ids(partners, max_bytes_per_frame=1100) == ["cheap"]  # rich no longer fits
+    assert fused_ids(partners, max_partners=1, max_bytes_per_frame=1100) == ["cheap"]
+
+
 def test_both_limits_hold_together() -> None:
-    partners = [partner("big", 10.0, 600, sees=(8.0, -12.0, 12.0, 12.0)),
-                partner("mid", 20.0, 500, sees=(-12.0, -12.0, -8.0, 12.0)),
-                partner("small", 30.0, 300, sees=(-2.0, 6.0, 2.0, 10.0)),
-                partner("tiny", 40.0, 100)]
-    selection = select(partners, max_partners=2, max_bytes_per_frame=1000)
+    selection = select(budgeted(tiny=True), max_partners=2, max_bytes_per_frame=1000)
     assert [p.agent_id for p in selection.fused] == ["big", "small"]
     assert selection.not_fused == (None, NotFused.MAX_BYTES, None, NotFused.MAX_PARTNERS)
 
