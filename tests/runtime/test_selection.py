@@ -154,12 +154,12 @@ def test_a_map_over_the_bytes_left_is_skipped_and_a_smaller_one_taken() -> None:
     assert fused_ids(partners, max_bytes_per_frame=299) == []
 
 
-def test_a_byte_budget_ranks_by_new_cells_per_byte() -> None:
+def test_new_cells_count_per_payload_byte() -> None:
     partners = [partner("rich", 2.0, 1000, sees=(6.0, -10.0, 12.0, 10.0), yaw=0.0),  # 6 x 20 m
                 partner("cheap", -3.0, 200, sees=(-12.0, -4.0, -8.0, 4.0), yaw=0.0)]  # 4 x 8 m
-    assert fused_ids(partners, max_partners=1) == ["rich"]  # a count limit: the most new cells
-    assert fused_ids(partners, max_bytes_per_frame=1100) == ["cheap"]  # rich no longer fits
-    assert fused_ids(partners, max_partners=1, max_bytes_per_frame=1100) == ["cheap"]
+    assert fused_ids(partners, max_partners=1) == ["cheap"]
+    assert fused_ids([replace(partners[0], payload_bytes=200), partners[1]], max_partners=1) == ["rich"]
+    assert fused_ids(partners, max_bytes_per_frame=1100) == ["cheap"]  # then rich no longer fits
 
 
 def test_both_limits_hold_together() -> None:
