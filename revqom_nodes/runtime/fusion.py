@@ -72,8 +72,9 @@ class FusionEngine:
 
     Partners farther than ``comm_range_m`` from the ego are left out, as in training and
     evaluation (None uses the model's setting), and at most ``limits`` of the others are fused,
-    those adding the most occupied cells to the ego's first (``selection.select_partners``; with
-    limits, an empty sweep is encoded once here to tell the maps' empty cells).
+    those adding the most occupied cells to the ego's per payload byte first
+    (``selection.select_partners``; with limits, an empty sweep is encoded once here to tell the
+    maps' empty cells).
     ``stage_timing``: on CUDA, wait for the device between stages so that ``decode_ms`` and
     ``fuse_ms`` are each their own stage's (benchmarks); False (the nodes): the host waits only
     for the detections' copy, and ``nms_ms`` holds the GPU time still queued then. The sum,
