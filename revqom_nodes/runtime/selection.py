@@ -64,7 +64,7 @@ class NotFused(str, enum.Enum):
     NO_MESSAGE = "no_message"  # nothing received from the agent (or all of it pushed out)
     STALE = "stale"  # its frames held are all farther than fusion.max_age_ms from the ego sweep
     OUT_OF_RANGE = "out_of_range"  # farther than the comm range from the ego
-    MAX_PARTNERS = "max_partners"  # fusion.max_partners partners adding more new cells were taken
+    MAX_PARTNERS = "max_partners"  # fusion.max_partners partners adding more new cells per byte were taken
     MAX_BYTES = "max_bytes"  # its payload exceeds what the partners taken left of fusion.max_bytes_per_frame
 
 
