@@ -9,7 +9,7 @@ from earlier results without evaluating again. ``--slice-loss P`` (with ``--slic
 ``--interleave``, ``--loss-seed``) loses each slice of the partners' maps with probability P,
 as the lossy-network test bed does for real (``runner.SliceLoss``). ``--max-partners N`` and
 ``--max-bytes-per-frame B`` (defaults: the fusion node's ``fusion.max_partners`` and
-``fusion.max_bytes_per_frame``) limit the partners fused per frame, nearest first, as the node
+``fusion.max_bytes_per_frame``) limit the partners fused per frame, most new cells per byte first, as the node
 does (``runtime.selection``). ``--delay-ms D`` and
 ``--pose-noise XY_M,YAW_DEG`` (``--noise-seed``) give the partners older sweeps and noisy
 transmitted poses (``robustness``); ``revqom eval --robustness --model M [--baselines RAW,EGO]
@@ -286,13 +286,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--loss-seed", type=int, default=0, help="seed of the lost slices")
     parser.add_argument(
         "--max-partners", type=int, default=FUSION_DEFAULTS["fusion.max_partners"],
-        help="partners fused per frame at most, nearest first (codec models; default: the fusion node's "
-        "fusion.max_partners; 0: no limit)",
+        help="partners fused per frame at most, most new occupied cells per byte first (codec models; "
+        "default: the fusion node's fusion.max_partners; 0: no limit)",
     )
     parser.add_argument(
         "--max-bytes-per-frame", type=int, default=FUSION_DEFAULTS["fusion.max_bytes_per_frame"],
-        help="payload bytes of the partners' maps fused per frame at most, nearest first (codec models; "
-        "default: the fusion node's fusion.max_bytes_per_frame; 0: no limit)",
+        help="payload bytes of the partners' maps fused per frame at most, most new occupied cells per "
+        "byte first (codec models; default: the fusion node's fusion.max_bytes_per_frame; 0: no limit)",
     )
     parser.add_argument(
         "--delay-ms", type=parse_delay_ms, default=None,

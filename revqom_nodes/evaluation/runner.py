@@ -26,8 +26,9 @@ fusion node's inbox passes None then; the two decoder paths agree to float round
 
 With ``limits`` (``revqom eval --max-partners N --max-bytes-per-frame B``, codec models; the
 fusion node's ``fusion.max_partners`` and ``fusion.max_bytes_per_frame``), the engine fuses at
-most that many partners and payload bytes of theirs per frame, nearest first
-(``runtime.selection.select_partners``, as the node does); ``ap_by_partners`` is then capped too.
+most that many partners and payload bytes of theirs per frame, most new occupied cells per byte first
+(``runtime.selection.select_partners``, as the node does); ``ap_by_partners`` (by distance) is
+then capped too.
 
 Bytes per agent per frame are the mean over all agents of all frames (each agent is encoded
 whether fused or not); partner bytes per frame, the mean over frames of the fused partners'

@@ -11,8 +11,9 @@ push another sender's slices out (docs/security.md, "Flood resistance"). Per ego
 publishes a Detection3DArray (reliable; ego LiDAR frame, ego sweep stamp; every box), a
 MarkerArray for RViz (the boxes scoring at least ``output.display_min_score``) and a
 FusionStatus (with the share of each agent's cells that arrived, when agents send their maps
-in slices, and why a partner was not fused: the partners in range are taken nearest first
-within ``fusion.max_partners`` and ``fusion.max_bytes_per_frame``, ``runtime/selection.py``).
+in slices, and why a partner was not fused: the partners in range adding the most occupied
+cells to the ego's view per payload byte are taken first within ``fusion.max_partners`` and
+``fusion.max_bytes_per_frame``, ``runtime/selection.py``).
 With ``security.trust_dir``, every slice must be signed by the agent its topic belongs to
 (``security.mode``; ``runtime/security.py``, docs/security.md); the clock-skew check reads the
 node's ROS clock (``use_sim_time`` under a replay). Rejected messages, bad slices and

@@ -12,8 +12,8 @@ Modules (none imports rclpy; the nodes in ``revqom_nodes.ros`` only convert mess
 - ``security``: signing slices at the agent and authenticating them at the receiver (modes
   enforce, permissive, off; docs/security.md);
 - ``inbox``: per-agent frame buffers assembled from slices, rejection counters, pairing;
-- ``selection``: which partners a frame fuses (comm range, then nearest first within
-  ``fusion.max_partners`` and ``fusion.max_bytes_per_frame``) and why the others are not;
+- ``selection``: which partners a frame fuses (comm range, then the most new occupied cells per byte
+  first within ``fusion.max_partners`` and ``fusion.max_bytes_per_frame``) and why the others are not;
 - ``fusion``: ``FusionEngine``, assembled maps -> detections in the ego frame;
 - ``latency``: the stage clock and percentiles of per-stage timings.
 

@@ -27,7 +27,7 @@ from revqom_nodes.perception.postprocess import Detections, suppress
 from revqom_nodes.runtime.frames import AssembledMap
 from revqom_nodes.runtime.latency import now_ms
 from revqom_nodes.runtime.model import RuntimeModel
-from revqom_nodes.runtime.selection import NO_LIMITS, NotFused, PartnerLimits, select_partners
+from revqom_nodes.runtime.selection import NO_LIMITS, EmptyCells, NotFused, PartnerLimits, select_partners
 
 
 class FusionResult(NamedTuple):
@@ -72,7 +72,9 @@ class FusionEngine:
 
     Partners farther than ``comm_range_m`` from the ego are left out, as in training and
     evaluation (None uses the model's setting), and at most ``limits`` of the others are fused,
-    nearest first (``selection.select_partners``).
+    those adding the most occupied cells to the ego's per payload byte first
+    (``selection.select_partners``; with limits, an empty sweep is encoded once here to tell the
+    maps' empty cells).
     ``stage_timing``: on CUDA, wait for the device between stages so that ``decode_ms`` and
     ``fuse_ms`` are each their own stage's (benchmarks); False (the nodes): the host waits only
     for the detections' copy, and ``nms_ms`` holds the GPU time still queued then. The sum,
@@ -92,11 +94,13 @@ class FusionEngine:
         self.receiver = CodecDecoder(model.codec_state).to(model.device)
         self.comm_range_m = model.comm_range_m if comm_range_m is None else float(comm_range_m)
         self.limits = limits.check()
+        self.empty_cells = EmptyCells.of(model) if self.limits != NO_LIMITS else None
 
     @torch.no_grad()
     def fuse(self, ego: AssembledMap, partners: Sequence[AssembledMap | NotFused]) -> FusionResult:
         """The ego's map and each partner's (or why there is none) -> FusionResult."""
-        selection = select_partners(ego, partners, comm_range_m=self.comm_range_m, limits=self.limits)
+        selection = select_partners(ego, partners, comm_range_m=self.comm_range_m, limits=self.limits,
+                                    empty_cells=self.empty_cells)
         maps = [ego, *selection.fused]
         device = self.model.device
         start = now_ms(device, wait=self.stage_timing)
