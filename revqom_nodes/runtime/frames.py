@@ -112,12 +112,10 @@ def pose_matrix(
     A non-finite or zero quaternion, or a non-finite position, gives an all-NaN matrix, so
     that validation rejects the pose instead of silently using some rotation.
     """
-    q = np.asarray(quaternion, dtype=np.float64)
-    t = np.asarray(position, dtype=np.float64)
-    norm = float(np.linalg.norm(q))
-    if not (np.isfinite(norm) and norm > 1e-6 and np.isfinite(t).all()):
+    norm = math.sqrt(sum(float(v) * float(v) for v in quaternion))
+    if not (math.isfinite(norm) and norm > 1e-6 and all(math.isfinite(float(v)) for v in position)):
         return np.full((4, 4), np.nan)
-    return matrix_from_quaternion(q, t)
+    return matrix_from_quaternion(quaternion, position)
 
 
 def pose_fields(
