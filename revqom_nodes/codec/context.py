@@ -24,7 +24,7 @@ Specified in docs/wire-format.md, "Encoding 2: CONTEXT".
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import constriction
@@ -268,6 +268,39 @@ def decode_run(stream: bytes, num_cells: int, run: CellRun, tables: ContextTable
     return out
 
 
+def checked_tables(tables: Any, num_quantizers: int, codebook_size: int) -> ContextTables:
+    """``validate_context_tables``, done once per tables object (a codec state's, used for every
+    slice: its validation took 0.4 ms a slice)."""
+
+    def check() -> ContextTables:
+        return validate_context_tables(tables, num_quantizers, codebook_size)
+
+    return _once(("tables", num_quantizers, codebook_size), tables, check)
+
+
 def _models(tables: ContextTables) -> list[Any]:
-    """The NUM_CONTEXTS context models, then the Q stage models of escaped cells."""
-    return [categorical(c) for c in tables.counts] + [categorical(t) for t in tables.escape_counts]
+    """The NUM_CONTEXTS context models, then the Q stage models of escaped cells; built once per
+    tables object (0.2 ms each time)."""
+
+    def build() -> list[Any]:
+        return [categorical(c) for c in tables.counts] + [categorical(t) for t in tables.escape_counts]
+
+    return _once(("models",), tables, build)
+
+
+_CACHE_SIZE = 16  # objects whose derived values are kept (a process holds one or two models)
+_cache: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+
+def _once(kind: tuple[Any, ...], obj: Any, make: Callable[[], Any]) -> Any:
+    """``make()`` for ``obj``, computed once while ``obj`` stays in the cache. The cache holds
+    ``obj`` itself, so its id cannot be reused by another object meanwhile."""
+    key = (*kind, id(obj))
+    hit = _cache.get(key)
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    value = make()
+    if len(_cache) >= _CACHE_SIZE:
+        _cache.clear()
+    _cache[key] = (obj, value)
+    return value

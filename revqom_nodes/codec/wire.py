@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from revqom_nodes.codec.config import MAX_CODEBOOK_SIZE, MAX_NUM_QUANTIZERS
-from revqom_nodes.codec.context import CellRun, ContextTables, decode_run, encode_run, validate_context_tables
+from revqom_nodes.codec.context import CellRun, ContextTables, checked_tables, decode_run, encode_run
 from revqom_nodes.codec.entropy import decode_stage, encode_stage, validate_frequency_tables
 from revqom_nodes.codec.errors import WireFormatError
 
@@ -243,7 +243,7 @@ def _context_tables(
         raise WireFormatError("CONTEXT encoding needs context tables; this codec state has none")
     if run is None:
         raise WireFormatError("CONTEXT encoding needs the run's place in its map (CellRun)")
-    return validate_context_tables(context_tables, num_quantizers, codebook_size)
+    return checked_tables(context_tables, num_quantizers, codebook_size)
 
 
 def decode_payload(
