@@ -23,7 +23,8 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from revqom_nodes.data.pointcloud import cloud_data_to_xyzi
 from revqom_nodes.geometry import box_corners
-from revqom_nodes.runtime.frames import ReceivedSlice, pose_fields, pose_matrix
+from revqom_nodes.runtime.frames import SIGNATURE_BYTES, ReceivedSlice, pose_fields, pose_matrix
+from revqom_nodes.trust.canonical import DIGEST_BYTES
 
 if TYPE_CHECKING:  # torch: the recorder and the replay node, which use none of these, never load it
     from revqom_nodes.perception.postprocess import Detections
@@ -171,65 +172,80 @@ def encoded_bev_to_slice(msg: EncodedBEV, received_ns: int = 0, source_ns: int =
     )
 
 
-class _CdrReader:
-    """Reads a serialized message (CDR: 4 encapsulation bytes, byte 1 odd = little endian; each
-    primitive aligned to its size, counted from the end of the encapsulation)."""
+class _CdrLayout:
+    """Precompiled ``struct`` layouts of EncodedBEV's fixed-size runs, for one byte order (CDR:
+    4 encapsulation bytes, byte 1 odd = little endian; each primitive aligned to its size,
+    counted from the end of the encapsulation). One ``unpack_from`` per run of fields: parsing
+    field by field cost 60 of a forged slice's 100 µs in the fusion node's reception thread."""
 
-    def __init__(self, raw: bytes) -> None:
-        if len(raw) < 4:
-            raise ValueError(f"serialized message of {len(raw)} bytes")
-        self.raw = raw
-        self.order = "<" if raw[1] & 1 else ">"
-        self.offset = 4
+    def __init__(self, order: str) -> None:
+        self.u32 = struct.Struct(order + "I")
+        self.stamp = struct.Struct(order + "iII")  # sec, nanosec, frame_id length
+        self.sequence = struct.Struct(order + "I")
+        self.pose = struct.Struct(order + "7dHHfHB")  # pose; height, width, cell_size_m, K, Q
+        self.encoding = struct.Struct(order + "B")
+        self.slices = struct.Struct(order + "HH")  # slice_index, num_slices
+        self.cells = struct.Struct(order + "II")  # first_cell, num_cells
 
-    def read(self, fmt: str, align: int) -> tuple:
-        self.offset += -(self.offset - 4) % align
-        values = struct.unpack_from(self.order + fmt, self.raw, self.offset)
-        self.offset += struct.calcsize(fmt)
-        return values
 
-    def octets(self, count: int) -> bytes:
-        end = self.offset + count
-        if end > len(self.raw):
-            raise ValueError(f"serialized message of {len(self.raw)} bytes ends inside a field")
-        data = self.raw[self.offset : end]
-        self.offset = end
-        return data
+_CDR_LAYOUTS = {"<": _CdrLayout("<"), ">": _CdrLayout(">")}
+_SIGNATURE_TAIL = DIGEST_BYTES + SIGNATURE_BYTES
 
-    def string(self) -> str:
-        (length,) = self.read("I", 4)
-        data = self.octets(length)  # the length counts a terminating NUL
-        return data[:-1].decode("utf-8") if data.endswith(b"\0") else data.decode("utf-8")
+
+def _aligned(offset: int, size: int) -> int:
+    """``offset`` (from the start of the message) moved up to a multiple of ``size`` past the
+    4 encapsulation bytes."""
+    return offset + (-(offset - 4)) % size
+
+
+def _text(raw: bytes, offset: int, length: int) -> str:
+    """A CDR string's ``length`` bytes at ``offset`` (the length counts a terminating NUL)."""
+    if offset + length > len(raw):
+        raise ValueError(f"serialized message of {len(raw)} bytes ends inside a string")
+    end = offset + length - 1 if length and raw[offset + length - 1] == 0 else offset + length
+    return raw[offset:end].decode("utf-8")
 
 
 def cdr_to_slice(raw: bytes, received_ns: int = 0, source_ns: int = 0) -> ReceivedSlice:
     """A serialized EncodedBEV (what a ``raw=True`` subscription hands over) -> ReceivedSlice,
     the same as ``encoded_bev_to_slice(deserialize_message(raw, EncodedBEV))`` at a fraction
     of the cost (no message object). Raises ValueError for bytes that are no EncodedBEV."""
+    raw = bytes(raw)
+    if len(raw) < 4:
+        raise ValueError(f"serialized message of {len(raw)} bytes")
+    cdr = _CDR_LAYOUTS["<" if raw[1] & 1 else ">"]
     try:
-        reader = _CdrReader(bytes(raw))
-        sec, nanosec = reader.read("iI", 4)
-        frame_id = reader.string()
-        agent_id = reader.string()
-        (role,) = reader.read("B", 1)
-        (sequence,) = reader.read("I", 4)
-        pose = reader.read("7d", 8)
-        height, width = reader.read("HH", 2)
-        (cell_size_m,) = reader.read("f", 4)
-        (codebook_size,) = reader.read("H", 2)
-        (num_quantizers,) = reader.read("B", 1)
-        codebook_id = reader.string()
-        (encoding,) = reader.read("B", 1)
-        slice_index, num_slices = reader.read("HH", 2)
-        first_cell, num_cells = reader.read("II", 4)
-        (interleave,) = reader.read("B", 1)
-        (payload_bytes,) = reader.read("I", 4)
-        payload = reader.octets(payload_bytes)
-        signer_digest = reader.octets(8)
-        signature = reader.octets(64)
-    except struct.error as exc:
+        sec, nanosec, length = cdr.stamp.unpack_from(raw, 4)
+        frame_id = _text(raw, 16, length)
+        at = _aligned(16 + length, 4)
+        (length,) = cdr.u32.unpack_from(raw, at)
+        agent_id = _text(raw, at + 4, length)
+        at += 4 + length
+        role = raw[at]
+        at = _aligned(at + 1, 4)
+        (sequence,) = cdr.sequence.unpack_from(raw, at)
+        at = _aligned(at + 4, 8)
+        *pose, height, width, cell_size_m, codebook_size, num_quantizers = cdr.pose.unpack_from(raw, at)
+        at = _aligned(at + cdr.pose.size, 4)
+        (length,) = cdr.u32.unpack_from(raw, at)
+        codebook_id = _text(raw, at + 4, length)
+        at += 4 + length
+        (encoding,) = cdr.encoding.unpack_from(raw, at)
+        at = _aligned(at + 1, 2)
+        slice_index, num_slices = cdr.slices.unpack_from(raw, at)
+        at = _aligned(at + 4, 4)
+        first_cell, num_cells = cdr.cells.unpack_from(raw, at)
+        at += 8
+        interleave = raw[at]
+        at = _aligned(at + 1, 4)
+        (payload_bytes,) = cdr.u32.unpack_from(raw, at)
+        at += 4
+        end = at + payload_bytes
+        if end + _SIGNATURE_TAIL > len(raw):
+            raise ValueError(f"serialized message of {len(raw)} bytes ends inside a field")
+    except (struct.error, IndexError) as exc:
         raise ValueError(f"not a serialized EncodedBEV: {exc}") from None
-    position, orientation = pose[:3], pose[3:]
+    position, orientation = tuple(pose[:3]), tuple(pose[3:])
     return ReceivedSlice(
         agent_id=agent_id,
         role=role,
@@ -244,7 +260,7 @@ def cdr_to_slice(raw: bytes, received_ns: int = 0, source_ns: int = 0) -> Receiv
         num_quantizers=num_quantizers,
         codebook_id=codebook_id,
         encoding=encoding,
-        payload=payload,
+        payload=raw[at:end],
         received_ns=received_ns,
         source_ns=source_ns,
         slice_index=slice_index,
@@ -254,8 +270,8 @@ def cdr_to_slice(raw: bytes, received_ns: int = 0, source_ns: int = 0) -> Receiv
         interleave=interleave,
         position=position,
         orientation=orientation,
-        signer_digest=signer_digest,
-        signature=signature,
+        signer_digest=raw[end : end + DIGEST_BYTES],
+        signature=raw[end + DIGEST_BYTES : end + _SIGNATURE_TAIL],
     )
 
 

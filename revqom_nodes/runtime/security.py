@@ -124,9 +124,8 @@ class SliceGuard:
     ) -> tuple[tuple[RejectReason, str] | None, AgentCertificate | None]:
         """(the first failed cheap check as (reason, detail), or None; the signer's certificate
         when it passed them, else None). Everything but the signature: no cryptography."""
-        fields = signed_fields(message)
         authenticator = Authenticator(bytes(message.signer_digest), bytes(message.signature))
-        verdict = self.verifier.check_certificate(fields, authenticator)
+        verdict = self.verifier.check_certificate(message, authenticator)
         if verdict.rejection is not None:
             return (
                 RejectReason(verdict.rejection.value),

@@ -10,7 +10,7 @@ stamp, agent id and role as certified) before the signature.
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -27,6 +27,20 @@ SIGNATURE_BYTES = 64  # r || s
 AUTHENTICATOR_BYTES = DIGEST_BYTES + SIGNATURE_BYTES
 _SCALAR_BYTES = SIGNATURE_BYTES // 2
 _ECDSA = ec.ECDSA(hashes.SHA256())
+
+
+class Claims(Protocol):
+    """What a slice says of its sender, all the certificate checks read (``SliceFields``, or a
+    received slice before its signed fields are gathered)."""
+
+    @property
+    def stamp_ns(self) -> int: ...
+
+    @property
+    def agent_id(self) -> str: ...
+
+    @property
+    def role(self) -> int: ...
 
 
 class Rejection(str, Enum):
@@ -131,9 +145,9 @@ class Verifier:
             return Verdict(verdict.signer, Rejection.BAD_SIGNATURE)
         return verdict
 
-    def check_certificate(self, fields: SliceFields, authenticator: Authenticator | None) -> Verdict:
+    def check_certificate(self, claims: Claims, authenticator: Authenticator | None) -> Verdict:
         """The cheap checks of ``verify`` (all but the signature); accepted: the signer is known,
-        not revoked, valid at the stamp and certified for the agent id and role."""
+        not revoked, valid at the claimed stamp and certified for the claimed agent id and role."""
         if authenticator is None or not any(authenticator.signer_digest):
             return Verdict(None, Rejection.UNSIGNED)
         signer = self._certificates.get(bytes(authenticator.signer_digest))
@@ -141,9 +155,9 @@ class Verifier:
             return Verdict(None, Rejection.UNKNOWN_SIGNER)
         if signer.digest in self._revoked:
             return Verdict(signer, Rejection.REVOKED)
-        if not signer.valid_at(fields.stamp_ns):
+        if not signer.valid_at(claims.stamp_ns):
             return Verdict(signer, Rejection.EXPIRED)
-        return Verdict(signer, check_identity(signer, agent_id=fields.agent_id, role=fields.role))
+        return Verdict(signer, check_identity(signer, agent_id=claims.agent_id, role=claims.role))
 
     @staticmethod
     def check_signature(fields: SliceFields, authenticator: Authenticator, signer: AgentCertificate) -> bool:

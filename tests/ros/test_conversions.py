@@ -212,11 +212,13 @@ def test_stamps_shift_in_place_and_in_nested_messages() -> None:
     assert stamp_to_ns(pose.header.stamp) == offset_ns
 
 
+@pytest.mark.parametrize("codebook_id", ["ab" * 32, "ab" * 32 + "c", "ab" * 32 + "cd", "ab" * 32 + "cde"])
 @pytest.mark.parametrize("frame_id", ["", "vehicle_lidar", "ü" * 5])
-def test_serialized_encoded_bev_parses_as_deserialized(frame_id: str) -> None:
+def test_serialized_encoded_bev_parses_as_deserialized(frame_id: str, codebook_id: str) -> None:
     """``cdr_to_slice`` (the fusion node's raw subscriptions) reads every field as
     ``deserialize_message`` + ``encoded_bev_to_slice`` do, across the alignment of odd-length
-    strings and payloads; bytes that are no EncodedBEV raise ValueError."""
+    strings and payloads (every padding before the slice fields); bytes that are no EncodedBEV,
+    such as a message cut anywhere, raise ValueError."""
     from rclpy.serialization import deserialize_message
     from revqom.msg import EncodedBEV
 
@@ -235,7 +237,7 @@ def test_serialized_encoded_bev_parses_as_deserialized(frame_id: str) -> None:
         cell_size_m=0.8,
         codebook_size=64,
         num_quantizers=3,
-        codebook_id="ab" * 32,
+        codebook_id=codebook_id,
         encoding=1,
         payload=rng.integers(0, 256, 997 + len(frame_id), dtype=np.uint8).tobytes(),
         slice_index=3,
@@ -255,6 +257,6 @@ def test_serialized_encoded_bev_parses_as_deserialized(frame_id: str) -> None:
             np.testing.assert_array_equal(got, want)
         else:
             assert bytes(got) == bytes(want) if field.name == "payload" else got == want, field.name
-    for broken in (raw[:3], raw[:40], raw[:-1]):
+    for cut in range(len(raw)):
         with pytest.raises(ValueError):
-            cdr_to_slice(broken)
+            cdr_to_slice(raw[:cut])
