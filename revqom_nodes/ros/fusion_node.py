@@ -101,7 +101,10 @@ class FusionNode(Node):
             buffer_size=params["fusion.buffer_size"],
             guard=guard,
         )
-        self.intake: Intake[Screened] = Intake(depth=params["fusion.intake_depth"])
+        self.intake: Intake[Screened] = Intake(
+            depth=params["fusion.intake_depth"],
+            new_sweep_slices_per_s=params["fusion.intake_new_sweep_slices_per_s"],
+        )
         self.display_min_score: float = params["output.display_min_score"]
         self.frames_published = 0
         self._dropped_reported = 0
@@ -116,7 +119,7 @@ class FusionNode(Node):
         self.markers_pub = self.create_publisher(MarkerArray, params["output.markers_topic"], MARKER_QOS)
         self.status_pub = self.create_publisher(FusionStatus, params["output.status_topic"], RESULT_QOS)
         self.worker = Worker(self, "fusion", self.inbox.next_ego, self._fuse)
-        self.verifier = Worker(self, "verify", lambda: (self.intake.take(), math.inf), self._accept)
+        self.verifier = Worker(self, "verify", self.intake.take, self._accept)
         self.get_logger().info(
             f"fusing {list(zip(agent_ids, topics, strict=True))} (ego {params['fusion.ego_agent_id']}) "
             f"on {self.model.device}, max_age_ms {params['fusion.max_age_ms']:g}, "

@@ -21,15 +21,25 @@ forger's slices fail verification, however they are stamped. Per sender:
   singly stamped forgeries, and a forger stamping many slices alike gains the rank of one
   refused group. When ``pending`` is full, the oldest slice of the lowest-ranked group goes.
 
+Verifying costs the most (an ECDSA verification, about 90 µs of a core), and a forger who
+stamps every slice anew makes each one a sweep nobody has verified yet. So the worker takes
+``pending`` slices at most ``new_sweep_slices_per_s`` a second per sender (a token bucket of
+one second's worth; ``known`` slices need no token): a legit sender starts about 10 sweeps a
+second, each confirmed by one verified slice, while a flood's unverifiable slices cost at most
+that many verifications a second and leave the CPU to reception and fusion. The queued ones
+wait, the biggest group first when a token comes.
+
 Each queue holds at most ``depth`` messages (what is pushed out is counted by the caller as
 ``intake_overflow``), so memory is at most 2 x ``depth`` messages per sender. Thread-safe.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -58,6 +68,8 @@ class _Sender(Generic[Item]):
     ranks: dict[int, dict[Sweep, None]] = field(default_factory=dict)  # rank -> its groups, oldest first
     pending: int = 0  # slices in ``groups``
     confirmed: deque[Sweep] = field(default_factory=lambda: deque(maxlen=CONFIRMED_SWEEPS))
+    tokens: float = math.inf  # ``pending`` slices the worker may take now (full when first seen)
+    refilled_s: float = 0.0  # clock of the last refill
 
     def __len__(self) -> int:
         return len(self.known) + self.pending
@@ -113,12 +125,20 @@ class _Sender(Generic[Item]):
 
 class Intake(Generic[Item]):
     """Per-sender bounded queues served round-robin (see the module docstring for the order
-    within a sender). depth: messages per queue (two queues per sender)."""
+    within a sender). depth: messages per queue (two queues per sender);
+    new_sweep_slices_per_s: ``pending`` slices taken per second per sender, at most; clock:
+    seconds, monotonic."""
 
-    def __init__(self, *, depth: int) -> None:
+    def __init__(
+        self, *, depth: int, new_sweep_slices_per_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if depth < 1:
             raise RuntimeConfigError(f"intake depth must be >= 1, got {depth}")
+        if not new_sweep_slices_per_s > 0:
+            raise RuntimeConfigError(f"new-sweep slices per second must be > 0, got {new_sweep_slices_per_s}")
         self.depth = depth
+        self.rate = float(new_sweep_slices_per_s)
+        self._clock = clock
         self._senders: dict[Hashable, _Sender[Item]] = {}
         self._turn: deque[Hashable] = deque()  # senders with messages waiting, next to serve first
         self._lock = threading.Lock()
@@ -145,17 +165,31 @@ class Intake(Generic[Item]):
                 self._turn.append(sender)
             return dropped
 
-    def take(self) -> Item | None:
-        """The next message to verify (the next sender's in turn), or None when all are empty."""
+    def take(self) -> tuple[Item | None, float]:
+        """(the next message to verify, the next sender's in turn that has one it may take, 0);
+        or (None, seconds until a sender's next token): ``math.inf`` when all are empty."""
         with self._lock:
-            if not self._turn:
-                return None
-            sender = self._turn.popleft()
-            state = self._senders[sender]
-            item = state.known.popleft() if state.known else state.pop(max(state.ranks))
-            if len(state):
-                self._turn.append(sender)
-            return item
+            now = self._clock()
+            wait_s = math.inf
+            for _ in range(len(self._turn)):
+                sender = self._turn.popleft()
+                state = self._senders[sender]
+                item = None
+                if state.known:
+                    item = state.known.popleft()
+                else:
+                    state.tokens = min(self.rate, state.tokens + (now - state.refilled_s) * self.rate)
+                    state.refilled_s = now
+                    if state.tokens >= 1.0:
+                        state.tokens -= 1.0
+                        item = state.pop(max(state.ranks))
+                    else:
+                        wait_s = min(wait_s, (1.0 - state.tokens) / self.rate)
+                if len(state):
+                    self._turn.append(sender)
+                if item is not None:
+                    return item, 0.0
+            return None, wait_s
 
     def confirm(self, sender: Hashable, sweep: Sweep) -> int:
         """A slice of ``sweep`` from ``sender`` was accepted: its queued and later slices go

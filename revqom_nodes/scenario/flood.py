@@ -9,8 +9,9 @@ where the machine cannot fuse 10 frames a second even without a flood: the row o
 tells) and, per rate, from a child process
 (``python -m revqom_nodes.scenario.flood flood ...``), forged slices as fast as asked: the
 worst case for the receiver, the legit infrastructure certificate's digest copied from the
-wire, a fresh stamp each, a signature of zeros, so that only the ECDSA verification refuses
-them. Per rate (0: no flood), one row:
+wire, a fresh stamp and a random signature each (random ``r`` and ``s``: a full ECDSA
+verification, 87 µs, where a zero signature is refused in 9), so that only the verification
+refuses them. Per rate (0: no flood), one row:
 
 | key | meaning |
 |---|---|
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -48,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from revqom_nodes.defaults import node_defaults
+from revqom_nodes.runtime.frames import SIGNATURE_BYTES
 from revqom_nodes.scenario.demo import resolve_model_path
 from revqom_nodes.scenario.keys import SCENARIO_AGENTS, scenario_keys
 
@@ -136,7 +139,7 @@ def rejection_costs(out_dir: Path, *, model: Path | None = None, repeats: int = 
     forgeries = {
         "unsigned": replace(later, signer_digest=bytes(8), signature=bytes(64)),
         "unknown_signer": sign_slice(later, stranger.signers["infrastructure"]),
-        "bad_signature": replace(later, signature=bytes(64)),
+        "bad_signature": replace(later, signature=np.random.default_rng(0).bytes(SIGNATURE_BYTES)),
         "replayed": first,
     }
     costs = {}
@@ -208,7 +211,8 @@ class _LegitSender:
         )
 
     def forged(self) -> bytes:
-        """A serialized infrastructure slice with the legit signer's digest and no valid signature."""
+        """A serialized infrastructure slice with the legit signer's digest and a signature of
+        zeros, its last ``SIGNATURE_BYTES`` bytes (the flooder writes a random one each time)."""
         from dataclasses import replace
 
         from rclpy.serialization import serialize_message
@@ -378,7 +382,8 @@ class _Flooder:
 def flood(forged_path: Path, rate: int, seconds: float) -> dict[str, float]:
     """Publish the serialized slice in ``forged_path`` on the infrastructure topic ``rate``
     times per second for ``seconds`` (once the fusion node subscribes), each with a fresh
-    wall-clock stamp (bytes 4-12: the header's stamp in CDR)."""
+    wall-clock stamp (bytes 4-12: the header's stamp in CDR) and random signature (the last
+    ``SIGNATURE_BYTES``)."""
     import struct
 
     import rclpy
@@ -400,6 +405,7 @@ def flood(forged_path: Path, rate: int, seconds: float) -> dict[str, float]:
         for _ in range(int(elapsed * rate) - sent):
             sec, nanosec = divmod(time.time_ns(), 10**9)
             struct.pack_into(order, template, 4, sec, nanosec)
+            template[-SIGNATURE_BYTES:] = os.urandom(SIGNATURE_BYTES)
             publisher.publish(bytes(template))
             sent += 1
         time.sleep(FLOOD_PACE_S)

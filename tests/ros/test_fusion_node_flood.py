@@ -3,7 +3,8 @@
 The flooder (``revqom_nodes.scenario.flood``'s child process) copies the legit infrastructure
 certificate's digest, so only the signature refuses its slices; the test process sends signed
 ego and infrastructure frames, each map in several slices. Every legit frame must still be
-fused with the whole infrastructure map, and the forged slices counted as rejected.
+fused with the whole infrastructure map, the forged slices counted as rejected, and no more of
+them verified than ``fusion.intake_new_sweep_slices_per_s`` allows.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def test_legit_frames_fuse_whole_under_a_flood(tmp_path: Path, ros_env: dict[str
     from rclpy.serialization import serialize_message
     from revqom.msg import Detection3DArray, EncodedBEV, FusionStatus
 
+    from revqom_nodes.defaults import node_defaults
     from revqom_nodes.ros.conversions import slice_to_encoded_bev
     from revqom_nodes.ros.qos import ENCODED_BEV_QOS
     from revqom_nodes.runtime.encoder import AgentEncoder
@@ -64,6 +66,7 @@ def test_legit_frames_fuse_whole_under_a_flood(tmp_path: Path, ros_env: dict[str
 
     log_path = tmp_path / "fusion.log"
     fusion = start_fusion_node(model_path, log_path, ros_env, f"security.trust_dir:={keys}")
+    flood_start_s = time.monotonic()
     flood_arguments = ["flood", str(tmp_path / "forged.cdr"), str(FLOOD_RATE), "600"]
     flooder = subprocess.Popen(
         [sys.executable, "-m", "revqom_nodes.scenario.flood", *flood_arguments],
@@ -99,6 +102,7 @@ def test_legit_frames_fuse_whole_under_a_flood(tmp_path: Path, ros_env: dict[str
         rclpy.try_shutdown()
         flooder.kill()
         flooder.wait(timeout=10)
+        flood_s = time.monotonic() - flood_start_s
         code = stop(fusion)
     output = log_path.read_text()
     assert code == 0, output[-3000:]
@@ -109,5 +113,8 @@ def test_legit_frames_fuse_whole_under_a_flood(tmp_path: Path, ros_env: dict[str
         assert list(detections[stamp].fused_agent_ids) == ["vehicle", "infrastructure"]
         assert list(by_stamp[stamp].cells_received_fraction) == [1.0, 1.0], "a legit slice was lost"
     counts = dict(zip(statuses[-1].rejected_reasons, statuses[-1].rejected_counts, strict=True))
-    assert counts["bad_signature"] >= FLOOD_RATE * FRAMES * 0.5 / 2, counts  # half the flood at least
+    refused = counts["bad_signature"] + counts["intake_overflow"]
+    assert refused >= FLOOD_RATE * FRAMES * 0.5 / 2, counts  # half the flood at least
+    budget = node_defaults("fusion")["fusion.intake_new_sweep_slices_per_s"]
+    assert counts["bad_signature"] <= budget * (flood_s + 1), counts  # the verifications stayed in the budget
     assert counts["replayed"] == counts["stale"] == counts["bad_slice"] == 0, counts
