@@ -18,6 +18,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "revqom_nodes.scenario.bench_pipeline",
     "revqom_nodes.scenario.bench_loss",
     "revqom_nodes.scenario.bench_attack",
+    "revqom_nodes.scenario.bench_discovery",
     "revqom_nodes.trust.bench",
 )
 
