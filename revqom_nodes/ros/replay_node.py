@@ -288,11 +288,12 @@ class ReplayNode(Node):
         return serialize_message(msg)
 
     def _publish_ground_truth_markers(self, raw: bytes) -> None:
-        msg = deserialize_message(raw, Detection3DArray)
-        boxes, _ = msg_to_boxes(msg)
-        self.markers_pub.publish(
-            boxes_to_markers(boxes, None, msg.header, "ground_truth", color=GROUND_TRUTH_COLOR)
-        )
+        if self.markers_pub.get_subscription_count():  # markers cost milliseconds: only for a viewer
+            msg = deserialize_message(raw, Detection3DArray)
+            boxes, _ = msg_to_boxes(msg)
+            self.markers_pub.publish(
+                boxes_to_markers(boxes, None, msg.header, "ground_truth", color=GROUND_TRUTH_COLOR)
+            )
         self.frames_played += 1
 
     def destroy_node(self) -> None:

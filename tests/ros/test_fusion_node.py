@@ -81,6 +81,7 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
     from rclpy.node import Node
     from rclpy.serialization import serialize_message
     from revqom.msg import Detection3DArray, FusionStatus
+    from visualization_msgs.msg import MarkerArray
 
     from revqom_nodes.codec.wire import Encoding
     from revqom_nodes.ros.conversions import (
@@ -89,7 +90,7 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
         ns_to_stamp,
         slice_to_encoded_bev,
     )
-    from revqom_nodes.ros.qos import ENCODED_BEV_QOS
+    from revqom_nodes.ros.qos import ENCODED_BEV_QOS, MARKER_QOS
     from revqom_nodes.runtime.encoder import AgentEncoder
     from revqom_nodes.runtime.fusion import FusionEngine
     from revqom_nodes.runtime.validation import Expectations, check_frame
@@ -134,6 +135,8 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
         ego_pub = node.create_publisher(type(ego_msg), "/vehicle/encoded_bev", ENCODED_BEV_QOS)
         attack_pub = node.create_publisher(type(ego_msg), "/infrastructure/encoded_bev", ENCODED_BEV_QOS)
         listen(node, detections, statuses)
+        markers: list[MarkerArray] = []  # built only for a subscriber: this one
+        node.create_subscription(MarkerArray, "/fusion/markers", markers.append, MARKER_QOS)
 
         wait_until_up(rclpy, node, fusion, log_path)
 
@@ -182,6 +185,8 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
     assert code == 0, output[-3000:]
 
     assert sorted(detections) == sent, "a good ego frame got no detections"
+    marker_stamps = {m.markers[0].header.stamp.sec * 10**9 + m.markers[0].header.stamp.nanosec for m in markers}
+    assert markers and marker_stamps <= set(sent), "no markers for the subscriber, or markers of no frame"
     counts = dict(zip(statuses[-1].rejected_reasons, statuses[-1].rejected_counts, strict=True))
     for reason in EXPECTED_REASONS:
         assert counts[reason] >= 1, (reason, counts)
