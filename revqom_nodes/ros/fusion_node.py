@@ -26,6 +26,7 @@ Parameters: see ``config/fusion.param.yaml`` and the node tables in README.md.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 
@@ -60,6 +61,7 @@ from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason
 
 LOG_INTERVAL_S = 5.0
 SPIN_TIMEOUT_S = 0.2  # the longest a Ctrl-C waits to be noticed
+GIL_SWITCH_INTERVAL_S = 0.0005  # a thread waiting for the GIL gets it after this (Python's default: 5 ms)
 
 
 class FusionNode(Node):
@@ -245,7 +247,13 @@ def _executor(node: FusionNode) -> Executor:
 
 def _spin(node: FusionNode) -> int:
     """Spin until Ctrl-C. ``spin_once`` in a loop: the EventsExecutor's ``spin()`` never returns
-    to Python, so a KeyboardInterrupt would never be raised."""
+    to Python, so a KeyboardInterrupt would never be raised.
+
+    The reception callbacks enter Python once per message while the verify and fusion workers
+    run Python between their native calls: with the default 5 ms switch interval each callback
+    could wait that long for the GIL, capping reception near 200 messages a second whenever a
+    worker is busy; ``GIL_SWITCH_INTERVAL_S`` shortens the wait."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     executor = _executor(node)
     executor.add_node(node)
     while rclpy.ok(context=node.context):
