@@ -117,7 +117,8 @@ def rotated_iou_aligned_torch(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
     dx, dy = x.roll(-1, dims=1) - x, y.roll(-1, dims=1) - y
     inside_b = _inside_fraction(x, y, half_lb, half_wb, shared_edges=True)
     a_edges = 0.5 * (inside_b * (x * dy - y * dx)).sum(dim=1)
-    inside_a = _inside_fraction(*_in_frame(*bev_corners_torch(boxes_b), boxes_a), half_la, half_wa, shared_edges=False)
+    x, y = _in_frame(*bev_corners_torch(boxes_b), boxes_a)
+    inside_a = _inside_fraction(x, y, half_la, half_wa, shared_edges=False)
     b_edges = -(half_lb * half_wb)[:, 0] * inside_a.sum(dim=1)
     inter = (a_edges + b_edges).abs()
     union = boxes_a[:, 3] * boxes_a[:, 4] + boxes_b[:, 3] * boxes_b[:, 4] - inter

@@ -4,7 +4,8 @@ Two ``fusion_node`` processes on loopback (DDS discovery on localhost), each wit
 model on the CPU: one enforcing authentication (a scenario key directory, ``scenario/keys.py``,
 plus a revoked and an expired certificate of its CA), one without (``security.mode`` off, on
 its own topics). This process sends a seeded synthetic scenario's frames to them, ego and
-infrastructure encoded once with the agents' settings (``config/agent.param.yaml``), signed
+infrastructure encoded once with the agents' settings (``config/agent.param.yaml``; the payload
+encoding ``--encoding``, by default the agents' ``codec.encoding``), signed
 at sending time as the agent nodes sign them, one frame every ``FRAME_PERIOD_S`` with the wall
 clock as stamp (the node checks stamps against its clock). Phases, one after the other, each
 of ``--frames`` frames and then one attack-free closing frame whose FusionStatus gives the
@@ -92,7 +93,7 @@ def _scenario(model: Any, frames: int, out: Path) -> tuple[list[Any], list[Any],
     return egos, infras, first.boxes_in(first.ego.T_world_from_lidar)
 
 
-def _forger(model: Any, credentials: Any, ego: Any, truth: np.ndarray) -> Any:
+def _forger(model: Any, credentials: Any, ego: Any, truth: np.ndarray, encoding: str) -> Any:
     """The attacks' Forger: the phantom's patch 20 m ahead of the ego, holding the index triple
     of the ego's map at its nearest ground-truth car (the patch's own cell without one)."""
     from revqom_nodes.runtime.encoder import AgentEncoder, parse_encoding
@@ -101,7 +102,7 @@ def _forger(model: Any, credentials: Any, ego: Any, truth: np.ndarray) -> Any:
     agent = node_defaults("agent")
     encoder = AgentEncoder(
         model,
-        parse_encoding(agent["codec.encoding"]),
+        parse_encoding(encoding),
         agent["output.slice_bytes"],
         agent["output.interleave"],
     )
@@ -297,7 +298,13 @@ def flood(rates: Sequence[int], out: Path) -> list[dict[str, Any]]:
 
 
 def run_attack_bench(
-    out: Path, *, model_path: Path, frames: int, attacks: Sequence[str], flood_rates: Sequence[int]
+    out: Path,
+    *,
+    model_path: Path,
+    frames: int,
+    attacks: Sequence[str],
+    flood_rates: Sequence[int],
+    encoding: str | None = None,
 ) -> dict[str, Any]:
     """Every phase (module docstring) with logs, keys and the scenario under ``out`` -> the JSON object."""
     import rclpy
@@ -319,7 +326,8 @@ def run_attack_bench(
     try:
         model = load_runtime_model(model_path, "cpu")
         egos, infras, truth = _scenario(model, frames + 1, out)
-        forger = _forger(model, credentials, egos[0], truth)
+        encoding = encoding or node_defaults("agent")["codec.encoding"]
+        forger = _forger(model, credentials, egos[0], truth, encoding)
         signers = {
             s.agent_id: load_signer(trust_dir, agent_id=s.agent_id, role=s.role) for s in (egos[0], infras[0])
         }
@@ -410,7 +418,12 @@ def _run(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else Path(scratch)
         out.mkdir(parents=True, exist_ok=True)
         result = run_attack_bench(
-            out, model_path=model_path, frames=args.frames, attacks=attacks, flood_rates=rates
+            out,
+            model_path=model_path,
+            frames=args.frames,
+            attacks=attacks,
+            flood_rates=rates,
+            encoding=args.encoding,
         )
         text = json.dumps(result, indent=2)
         if args.out:
@@ -439,4 +452,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='forged slices per second of the flood runs, comma-separated ("" for none)',
     )
     parser.add_argument("--model", help="model file (default: the bundled model)")
+    parser.add_argument(
+        "--encoding",
+        choices=("packed", "entropy"),
+        help="the agents' payload encoding (default: codec.encoding)",
+    )
     parser.set_defaults(run=_run)

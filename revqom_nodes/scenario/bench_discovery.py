@@ -59,7 +59,9 @@ def receiver(count: int) -> int:
 
     for agent in range(count):
         events = SubscriptionEventCallbacks(matched=on_match(agent))
-        node.create_subscription(EncodedBEV, topic(agent), lambda _: None, ENCODED_BEV_QOS, event_callbacks=events, raw=True)
+        node.create_subscription(
+            EncodedBEV, topic(agent), lambda _: None, ENCODED_BEV_QOS, event_callbacks=events, raw=True
+        )
     print("ready", flush=True)
     deadline = time.monotonic() + TIMEOUT_S
     while len(matched) < count and time.monotonic() < deadline:

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_agent_is_discovered_and_timed(ros_env: dict[str, str]) -> None:
-    command = [sys.executable, "-m", "revqom_nodes.cli", "bench", "discovery", "--agents", "1,3", "--repeats", "1"]
+    command = [sys.executable, "-m", "revqom_nodes.cli", "bench", "discovery", "--repeats", "1"]
+    command += ["--agents", "1,3"]
     done = subprocess.run(command, cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
@@ -25,5 +26,6 @@ def test_every_agent_is_discovered_and_timed(ros_env: dict[str, str]) -> None:
         discovery, every = row["discovery_ms"], row["all_matched_ms"]
         assert 0 <= discovery["p50"] <= discovery["p95"] <= discovery["max"] <= every["max"]
         assert row["start_ms"]["p50"] > 0 and row["repeats"] == 1
-    bad = subprocess.run(command[:-4] + ["--agents", "0"], cwd=ROOT, env=ros_env, capture_output=True, text=True)
+    command[-1] = "0"
+    bad = subprocess.run(command, cwd=ROOT, env=ros_env, capture_output=True, text=True)
     assert bad.returncode != 0 and "--agents" in bad.stderr

@@ -89,6 +89,7 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
         msg_to_boxes,
         ns_to_stamp,
         slice_to_encoded_bev,
+        stamp_to_ns,
     )
     from revqom_nodes.ros.qos import ENCODED_BEV_QOS, MARKER_QOS
     from revqom_nodes.runtime.encoder import AgentEncoder
@@ -185,7 +186,7 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
     assert code == 0, output[-3000:]
 
     assert sorted(detections) == sent, "a good ego frame got no detections"
-    marker_stamps = {m.markers[0].header.stamp.sec * 10**9 + m.markers[0].header.stamp.nanosec for m in markers}
+    marker_stamps = {stamp_to_ns(m.markers[0].header.stamp) for m in markers}
     assert markers and marker_stamps <= set(sent), "no markers for the subscriber, or markers of no frame"
     counts = dict(zip(statuses[-1].rejected_reasons, statuses[-1].rejected_counts, strict=True))
     for reason in EXPECTED_REASONS:
