@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from revqom_nodes.codec.context import CellRun, ContextTables, cell_bits, validate_context_tables
+from revqom_nodes.codec.context import CellRun, CellSymbols, ContextTables, cell_bits, cell_symbols, checked_tables
 from revqom_nodes.codec.entropy import validate_frequency_tables
 from revqom_nodes.codec.errors import WireFormatError
 from revqom_nodes.codec.wire import STAGE_LENGTH_BYTES, Encoding, bits_per_index, encode_cells
@@ -162,7 +162,7 @@ class _Coder:
         if encoding is Encoding.CONTEXT:
             if context_tables is None:
                 raise WireFormatError("CONTEXT encoding needs context tables; this codec state has none")
-            self.context_tables = validate_context_tables(context_tables, Q, codebook_size)
+            self.context_tables = checked_tables(context_tables, Q, codebook_size)
 
     def run(self, start: int) -> CellRun:
         return CellRun(self.height, self.width, start, self.interleave)
@@ -208,9 +208,11 @@ def _size_estimate(flat: np.ndarray, encoding: Encoding, coder: _Coder) -> _Esti
     starts). CONTEXT: one stream of ``context.cell_bits``, whose contexts depend on the start."""
     if encoding is Encoding.CONTEXT:
         tables = coder.context_tables
+        cells = cell_symbols(flat, tables)  # the contexts, unlike the symbols, depend on the start
 
         def context_bits(start: int, end: int) -> np.ndarray:
-            return cell_bits(flat[:, start:end], coder.run(start), tables)[None]
+            run = CellSymbols(cells.symbols[start:end], cells.escape_bits[start:end])
+            return cell_bits(run, coder.run(start), tables)[None]
 
         return _Estimate(context_bits, 0)
     tables = coder.frequency_tables
