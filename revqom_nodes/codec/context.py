@@ -286,15 +286,14 @@ def decode_run(stream: bytes, num_cells: int, run: CellRun, tables: ContextTable
         raise WireFormatError(f"CONTEXT stream is invalid for the context tables: {exc}") from exc
     if not exhausted:
         raise WireFormatError("CONTEXT stream has data left after its last cell")
-    out = tables.alphabet[np.minimum(symbols, N - 1)].T.copy()
-    if count:
-        out[:, escaped] = stages
-        if (_symbols(out[:, escaped], coding.codebook_size, coding.lookup) != N).any():
-            raise WireFormatError("CONTEXT stream escapes a tuple that is in the alphabet")
-    # The decoded symbols and escapes coded again (what encode_run makes of ``out``) must be the
-    # stream: e.g. zero words after its end decode alike
+    if count and (_symbols(stages, coding.codebook_size, coding.lookup) != N).any():
+        raise WireFormatError("CONTEXT stream escapes a tuple that is in the alphabet")
+    # Coded again, the decoded symbols and escapes (what encode_run makes of the decoded cells)
+    # must give the stream: e.g. zero words after its end decode alike
     if _encode(symbols, _contexts(symbols, up, left), stages, coding.models) != stream:
         raise WireFormatError("CONTEXT stream is not the encoding of the cells it decodes to")
+    out = tables.alphabet[np.minimum(symbols, N - 1)].T.copy()
+    out[:, escaped] = stages
     return out
 
 
