@@ -86,7 +86,7 @@ def neighbours(run: CellRun, num_cells: int) -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _grid_neighbours(height: int, width: int, interleave: int) -> tuple[np.ndarray, np.ndarray]:
     """The cell-order positions of every cell's up and left neighbour in the whole map, -1 outside
-    the grid -> two read-only (H * W,) int64 arrays (built once per grid: 0.05 ms a slice)."""
+    the grid -> two read-only (H * W,) int64 arrays, built once per grid (0.05 ms a slice)."""
     s = interleave
     rows = (height - np.arange(s) + s - 1) // s  # rows of sub-grid (a, b): those of a
     cols = (width - np.arange(s) + s - 1) // s  # columns: those of b
@@ -229,7 +229,7 @@ def cell_symbols(indices: np.ndarray, tables: ContextTables) -> CellSymbols:
     escaped = symbols == len(tables.alphabet)
     if escaped.any():
         stages = np.arange(indices.shape[0])[:, None]
-        escape_bits[escaped] = coding.escape_bits[stages, indices[:, escaped]].sum(axis=0)
+        escape_bits[escaped] = coding.index_bits[stages, indices[:, escaped]].sum(axis=0)
     return CellSymbols(symbols, escape_bits)
 
 
@@ -324,13 +324,13 @@ def checked_tables(tables: Any, num_quantizers: int, codebook_size: int) -> Cont
 class _Coding(NamedTuple):
     """What coding with one ``ContextTables`` needs, derived once: ``models``, the NUM_CONTEXTS
     context models then the Q escape models; ``lookup``, the alphabet's sorted joint keys and
-    rows (``_alphabet_lookup``); ``symbol_bits`` (NUM_CONTEXTS, N + 1) and ``escape_bits``
-    (Q, K), -log2 p of each symbol per context and of each index per stage; K."""
+    rows (``_alphabet_lookup``); ``symbol_bits`` (NUM_CONTEXTS, N + 1) and ``index_bits``
+    (Q, K), -log2 p of each symbol per context and of each escaped index per stage; K."""
 
     models: list[Any]
     lookup: tuple[np.ndarray, np.ndarray]
     symbol_bits: np.ndarray
-    escape_bits: np.ndarray
+    index_bits: np.ndarray
     codebook_size: int
 
 
