@@ -23,7 +23,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from revqom_nodes.codec.context import CellRun, CellSymbols, ContextTables, cell_bits, cell_symbols, checked_tables
+from revqom_nodes.codec.context import (
+    CellRun,
+    CellSymbols,
+    ContextTables,
+    cell_bits,
+    cell_symbols,
+    checked_tables,
+)
 from revqom_nodes.codec.entropy import validate_frequency_tables
 from revqom_nodes.codec.errors import WireFormatError
 from revqom_nodes.codec.wire import STAGE_LENGTH_BYTES, Encoding, bits_per_index, encode_cells
