@@ -23,6 +23,7 @@ Specified in docs/wire-format.md, "Encoding 2: CONTEXT".
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -38,6 +39,7 @@ UNKNOWN = 2  # the class of a neighbour outside the grid or not yet coded in the
 MAX_CONTEXT_SYMBOLS = 4096  # joint tuples in the alphabet, at most; symbol N is ESCAPE
 DEFAULT_CONTEXT_SYMBOLS = 1024  # measured: 4096 saves 2% more bytes for 4x the table size
 _MAX_TABLE_TOTAL = 2**62
+_CACHE_SIZE = 16  # objects or grids whose derived values are kept (a process holds one or two models)
 
 
 class ContextTables(NamedTuple):
@@ -77,17 +79,27 @@ def neighbours(run: CellRun, num_cells: int) -> tuple[np.ndarray, np.ndarray]:
         raise WireFormatError(
             f"cells [{first}, {first + num_cells}) of interleave {s} do not fit a {H} x {W} map"
         )
-    rows = (H - np.arange(s) + s - 1) // s  # rows of sub-grid (a, b): those of a
-    cols = (W - np.arange(s) + s - 1) // s  # columns: those of b
+    up, left = (a[first : first + num_cells] - first for a in _grid_neighbours(H, W, s))
+    return np.maximum(up, -1), np.maximum(left, -1)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _grid_neighbours(height: int, width: int, interleave: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cell-order positions of every cell's up and left neighbour in the whole map, -1 outside
+    the grid -> two read-only (H * W,) int64 arrays, built once per grid (0.05 ms a slice)."""
+    s = interleave
+    rows = (height - np.arange(s) + s - 1) // s  # rows of sub-grid (a, b): those of a
+    cols = (width - np.arange(s) + s - 1) // s  # columns: those of b
     widths = np.tile(cols, s)  # sub-grid g = a * s + b, in cell order
     starts = np.concatenate([[0], np.cumsum(np.repeat(rows, s) * widths)])
-    position = first + np.arange(num_cells, dtype=np.int64)
+    position = np.arange(height * width, dtype=np.int64)
     grid = np.searchsorted(starts, position, side="right") - 1
     local = position - starts[grid]
-    width = widths[grid]
-    up = np.where(local >= width, position - width, -1)
-    left = np.where(local % width >= 1, position - 1, -1)
-    return np.where(up >= first, up - first, -1), np.where(left >= first, left - first, -1)
+    width_of = widths[grid]
+    up = np.where(local >= width_of, position - width_of, -1)
+    left = np.where(local % width_of >= 1, position - 1, -1)
+    up.flags.writeable = left.flags.writeable = False
+    return up, left
 
 
 def _contexts(symbols: np.ndarray, up: np.ndarray, left: np.ndarray) -> np.ndarray:
@@ -98,14 +110,20 @@ def _contexts(symbols: np.ndarray, up: np.ndarray, left: np.ndarray) -> np.ndarr
     return 3 * up_class + left_class
 
 
-def _symbols(indices: np.ndarray, codebook_size: int, alphabet: np.ndarray) -> np.ndarray:
-    """(Q, n) indices -> (n,) symbols: the tuple's alphabet row, or ESCAPE = N."""
+def _symbols(indices: np.ndarray, codebook_size: int, lookup: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """(Q, n) indices -> (n,) symbols: the tuple's alphabet row, or ESCAPE = N. ``lookup``: the
+    alphabet's (N,) joint keys sorted and the (N,) rows that sort them (``_alphabet_lookup``)."""
+    sorted_keys, order = lookup
     keys = joint_keys(indices, codebook_size)
-    alphabet_keys = joint_keys(alphabet.T, codebook_size)
-    order = np.argsort(alphabet_keys)
-    at = np.minimum(np.searchsorted(alphabet_keys, keys, sorter=order), len(order) - 1)
-    found = alphabet_keys[order[at]] == keys
-    return np.where(found, order[at], len(alphabet))
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(order) - 1)
+    return np.where(sorted_keys[at] == keys, order[at], len(order))
+
+
+def _alphabet_lookup(alphabet: np.ndarray, codebook_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, Q) alphabet -> its (N,) joint keys sorted and the (N,) rows that sort them."""
+    keys = joint_keys(alphabet.T, codebook_size)
+    order = np.argsort(keys)
+    return keys[order], order
 
 
 def measure_context_tables(
@@ -142,12 +160,13 @@ def measure_context_tables(
     keys, counts = np.unique(np.concatenate([m.ravel() for m in maps]), return_counts=True)
     top = keys[np.lexsort((keys, -counts))[:max_symbols]]
     alphabet = np.stack([(top // K ** (Q - 1 - q)) % K for q in range(Q)], axis=1)
+    lookup = _alphabet_lookup(alphabet, K)
     table = np.ones((NUM_CONTEXTS, len(alphabet) + 1), dtype=np.int64)
     escape = np.ones((Q, K), dtype=np.int64)
     for keymap in maps:
         H, W = keymap.shape
         stages = np.stack([(keymap.ravel() // K ** (Q - 1 - q)) % K for q in range(Q)])
-        symbols = _symbols(stages, K, alphabet)
+        symbols = _symbols(stages, K, lookup)
         up, left = neighbours(CellRun(H, W), H * W)
         cls = (symbols != 0).astype(np.int64)
         up_class, left_class = np.where(up >= 0, cls[up], UNKNOWN), np.where(left >= 0, cls[left], UNKNOWN)
@@ -193,21 +212,32 @@ def validate_context_tables(tables: Any, num_quantizers: int, codebook_size: int
     return ContextTables(alphabet, counts, escape)
 
 
-def cell_bits(indices: np.ndarray, run: CellRun, tables: ContextTables) -> np.ndarray:
-    """(Q, n) indices of a run -> (n,) bits of each cell under the model: -log2 p(symbol |
-    context), plus the escape-table costs of an escaped cell's indices (the size estimate)."""
-    K = tables.escape_counts.shape[1]
-    symbols = _symbols(indices, K, tables.alphabet)
-    contexts = _contexts(symbols, *neighbours(run, indices.shape[1]))
-    cost = -np.log2(tables.counts / tables.counts.sum(axis=1, keepdims=True))
-    bits = cost[contexts, symbols]
+class CellSymbols(NamedTuple):
+    """What sizing runs of cells needs, wherever a run starts: ``symbols`` (n,) int64, each
+    cell's symbol (ESCAPE = N for a tuple outside the alphabet), and ``escape_bits`` (n,) float64,
+    the escape-table bits of an escaped cell's Q indices (0 for the others)."""
+
+    symbols: np.ndarray
+    escape_bits: np.ndarray
+
+
+def cell_symbols(indices: np.ndarray, tables: ContextTables) -> CellSymbols:
+    """(Q, n) indices in [0, K) -> their ``CellSymbols`` under ``tables``."""
+    coding = _coding(tables)
+    symbols = _symbols(indices, coding.codebook_size, coding.lookup)
+    escape_bits = np.zeros(len(symbols))
     escaped = symbols == len(tables.alphabet)
     if escaped.any():
-        escape = tables.escape_counts
-        stage_cost = -np.log2(escape / escape.sum(axis=1, keepdims=True))
         stages = np.arange(indices.shape[0])[:, None]
-        bits[escaped] += stage_cost[stages, indices[:, escaped]].sum(axis=0)
-    return bits
+        escape_bits[escaped] = coding.index_bits[stages, indices[:, escaped]].sum(axis=0)
+    return CellSymbols(symbols, escape_bits)
+
+
+def cell_bits(cells: CellSymbols, run: CellRun, tables: ContextTables) -> np.ndarray:
+    """``CellSymbols`` of the n cells of ``run`` -> (n,) bits of each cell under the model:
+    -log2 p(symbol | context), plus the escape-table bits of an escaped cell (the size estimate)."""
+    contexts = _contexts(cells.symbols, *neighbours(run, len(cells.symbols)))
+    return _coding(tables).symbol_bits[contexts, cells.symbols] + cells.escape_bits
 
 
 def encode_run(indices: np.ndarray, run: CellRun, tables: ContextTables) -> bytes:
@@ -216,20 +246,23 @@ def encode_run(indices: np.ndarray, run: CellRun, tables: ContextTables) -> byte
     Coded sequence: every cell's symbol under its context's model, in the run's order; then, per
     stage q, the stage-q indices of the escaped cells in that order under escape model q (a
     symbol's class does not depend on which tuple it escapes, so the contexts need none of them).
-    Consecutive symbols of one model are coded in one call.
     """
-    K, N = tables.escape_counts.shape[1], len(tables.alphabet)
-    symbols = _symbols(indices, K, tables.alphabet)
+    coding = _coding(tables)
+    symbols = _symbols(indices, coding.codebook_size, coding.lookup)
     contexts = _contexts(symbols, *neighbours(run, indices.shape[1]))
-    models = _models(tables)
+    return _encode(symbols, contexts, indices[:, symbols == len(tables.alphabet)], coding.models)
+
+
+def _encode(symbols: np.ndarray, contexts: np.ndarray, escaped: np.ndarray, models: list[Any]) -> bytes:
+    """(n,) symbols, (n,) their contexts and (Q, e) the indices of the e escaped cells -> the
+    stream. Consecutive symbols of one context are coded in one call."""
     encoder = constriction.stream.queue.RangeEncoder()
     breaks = np.concatenate([[0], np.flatnonzero(np.diff(contexts)) + 1, [len(contexts)]]).tolist()
     values = symbols.astype(np.int32)
     for a, b in itertools.pairwise(breaks):
         encoder.encode(values[a:b], models[int(contexts[a])])
-    escaped = symbols == N
-    if escaped.any():
-        for q, stage in enumerate(indices[:, escaped].astype(np.int32)):
+    if escaped.size:
+        for q, stage in enumerate(escaped.astype(np.int32)):
             encoder.encode(stage, models[NUM_CONTEXTS + q])
     return encoder.get_compressed().astype("<u4").tobytes()
 
@@ -238,34 +271,44 @@ def decode_run(stream: bytes, num_cells: int, run: CellRun, tables: ContextTable
     """Inverse of ``encode_run`` -> (Q, num_cells) int64. Raises WireFormatError when the stream
     does not decode, has data left over, escapes a tuple of the alphabet, or is not exactly what
     ``encode_run`` makes of the decoded cells (so every run has one valid stream)."""
-    (Q, K), N = tables.escape_counts.shape, len(tables.alphabet)
-    up, left = (a.tolist() for a in neighbours(run, num_cells))
-    models = _models(tables)
-    symbols = [0] * num_cells
+    coding = _coding(tables)
+    Q, N = tables.escape_counts.shape[0], len(tables.alphabet)
+    up, left = neighbours(run, num_cells)
     words = np.frombuffer(stream, dtype="<u4").astype(np.uint32)
     try:
         decoder = constriction.stream.queue.RangeDecoder(words)
-        for i in range(num_cells):
-            u, v = up[i], left[i]
-            context = 3 * (UNKNOWN if u < 0 else symbols[u] != 0) + (UNKNOWN if v < 0 else symbols[v] != 0)
-            symbols[i] = decoder.decode(models[context])
-        codes = np.asarray(symbols, dtype=np.int64)
-        escaped = codes == N
-        stages = [decoder.decode(models[NUM_CONTEXTS + q], int(escaped.sum())) for q in range(Q)]
+        symbols = np.asarray(_decode_symbols(decoder, coding.models, up.tolist(), left.tolist()))
+        escaped = symbols == N
+        count = int(escaped.sum())
+        stages = np.stack([decoder.decode(coding.models[NUM_CONTEXTS + q], count) for q in range(Q)])
         exhausted = decoder.maybe_exhausted()
     except Exception as exc:  # constriction reports invalid data with AssertionError or ValueError
         raise WireFormatError(f"CONTEXT stream is invalid for the context tables: {exc}") from exc
     if not exhausted:
         raise WireFormatError("CONTEXT stream has data left after its last cell")
-    out = tables.alphabet[np.minimum(codes, N - 1)].T.copy()
-    if escaped.any():
-        tuples = np.stack(stages).astype(np.int64)
-        if (_symbols(tuples, K, tables.alphabet) != N).any():
-            raise WireFormatError("CONTEXT stream escapes a tuple that is in the alphabet")
-        out[:, escaped] = tuples
-    if encode_run(out, run, tables) != stream:  # e.g. zero words after the end, which decode alike
+    if count and (_symbols(stages, coding.codebook_size, coding.lookup) != N).any():
+        raise WireFormatError("CONTEXT stream escapes a tuple that is in the alphabet")
+    # Coded again, the decoded symbols and escapes (what encode_run makes of the decoded cells)
+    # must give the stream: e.g. zero words after its end decode alike
+    if _encode(symbols, _contexts(symbols, up, left), stages, coding.models) != stream:
         raise WireFormatError("CONTEXT stream is not the encoding of the cells it decodes to")
+    out = tables.alphabet[np.minimum(symbols, N - 1)].T.copy()
+    out[:, escaped] = stages
     return out
+
+
+def _decode_symbols(decoder: Any, models: list[Any], up: list[int], left: list[int]) -> list[int]:
+    """The run's symbols, one ``decoder.decode`` call per cell: its context comes from the cells
+    decoded before it. up, left: each cell's neighbour positions in the run, -1 when unknown."""
+    num_cells = len(up)
+    classes = [0] * num_cells + [UNKNOWN]  # position -1 reads the last entry: unknown
+    symbols = [0] * num_cells
+    decode = decoder.decode
+    for i, u, v in zip(range(num_cells), up, left, strict=True):
+        symbol = decode(models[3 * classes[u] + classes[v]])
+        symbols[i] = symbol
+        classes[i] = symbol != 0
+    return symbols
 
 
 def checked_tables(tables: Any, num_quantizers: int, codebook_size: int) -> ContextTables:
@@ -278,17 +321,35 @@ def checked_tables(tables: Any, num_quantizers: int, codebook_size: int) -> Cont
     return _once(("tables", num_quantizers, codebook_size), tables, check)
 
 
-def _models(tables: ContextTables) -> list[Any]:
-    """The NUM_CONTEXTS context models, then the Q stage models of escaped cells; built once per
-    tables object (0.2 ms each time)."""
+class _Coding(NamedTuple):
+    """What coding with one ``ContextTables`` needs, derived once: ``models``, the NUM_CONTEXTS
+    context models then the Q escape models; ``lookup``, the alphabet's sorted joint keys and
+    rows (``_alphabet_lookup``); ``symbol_bits`` (NUM_CONTEXTS, N + 1) and ``index_bits``
+    (Q, K), -log2 p of each symbol per context and of each escaped index per stage; K."""
 
-    def build() -> list[Any]:
-        return [categorical(c) for c in tables.counts] + [categorical(t) for t in tables.escape_counts]
+    models: list[Any]
+    lookup: tuple[np.ndarray, np.ndarray]
+    symbol_bits: np.ndarray
+    index_bits: np.ndarray
+    codebook_size: int
 
-    return _once(("models",), tables, build)
+
+def _coding(tables: ContextTables) -> _Coding:
+    """The ``_Coding`` of ``tables``, built once per tables object (models: 0.2 ms each time)."""
+
+    def build() -> _Coding:
+        K = tables.escape_counts.shape[1]
+        return _Coding(
+            [categorical(c) for c in tables.counts] + [categorical(t) for t in tables.escape_counts],
+            _alphabet_lookup(tables.alphabet, K),
+            -np.log2(tables.counts / tables.counts.sum(axis=1, keepdims=True)),
+            -np.log2(tables.escape_counts / tables.escape_counts.sum(axis=1, keepdims=True)),
+            K,
+        )
+
+    return _once(("coding",), tables, build)
 
 
-_CACHE_SIZE = 16  # objects whose derived values are kept (a process holds one or two models)
 _cache: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 
 

@@ -23,7 +23,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from revqom_nodes.codec.context import CellRun, ContextTables, cell_bits, validate_context_tables
+from revqom_nodes.codec.context import (
+    CellRun,
+    CellSymbols,
+    ContextTables,
+    cell_bits,
+    cell_symbols,
+    checked_tables,
+)
 from revqom_nodes.codec.entropy import validate_frequency_tables
 from revqom_nodes.codec.errors import WireFormatError
 from revqom_nodes.codec.wire import STAGE_LENGTH_BYTES, Encoding, bits_per_index, encode_cells
@@ -118,13 +125,14 @@ def cut_slices(
     start = 0
     while start < total:
         floor = min(packed_cells, total - start)
-        n = max(floor, _estimated_run(estimate, start, budget_bytes, floor))
+        fitting, upper = _estimated_run(estimate, start, budget_bytes, floor)
+        n = max(floor, fitting)
         piece = coder.encode(start, n)
         while len(piece.payload) > budget_bytes:  # the estimate was short: shrink, never below a PACKED slice
             excess = len(piece.payload) - budget_bytes
             n = max(floor, n - max(1, -(-n * excess // len(piece.payload))))
             piece = coder.encode(start, n)
-        piece = _grow(coder, piece, _estimated_run(estimate, start, budget_bytes, floor, 0), budget_bytes)
+        piece = _grow(coder, piece, upper, budget_bytes)
         slices.append(piece)
         _check_count(len(slices))
         start += piece.num_cells
@@ -162,7 +170,7 @@ class _Coder:
         if encoding is Encoding.CONTEXT:
             if context_tables is None:
                 raise WireFormatError("CONTEXT encoding needs context tables; this codec state has none")
-            self.context_tables = validate_context_tables(context_tables, Q, codebook_size)
+            self.context_tables = checked_tables(context_tables, Q, codebook_size)
 
     def run(self, start: int) -> CellRun:
         return CellRun(self.height, self.width, start, self.interleave)
@@ -208,9 +216,11 @@ def _size_estimate(flat: np.ndarray, encoding: Encoding, coder: _Coder) -> _Esti
     starts). CONTEXT: one stream of ``context.cell_bits``, whose contexts depend on the start."""
     if encoding is Encoding.CONTEXT:
         tables = coder.context_tables
+        cells = cell_symbols(flat, tables)  # the contexts, unlike the symbols, depend on the start
 
         def context_bits(start: int, end: int) -> np.ndarray:
-            return cell_bits(flat[:, start:end], coder.run(start), tables)[None]
+            run = CellSymbols(cells.symbols[start:end], cells.escape_bits[start:end])
+            return cell_bits(run, coder.run(start), tables)[None]
 
         return _Estimate(context_bits, 0)
     tables = coder.frequency_tables
@@ -219,24 +229,31 @@ def _size_estimate(flat: np.ndarray, encoding: Encoding, coder: _Coder) -> _Esti
     return _Estimate(lambda start, end: bits[:, start:end], flat.shape[0] * STAGE_LENGTH_BYTES)
 
 
-def _estimated_run(
-    estimate: _Estimate, start: int, budget_bytes: int, floor: int, slack_bits: float = ENTROPY_SLACK_BITS
-) -> int:
-    """The most cells from ``start`` whose estimated payload fits the budget.
+def _estimated_run(estimate: _Estimate, start: int, budget_bytes: int, floor: int) -> tuple[int, int]:
+    """The most cells from ``start`` whose estimated payload fits the budget, with and without
+    ``ENTROPY_SLACK_BITS`` per stream for the coder's flush (the second: an optimistic bound).
 
-    Estimate: the header bytes plus, per stream, whole 32-bit words of its bits plus
-    ``slack_bits`` for the coder's flush. Searched in a window that doubles while every cell fits.
+    Estimate: the header bytes plus, per stream, whole 32-bit words of its bits plus the slack.
+    Searched in a window that doubles while every cell fits.
     """
     window = 4 * floor
     while True:
         bits = estimate.bits(start, start + window)
         cells = bits.shape[1]  # fewer than the window at the end of the map
-        words = np.ceil((np.cumsum(bits, axis=1) + slack_bits) / WORD_BITS).sum(axis=0)
-        size = estimate.header_bytes + (WORD_BITS // 8) * words
-        fitting = int(np.searchsorted(size, budget_bytes, side="right"))
-        if fitting < cells or cells < window:
-            return fitting
+        cumulative = np.cumsum(bits, axis=1)
+        fitting, upper = (
+            int(np.searchsorted(_estimated_bytes(estimate, cumulative, slack), budget_bytes, side="right"))
+            for slack in (ENTROPY_SLACK_BITS, 0)
+        )
+        if upper < cells or cells < window:
+            return fitting, upper
         window *= 2
+
+
+def _estimated_bytes(estimate: _Estimate, cumulative: np.ndarray, slack_bits: float) -> np.ndarray:
+    """(S, n) cumulative bits per stream -> (n,) estimated payload bytes of the first 1..n cells."""
+    words = np.ceil((cumulative + slack_bits) / WORD_BITS).sum(axis=0)
+    return estimate.header_bytes + (WORD_BITS // 8) * words
 
 
 def check_slice_fields(

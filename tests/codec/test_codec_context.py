@@ -16,6 +16,7 @@ from revqom_nodes.codec.context import (
     CellRun,
     ContextTables,
     cell_bits,
+    cell_symbols,
     decode_run,
     encode_run,
     joint_keys,
@@ -133,7 +134,7 @@ def test_cell_bits_are_what_the_coder_spends():
     indices = busy_map(np.random.default_rng(9), Q, K, H, W).reshape(Q, -1)
     payload, used = encode_cells(indices, K, Encoding.CONTEXT, context_tables=tables, run=CellRun(H, W))
     assert used is Encoding.CONTEXT
-    estimate = cell_bits(indices, CellRun(H, W), tables).sum() / 8
+    estimate = cell_bits(cell_symbols(indices, tables), CellRun(H, W), tables).sum() / 8
     assert estimate <= len(payload) <= estimate + 8
 
 
@@ -243,3 +244,69 @@ def test_state_ids_without_context_tables_are_unchanged_and_with_them_covered():
     data["context_tables"] = {"alphabet": data["context_tables"]["alphabet"]}
     with pytest.raises(CodecStateError, match="context_tables"):
         CodecState.from_dict(data)
+
+
+@pytest.mark.parametrize(("H", "W", "interleave"), [(3, 4, 1), (5, 7, 2), (9, 8, 3), (4, 4, 4)])
+def test_neighbours_are_the_up_and_left_cells_of_the_sub_grid(H, W, interleave):
+    order = cell_order(H, W, interleave)
+    position = np.empty(H * W, np.int64)
+    position[order] = np.arange(H * W)  # row-major cell -> its place in the cell order
+    rows, cols = np.divmod(order, W)
+    up_cell = np.where(rows >= interleave, order - interleave * W, -1)
+    left_cell = np.where(cols >= interleave, order - interleave, -1)
+    rng = np.random.default_rng(H * W + interleave)
+    for first in [0, 1, W, *rng.integers(0, H * W, 5).tolist()]:
+        n = int(rng.integers(1, H * W - first + 1))
+        got = neighbours(CellRun(H, W, first, interleave), n)
+        for cell, g in zip((up_cell, left_cell), got, strict=True):
+            at = np.where(cell >= 0, position[cell] - first, -1)[first : first + n]
+            np.testing.assert_array_equal(g, np.maximum(at, -1))  # before the run: unknown
+
+
+@pytest.mark.parametrize("interleave", [1, 2])
+def test_random_runs_of_busy_and_noisy_maps_round_trip(interleave):
+    Q, K, H, W = 3, 16, 14, 11
+    rng = np.random.default_rng(interleave)
+    tables = tables_for(Q, K, H, W, max_symbols=6)
+    N = len(tables.alphabet)
+    for noise in (0.0, 0.5, 1.0):  # real-looking, half escapes, uniform (mostly escapes)
+        indices = busy_map(rng, Q, K, H, W)
+        scatter = rng.random((H, W)) < noise
+        indices[:, scatter] = rng.integers(0, K, (Q, scatter.sum()))
+        flat = indices.reshape(Q, -1)[:, cell_order(H, W, interleave)]
+        for _ in range(12):  # runs from any cell, mid-row starts included
+            first = int(rng.integers(0, H * W))
+            n = int(rng.integers(1, H * W - first + 1))
+            run, cells = CellRun(H, W, first, interleave), flat[:, first : first + n]
+            stream = encode_run(cells, run, tables)
+            np.testing.assert_array_equal(decode_run(stream, n, run, tables), cells)
+        assert noise == 0.0 or (cell_symbols(flat, tables).symbols == N).any()
+
+
+def test_only_the_encoders_stream_of_the_cells_decodes():
+    """Streams changed in their last words, extended or cut either fail or are exactly the
+    encoding of what they decode to; some of them decode to the same cells and are refused only
+    because they are not that encoding."""
+    Q, K, H, W = 2, 7, 12, 10
+    tables = tables_for(Q, K, H, W)
+    rng = np.random.default_rng(3)
+    refused_as_other_encoding = 0
+    for _ in range(6):
+        indices = busy_map(rng, Q, K, H, W).reshape(Q, -1)
+        stream = encode_run(indices, CellRun(H, W), tables)
+        words = np.frombuffer(stream, "<u4")
+        variants = [stream + b"\0" * 4, stream + b"\0" * 8, stream + b"\x01\0\0\0", stream[:-4]]
+        for at in (-1, -2):  # every single bit of the last two words
+            for bit in range(32):
+                changed = words.copy()
+                changed[at] ^= np.uint32(1 << bit)
+                variants.append(changed.tobytes())
+        for bad in variants:
+            try:
+                decoded = decode_run(bad, H * W, CellRun(H, W), tables)
+            except WireFormatError as exc:
+                refused_as_other_encoding += "not the encoding" in str(exc)
+                continue
+            assert bad == encode_run(decoded, CellRun(H, W), tables)
+            assert not np.array_equal(decoded, indices)
+    assert refused_as_other_encoding > 0
