@@ -30,6 +30,7 @@ from revqom_nodes.runtime.model import RuntimeModel
 
 CELL_SIZE_TOLERANCE_M = 1e-4  # cell_size_m travels as float32
 ROTATION_TOLERANCE = 1e-3
+_RTOL, _ATOL = 1e-5, 1e-8  # numpy.allclose's defaults, which is_rigid's checks were written with
 POSE_TOLERANCE = 1e-9  # the slices of one sweep repeat the same pose
 # A payload above MAX_PAYLOAD_FACTOR whole packed maps plus MAX_PAYLOAD_SLACK_BYTES (the range coder's
 # stage lengths and flushes, which dominate tiny maps) is malformed: this bounds the memory of queued slices.
@@ -102,16 +103,29 @@ class Expectations:
 
 
 def is_rigid(T: np.ndarray) -> bool:
-    """A finite (4, 4) matrix with a rotation block (R R^T = I, det 1) and last row (0, 0, 0, 1)."""
+    """A finite (4, 4) matrix with a rotation block (R R^T = I and det 1, each within
+    ``ROTATION_TOLERANCE``) and last row (0, 0, 0, 1). In Python floats: the receiver checks
+    every slice's pose, and numpy's per-call overhead made that 75 µs."""
     T = np.asarray(T, dtype=np.float64)
-    if T.shape != (4, 4) or not np.isfinite(T).all():
+    if T.shape != (4, 4):
         return False
-    R = T[:3, :3]
-    return (
-        np.allclose(R @ R.T, np.eye(3), atol=ROTATION_TOLERANCE)
-        and abs(np.linalg.det(R) - 1.0) < ROTATION_TOLERANCE
-        and np.allclose(T[3], (0.0, 0.0, 0.0, 1.0))
+    rows = T.tolist()
+    if not all(math.isfinite(v) for row in rows for v in row):
+        return False
+    r0, r1, r2 = (row[:3] for row in rows[:3])
+    for i, a in enumerate((r0, r1, r2)):  # numpy.allclose's test: |x - y| <= atol + rtol * |y|
+        for j, b in enumerate((r0, r1, r2)[i:], start=i):
+            tolerance = ROTATION_TOLERANCE + _RTOL * (i == j)
+            if abs(a[0] * b[0] + a[1] * b[1] + a[2] * b[2] - (i == j)) > tolerance:
+                return False
+    det = (
+        r0[0] * (r1[1] * r2[2] - r1[2] * r2[1])
+        - r0[1] * (r1[0] * r2[2] - r1[2] * r2[0])
+        + r0[2] * (r1[0] * r2[1] - r1[1] * r2[0])
     )
+    bottom = zip(rows[3], (0.0, 0.0, 0.0, 1.0), strict=True)
+    last_row = all(abs(v - e) <= _ATOL + _RTOL * e for v, e in bottom)
+    return abs(det - 1.0) < ROTATION_TOLERANCE and last_row
 
 
 class CheckedSlice(NamedTuple):

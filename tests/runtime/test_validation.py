@@ -80,6 +80,21 @@ def test_is_rigid():
     assert is_rigid(T)
     assert not is_rigid(np.diag([2.0, 1.0, 1.0, 1.0]))
     assert not is_rigid(np.eye(3))
+    assert not is_rigid(np.diag([-1.0, 1.0, 1.0, 1.0]))  # a reflection: det -1
+    noisy = T.copy()
+    noisy[:3, :3] += 1e-5  # float noise of a pose sent as a quaternion: within tolerance
+    noisy[3, 3] += 1e-12
+    assert is_rigid(noisy)
+    skewed = T.copy()
+    skewed[0, 1] = 3e-3  # R R^T off by 3e-3
+    assert not is_rigid(skewed)
+    for bad in (np.nan, np.inf):
+        broken = T.copy()
+        broken[1, 3] = bad
+        assert not is_rigid(broken)
+    lifted = T.copy()
+    lifted[3, 0] = 1e-3  # not an affine transform
+    assert not is_rigid(lifted)
 
 
 @pytest.mark.parametrize("encoding", list(Encoding))
