@@ -93,21 +93,35 @@ def agent(index: int, started_ns: int) -> int:
 
 def _child(*arguments: str, stdin: int | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", CHILD, *arguments], stdout=subprocess.PIPE, stdin=stdin, text=True
+        [sys.executable, "-m", CHILD, *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=stdin,
+        text=True,
     )
+
+
+def _line(process: subprocess.Popen, what: str) -> list[str]:
+    """The next line the child prints, split; RuntimeError with its exit status and stderr when
+    it ended without one."""
+    assert process.stdout is not None and process.stderr is not None
+    line = process.stdout.readline()
+    if not line:
+        code = process.wait(timeout=TIMEOUT_S)
+        raise RuntimeError(f"the discovery {what} exited ({code}) early: {process.stderr.read()[-2000:]}")
+    return line.split()
 
 
 def measure(count: int) -> dict[str, Any]:
     """One repeat: a receiver, then ``count`` agents at once -> per-agent times."""
     recv = _child("receiver", str(count))
     assert recv.stdout is not None
-    if recv.stdout.readline().strip() != "ready":
+    if _line(recv, "receiver") != ["ready"]:
         raise RuntimeError("the discovery receiver did not start")
     agents = [_child("agent", str(k), str(time.time_ns()), stdin=subprocess.PIPE) for k in range(count)]
     created, start_ms = {}, []
     for process in agents:
-        assert process.stdout is not None
-        _, k, ns, ms = process.stdout.readline().split()
+        _, k, ns, ms = _line(process, "agent")
         created[int(k)] = int(ns)
         start_ms.append(float(ms))
     matched = {}
