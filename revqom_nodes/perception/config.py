@@ -92,6 +92,8 @@ class DetectorConfig:
     agent's map, through the codec when configured, warped and fused),
     "ego_only" (the ego's map alone; sends nothing, so no codec) or "late"
     (each agent detects on its own map, boxes merged in the ego frame; no codec).
+    ``ego_head`` (cooperative only): a second head of the same shape for the frames that fuse
+    no partner (detector.py).
     """
 
     grid: BevGrid = field(default_factory=BevGrid)
@@ -100,10 +102,15 @@ class DetectorConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     codec: CodecConfig | None = None
     mode: str = "cooperative"
+    ego_head: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise PerceptionError(f"unknown mode {self.mode!r}; valid: {list(MODES)}")
+        if not isinstance(self.ego_head, bool):
+            raise PerceptionError(f"ego_head must be true or false, got {self.ego_head!r}")
+        if self.ego_head and self.mode != "cooperative":
+            raise PerceptionError(f"mode {self.mode!r} has one head: set ego_head to false")
         if self.codec is not None:
             if self.mode != "cooperative":
                 raise PerceptionError(f"mode {self.mode!r} sends no feature maps: set codec to null")
@@ -129,8 +136,9 @@ class DetectorConfig:
             from revqom_nodes.codec import CodecConfig
 
             sections["codec"] = CodecConfig.from_dict(dict(values["codec"]))
-        if "mode" in values:
-            sections["mode"] = values["mode"]
+        for name in ("mode", "ego_head"):
+            if name in values:
+                sections[name] = values[name]
         return cls(**sections)
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,4 +158,5 @@ class DetectorConfig:
             "head": plain(asdict(self.head)),
             "codec": None if self.codec is None else self.codec.to_dict(),
             "mode": self.mode,
+            "ego_head": self.ego_head,
         }
