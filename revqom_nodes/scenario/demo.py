@@ -118,7 +118,7 @@ def _run_scenario(args: argparse.Namespace, bag: Path, model: Path, out: Path, e
         "sync_wait_ms": str(sync_wait_ms),
         "exit_delay": str(sync_wait_ms / 1e3 + 3.0),
         "trust_dir": str(scenario_keys(out / "keys", bag_agents(bag)).resolve()),
-        "agents": str(write_agents_launch(bag, egos, out / "agents.launch.xml").resolve()),
+        "agents": str(write_agents_launch(bag, egos, out / "agents.launch.xml", args.absent).resolve()),
         **{name: value for name, value in perturbation.items() if value is not None},
     }
     nodes = parse_launch_file(find_launch_file("scenario.launch.xml"), arguments)
@@ -262,7 +262,7 @@ def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from revqom_nodes.data.agents_launch import bag_agents, check_egos
+    from revqom_nodes.data.agents_launch import bag_agents, check_absent, check_egos
     from revqom_nodes.data.errors import DatasetError
     from revqom_nodes.model_file import ModelFileError
 
@@ -283,8 +283,9 @@ def _run(args: argparse.Namespace) -> int:
     egos = args.egos or [agents[0][0]]
     try:
         check_egos(agents, egos)
+        check_absent(agents, egos, args.absent)
     except DatasetError as exc:
-        log.error("--egos: %s", exc)
+        log.error("--egos, --absent: %s", exc)
         return 1
     perturbed = any(v is not None for v in (args.partner_delay_ms, args.pose_noise, args.noise_seed))
     if perturbed and egos != [agents[0][0]]:
@@ -363,6 +364,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--egos", type=lambda text: text.split(","), default=None,
         help="comma-separated vehicles that each run a fusion node: vehicle,vehicle_1 (default: vehicle)",
+    )
+    parser.add_argument(
+        "--absent", type=lambda text: text.split(","), default=[],
+        help="comma-separated agents that run no agent node, as a unit that is down (the fusion nodes "
+        "still expect them): infrastructure",
     )
     parser.add_argument("--model", help=f"model file (default: the bundled {BUNDLED_MODEL})")
     parser.add_argument("--encoding", choices=("packed", "entropy"), default="entropy")
