@@ -125,9 +125,9 @@ class CooperativeDetector(nn.Module):
         )
         self.head = AnchorHead(channels=channels, num_rotations=len(config.head.anchor_rotations),
                                blocks=config.head.blocks)
+        ego_blocks = config.head.blocks if config.ego_head_blocks is None else config.ego_head_blocks
         self.ego_head = (
-            AnchorHead(channels=channels, num_rotations=len(config.head.anchor_rotations),
-                       blocks=config.head.blocks)
+            AnchorHead(channels=channels, num_rotations=len(config.head.anchor_rotations), blocks=ego_blocks)
             if config.ego_head
             else None
         )

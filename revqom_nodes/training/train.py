@@ -321,7 +321,9 @@ def initialise_from(detector: CooperativeDetector, path: str) -> None:
     """Copy every weight of the model file at ``path`` whose name and shape match ``detector``'s
     (e.g. backbone, fusion and head of a raw-fusion model into a codec model); the rest (the
     codec) keeps its fresh initialisation. An ego-only head the file lacks starts as a copy of
-    the file's cooperative head. A relative path is taken from the repository root."""
+    the file's cooperative head; its blocks beyond the copied ones start with a dirac convolution
+    (with the fresh unit BatchNorm, the identity on the non-negative outputs of the block before).
+    A relative path is taken from the repository root."""
     from revqom_nodes.model_file import read_model_file
 
     source = repo_path(path)
@@ -333,6 +335,10 @@ def initialise_from(detector: CooperativeDetector, path: str) -> None:
     if not matching:
         raise TrainingError(f"init_from {source}: no weight matches this detector")
     detector.load_state_dict(matching, strict=False)
+    if detector.ego_head is not None:
+        for name, module in detector.ego_head.blocks.named_modules():
+            if isinstance(module, torch.nn.Conv2d) and f"ego_head.blocks.{name}.weight" not in matching:
+                torch.nn.init.dirac_(module.weight)
     log.info("initialised %d of %d tensors from %s; fresh: %s", len(matching), len(own), source,
              sorted({k.split(".")[0] for k in own if k not in matching}))
 

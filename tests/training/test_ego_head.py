@@ -24,13 +24,13 @@ from revqom_nodes.training.train import initialise_from, train, with_max_iters
 torch.set_num_threads(1)
 
 
-def _cooperative_file(path: Path) -> Path:
+def _cooperative_file(path: Path, model: dict = TINY_MODEL) -> Path:
     """A tiny cooperative model file with per-stage tables, as a trained default would be."""
     torch.manual_seed(0)
-    detector = build_detector(DetectorConfig.from_dict(TINY_MODEL))
+    detector = build_detector(DetectorConfig.from_dict(model))
     codec = detector.config.codec
     tables = np.arange(1, codec.num_quantizers * codec.codebook_size + 1).reshape(codec.num_quantizers, -1)
-    save_model(path, detector, {"model": TINY_MODEL}, codec_state=detector.codec.export_state(tables),
+    save_model(path, detector, {"model": model}, codec_state=detector.codec.export_state(tables),
                provenance={"command": "test"})
     return path
 
@@ -42,12 +42,27 @@ def test_configs_are_checked_and_old_ones_have_no_ego_head(tiny_root: Path, tmp_
     assert DetectorConfig.from_dict(headed.to_dict()) == headed
     with pytest.raises(PerceptionError, match="ego_head"):
         DetectorConfig.from_dict({**TINY_MODEL, "codec": None, "mode": "ego_only", "ego_head": True})
+    for bad in ({"ego_head_blocks": 3}, {"ego_head": True, "ego_head_blocks": -1}):
+        with pytest.raises(PerceptionError, match="ego_head_blocks"):
+            DetectorConfig.from_dict({**TINY_MODEL, **bad})
     with pytest.raises(TrainingError, match=r"model\.ego_head"):
         load_config(write_config(tmp_path / "a.yaml", tiny_root,
                                  train={"ego_head_only": True, "init_from": "x.pt"}))
     with pytest.raises(TrainingError, match="init_from"):
         load_config(write_config(tmp_path / "b.yaml", tiny_root, model={"ego_head": True},
                                  train={"ego_head_only": True}))
+
+
+def test_a_deeper_ego_head_starts_as_the_cooperative_head(tmp_path: Path) -> None:
+    """Extra blocks start as the identity after the copied ones (dirac convolutions)."""
+    model = {**TINY_MODEL, "head": {**TINY_MODEL["head"], "blocks": 1}}
+    deeper = build_detector(DetectorConfig.from_dict({**model, "ego_head": True, "ego_head_blocks": 3}))
+    initialise_from(deeper, str(_cooperative_file(tmp_path / "coop.pt", model)))
+    deeper.eval()
+    bev = torch.randn(1, 16, *deeper.grid.bev_shape)
+    with torch.no_grad():
+        for ego, cooperative in zip(deeper.ego_head(bev), deeper.head(bev), strict=True):
+            torch.testing.assert_close(ego, cooperative, atol=5e-3, rtol=5e-3)  # BatchNorm's eps
 
 
 def test_training_moves_the_ego_head_alone_and_keeps_the_codec(tiny_root: Path, tmp_path: Path) -> None:
