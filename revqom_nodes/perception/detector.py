@@ -292,6 +292,8 @@ class CooperativeDetector(nn.Module):
 
     # ---- internals --------------------------------------------------------------------------
     def _forward_ego_alone(self, batch: Sequence[FrameInput]) -> DetectorOutput:
+        """B frames -> ``ego_head``'s outputs (B maps) on each ego's decoded map (1, C, H, W) fused
+        alone; only ``ego_head`` gets gradients."""
         if self.ego_head is None:
             raise PerceptionError("ego_alone trains the ego-only head: this model has none (config.ego_head)")
         identity = torch.eye(4, dtype=torch.float64).expand(len(batch), 4, 4)

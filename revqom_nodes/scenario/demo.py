@@ -8,6 +8,8 @@ fusion nodes enforce authentication, (4) the summary: per ego, frames, detection
 AP@0.3/0.5/0.7 (the ``revqom eval`` protocol and range, ``revqom eval --ego``) and latency
 p50/p95 per stage; bytes per agent per frame (packed and entropy) against raw float32 features.
 The first ego's metrics are also the top level of ``metrics.json``, ``egos`` has each ego's.
+``--absent infrastructure`` starts no agent node for that agent (a unit that is down): the
+fusion nodes still expect it and fuse the ego alone.
 
 Partners under V2X conditions: ``--partner-delay-ms D`` and ``--pose-noise XY_M,YAW_DEG``
 (``--noise-seed``) set the replay's ``replay.partner_delay_ms``, ``replay.pose_noise`` and

@@ -6,7 +6,7 @@ A config file holds up to four top-level keys:
   the starting point and this file's mappings are merged into it, key by key (a nested
   mapping merges, anything else, lists and ``null`` included, replaces);
 - ``model``: the detector mapping read by ``DetectorConfig.from_dict`` (``grid``, ``backbone``,
-  ``fusion``, ``head``, ``codec``, ``mode``, ``ego_head``);
+  ``fusion``, ``head``, ``codec``, ``mode``, ``ego_head``, ``ego_head_blocks``);
 - ``train``: the fields of ``TrainConfig``;
 - ``data``: ``root`` and ``split`` of the DAIR-V2X-C training set, and the ``command`` that made it.
 
