@@ -11,10 +11,13 @@ and the project's runner (docs/design.md, "Many agents at run time").
 Egos are vehicles. Ego ``vehicle`` fuses in namespace ``/fusion`` (the 1 + 1 scenario's topics),
 ego ``vehicle_K`` in ``/fusion_K``; each fuses its own map first, then every other agent's, in the
 bag's order (the order ``revqom eval --ego`` fuses them in, ``DairV2XReader.ego_frame``).
+An absent agent (``revqom demo --absent``: a unit that is down) gets no agent node; the fusion
+nodes still expect it and receive nothing from it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -57,6 +60,13 @@ def check_egos(agents: list[tuple[str, str]], egos: list[str]) -> None:
             raise DatasetError(f"ego {ego!r} is not a vehicle of this scenario (vehicles: {vehicles})")
 
 
+def check_absent(agents: list[tuple[str, str]], egos: list[str], absent: Sequence[str]) -> None:
+    """Refuse an absent agent that is an ego or not an agent of this scenario (``DatasetError``)."""
+    others = [a for a, _ in agents if a not in egos]
+    if not set(absent) <= set(others):
+        raise DatasetError(f"absent agents must be agents other than the egos ({others}), got {list(absent)}")
+
+
 def _yaml_list(items: list[str]) -> str:
     """A YAML flow list, which a parameter value is read as (launch_ros and the revqom runner)."""
     return f"[{', '.join(items)}]"
@@ -68,10 +78,13 @@ def _include(file: str, arguments: dict[str, str]) -> str:
     return f"  <group>\n    {include}\n{args}    </include>\n  </group>\n"
 
 
-def agents_launch_xml(agents: list[tuple[str, str]], egos: list[str]) -> str:
-    """The launch file of a scenario with these (agent id, role) and egos (module docstring)."""
+def agents_launch_xml(agents: list[tuple[str, str]], egos: list[str], absent: Sequence[str] = ()) -> str:
+    """The launch file of a scenario with these (agent id, role), egos and absent agents, which
+    run no agent node (module docstring)."""
     check_egos(agents, egos)
+    check_absent(agents, egos, absent)
     ids = [agent_id for agent_id, _ in agents]
+    running = [a for a in ids if a not in absent]
     encoded = [f"/{a}/encoded_bev" for a in ids]
     parts = [
         '<?xml version="1.0"?>\n',
@@ -80,7 +93,7 @@ def agents_launch_xml(agents: list[tuple[str, str]], egos: list[str]) -> str:
         "     Included by scenario.launch.xml, whose launch arguments the included files read. -->\n",
         "<launch>\n",
     ]
-    parts += [_include("agent.launch.xml", {"agent_id": a, "role": role}) for a, role in agents]
+    parts += [_include("agent.launch.xml", {"agent_id": a, "role": r}) for a, r in agents if a in running]
     for ego in egos:
         order = [ego, *(a for a in ids if a != ego)]
         parts.append(_include("fusion.launch.xml", {
@@ -90,7 +103,7 @@ def agents_launch_xml(agents: list[tuple[str, str]], egos: list[str]) -> str:
             "agent_topics": _yaml_list([f"/{a}/encoded_bev" for a in order]),
         }))
     lists = {
-        "scenario_outputs": encoded + [fusion_topics(e)[0] for e in egos],
+        "scenario_outputs": [f"/{a}/encoded_bev" for a in running] + [fusion_topics(e)[0] for e in egos],
         "scenario_encoded_bev": encoded,
         "scenario_agent_status": [f"/{a}/agent_status" for a in ids],
         "scenario_clouds": [agent_topics(a)[0] for a in ids],
@@ -103,11 +116,11 @@ def agents_launch_xml(agents: list[tuple[str, str]], egos: list[str]) -> str:
 
 
 def write_agents_launch(
-    bag: str | Path, egos: list[str] | None = None, out: str | Path | None = None
+    bag: str | Path, egos: list[str] | None = None, out: str | Path | None = None, absent: Sequence[str] = ()
 ) -> Path:
-    """Write the launch file of ``bag``'s agents (egos: the first agent when None) to ``out``
-    (default ``<bag>/agents.launch.xml``); returns its path."""
+    """Write the launch file of ``bag``'s agents (egos: the first agent when None; ``absent``:
+    agents without an agent node) to ``out`` (default ``<bag>/agents.launch.xml``); returns its path."""
     agents = bag_agents(bag)
     path = Path(out) if out is not None else Path(bag) / AGENTS_LAUNCH_FILE
-    path.write_text(agents_launch_xml(agents, egos or [agents[0][0]]), encoding="utf-8")
+    path.write_text(agents_launch_xml(agents, egos or [agents[0][0]], absent), encoding="utf-8")
     return path

@@ -12,9 +12,10 @@ as the lossy-network test bed does for real (``runner.SliceLoss``). ``--max-part
 ``fusion.max_bytes_per_frame``) limit the partners fused per frame, most new cells per byte first, as the node
 does (``runtime.selection``). ``--delay-ms D`` and
 ``--pose-noise XY_M,YAW_DEG`` (``--noise-seed``) give the partners older sweeps and noisy
-transmitted poses (``robustness``); ``revqom eval --robustness --model M [--baselines RAW,EGO]
---data ROOT --out R.json`` writes the delay x pose-noise grid of M, raw fusion, late fusion and
-ego only, and ``R.png`` beside it.
+transmitted poses (``robustness``). ``--by-partners`` adds ``ap_by_partners`` (AP with the ego
+and its 0, 1, ... nearest partners) on a two-agent set too; with more agents it is always there.
+``revqom eval --robustness --model M [--baselines RAW,EGO] --data ROOT --out R.json`` writes
+the delay x pose-noise grid of M, raw fusion, late fusion and ego only, and ``R.png`` beside it.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
         ego = args.ego or reader.agents[0][0]
         eager = [reader.ego_frame(i, ego) for i in range(count)] if count <= 64 else None
         frames = eager if eager is not None else _Lazy(reader, count, ego)
-        by_partners = len(reader.agents) > 2  # many agents: AP with 0, 1, 2, ... partners
+        by_partners = args.by_partners or len(reader.agents) > 2  # AP with 0, 1, 2, ... partners
         stamps_us = [reader.timestamps_us(i) for i in range(count)] if perturbed or args.robustness else []
         if args.robustness:
             return _robustness(args, frames, stamps_us, device)
@@ -265,6 +266,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--ego", default=None,
         help="the vehicle whose view is evaluated (default: the dataset's ego, `vehicle`); with more than "
         "two agents the result also has ap_by_partners (AP with the 0, 1, 2, ... nearest partners)",
+    )
+    parser.add_argument(
+        "--by-partners", action="store_true",
+        help="ap_by_partners with two agents too: its entry 0 is the ego's map alone, as the fusion node "
+        "fuses it when no partner is (missing, stale, out of range)",
     )
     parser.add_argument("--late", action="store_true", help="late fusion with an ego-only model")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")

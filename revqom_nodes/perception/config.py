@@ -92,6 +92,8 @@ class DetectorConfig:
     agent's map, through the codec when configured, warped and fused),
     "ego_only" (the ego's map alone; sends nothing, so no codec) or "late"
     (each agent detects on its own map, boxes merged in the ego frame; no codec).
+    ``ego_head`` (cooperative only): a second head for the frames that fuse no partner
+    (detector.py), with ``ego_head_blocks`` 3x3 blocks (None: ``head.blocks``, the same shape).
     """
 
     grid: BevGrid = field(default_factory=BevGrid)
@@ -100,10 +102,20 @@ class DetectorConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     codec: CodecConfig | None = None
     mode: str = "cooperative"
+    ego_head: bool = False
+    ego_head_blocks: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise PerceptionError(f"unknown mode {self.mode!r}; valid: {list(MODES)}")
+        if not isinstance(self.ego_head, bool):
+            raise PerceptionError(f"ego_head must be true or false, got {self.ego_head!r}")
+        if self.ego_head and self.mode != "cooperative":
+            raise PerceptionError(f"mode {self.mode!r} has one head: set ego_head to false")
+        blocks = self.ego_head_blocks
+        if blocks is not None and (not self.ego_head or isinstance(blocks, bool)
+                                   or not isinstance(blocks, int) or blocks < 0):
+            raise PerceptionError(f"ego_head_blocks must be null, or an int >= 0 with ego_head: {blocks!r}")
         if self.codec is not None:
             if self.mode != "cooperative":
                 raise PerceptionError(f"mode {self.mode!r} sends no feature maps: set codec to null")
@@ -129,8 +141,9 @@ class DetectorConfig:
             from revqom_nodes.codec import CodecConfig
 
             sections["codec"] = CodecConfig.from_dict(dict(values["codec"]))
-        if "mode" in values:
-            sections["mode"] = values["mode"]
+        for name in ("mode", "ego_head", "ego_head_blocks"):
+            if name in values:
+                sections[name] = values[name]
         return cls(**sections)
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,4 +163,6 @@ class DetectorConfig:
             "head": plain(asdict(self.head)),
             "codec": None if self.codec is None else self.codec.to_dict(),
             "mode": self.mode,
+            "ego_head": self.ego_head,
+            "ego_head_blocks": self.ego_head_blocks,
         }

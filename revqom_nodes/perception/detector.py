@@ -10,6 +10,11 @@ The runtime split follows the transmission boundary: an agent calls
 receiver (``codec.receiver.CodecDecoder``) and calls ``detect_from_bev(maps,
 T_ego_from_agent, valid)``. ``detect`` runs the same path in one process. Inference methods
 do not switch the module to eval mode: call ``model.eval()`` first.
+
+Ego alone: with ``config.ego_head``, a frame that fuses no partner (the ego's map alone, as the
+fusion node fuses when every partner is missing, stale or out of range) is detected by
+``ego_head``, a second ``AnchorHead`` trained on such frames (``forward(..., ego_alone=True)``,
+everything else frozen), instead of the cooperative ``head``; without it, by ``head``.
 """
 
 from __future__ import annotations
@@ -120,6 +125,12 @@ class CooperativeDetector(nn.Module):
         )
         self.head = AnchorHead(channels=channels, num_rotations=len(config.head.anchor_rotations),
                                blocks=config.head.blocks)
+        ego_blocks = config.head.blocks if config.ego_head_blocks is None else config.ego_head_blocks
+        self.ego_head = (
+            AnchorHead(channels=channels, num_rotations=len(config.head.anchor_rotations), blocks=ego_blocks)
+            if config.ego_head
+            else None
+        )
         self.register_buffer("anchors", make_anchors(config.grid, config.head), persistent=False)
 
     @property
@@ -165,7 +176,7 @@ class CooperativeDetector(nn.Module):
         valid: Sequence[Tensor | None] | None = None,
     ) -> Candidates:
         """Cooperative: what ``detect_from_bev`` takes -> warp, fusion, head and the boxes before NMS,
-        on the device."""
+        on the device. One map (the ego's alone) goes to ``ego_head`` when the model has one."""
         if self.config.mode == "late":
             raise PerceptionError("late fusion exchanges boxes: use detect_own_map and merge_detections")
         if self.config.mode == "ego_only":
@@ -181,7 +192,12 @@ class CooperativeDetector(nn.Module):
                 [ones if v is None else v.to(self.device).reshape(height, width) for v in valid]
             )
         fused = self._fuse(features, as_transforms(T_ego_from_agent), masks)
-        return self._candidates(self.head(fused))
+        return self._candidates(self.head_for(len(maps))(fused))
+
+    def head_for(self, num_maps: int) -> AnchorHead:
+        """The head that detects on a fusion of ``num_maps`` maps (the ego's included): ``ego_head``
+        for the ego's map alone when the model has one, else ``head``."""
+        return self.ego_head if num_maps == 1 and self.ego_head is not None else self.head
 
     @torch.no_grad()
     def detect_own_map(self, bev: Tensor) -> Detections:
@@ -208,8 +224,14 @@ class CooperativeDetector(nn.Module):
         return self.detect_from_bev(list(maps.split(1)), frame.T_ego_from_agent)
 
     # ---- training ---------------------------------------------------------------------------
-    def forward(self, batch: Sequence[FrameInput]) -> DetectorOutput:
-        """B frames -> head outputs (and codec losses) for training; see DetectorOutput."""
+    def forward(self, batch: Sequence[FrameInput], *, ego_alone: bool = False) -> DetectorOutput:
+        """B frames -> head outputs (and codec losses) for training; see DetectorOutput.
+
+        ``ego_alone`` (a model with ``ego_head``): each frame's ego map alone, through the codec and
+        the fusion as the runtime runs it, without gradient, then ``ego_head``; the partners'
+        clouds are ignored. Keep everything but ``ego_head`` in eval mode (frozen)."""
+        if ego_alone:
+            return self._forward_ego_alone(batch)
         if self.config.mode == "ego_only":
             maps = self.bev_features_batch([frame.points[0] for frame in batch])
             identity = torch.eye(4, dtype=torch.float64).expand(len(batch), 4, 4)
@@ -269,6 +291,19 @@ class CooperativeDetector(nn.Module):
         return DetectionLosses(total, *terms, commitment, orthogonal)
 
     # ---- internals --------------------------------------------------------------------------
+    def _forward_ego_alone(self, batch: Sequence[FrameInput]) -> DetectorOutput:
+        """B frames -> ``ego_head``'s outputs (B maps) on each ego's decoded map (1, C, H, W) fused
+        alone; only ``ego_head`` gets gradients."""
+        if self.ego_head is None:
+            raise PerceptionError("ego_alone trains the ego-only head: this model has none (config.ego_head)")
+        identity = torch.eye(4, dtype=torch.float64).expand(len(batch), 4, 4)
+        with torch.no_grad():
+            maps = self.bev_features_batch([frame.points[0] for frame in batch])
+            if self.codec is not None:
+                maps = self.codec.decode(self.codec.encode(maps))
+            fused = torch.cat([self._fuse(m, identity[:1], None) for m in maps.split(1)])
+        return DetectorOutput(self.ego_head(fused), tuple(range(len(batch))), identity, None, None)
+
     def _fuse(self, maps: Tensor, T_ego_from_agent: Tensor, valid: Tensor | None) -> Tensor:
         warped = warp_to_ego(maps, T_ego_from_agent, self.grid, valid)
         return self.fusion(warped.features, warped.valid)

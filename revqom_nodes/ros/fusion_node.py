@@ -13,7 +13,9 @@ MarkerArray for RViz (the boxes scoring at least ``output.display_min_score``) a
 FusionStatus (with the share of each agent's cells that arrived, when agents send their maps
 in slices, and why a partner was not fused: the partners in range adding the most occupied
 cells to the ego's view per payload byte are taken first within ``fusion.max_partners`` and
-``fusion.max_bytes_per_frame``, ``runtime/selection.py``).
+``fusion.max_bytes_per_frame``, ``runtime/selection.py``). A frame that fuses no partner is
+detected by the model's ego-only head when the model file has one (``runtime/fusion.py``); the
+node logs each switch between that head and the cooperative one.
 With ``security.trust_dir``, every slice must be signed by the agent its topic belongs to
 (``security.mode``; ``runtime/security.py``, docs/security.md); the clock-skew check reads the
 node's ROS clock (``use_sim_time`` under a replay). Rejected messages, bad slices and
@@ -110,6 +112,7 @@ class FusionNode(Node):
         self.display_min_score: float = params["output.display_min_score"]
         self.frames_published = 0
         self._dropped_reported = 0
+        self._ego_head = False  # the last frame's detections came from the ego-only head
         self.limiter = RateLimiter(LOG_INTERVAL_S)
 
         # Subscriptions first: once the publishers are visible the node is ready (the replay waits for them).
@@ -127,7 +130,8 @@ class FusionNode(Node):
             f"on {self.model.device}, max_age_ms {params['fusion.max_age_ms']:g}, "
             f"sync_wait_ms {params['fusion.sync_wait_ms']:g}, max_partners {limits.max_partners}, "
             f"max_bytes_per_frame {limits.max_bytes_per_frame}, codebook {self.model.codebook_id[:12]}, "
-            f"security {mode.value}{f' ({trust_dir})' if guard is not None else ''}"
+            f"security {mode.value}{f' ({trust_dir})' if guard is not None else ''}, "
+            f"ego-only head {'yes' if self.model.detector.ego_head is not None else 'no'}"
         )
 
     # ---- reception (executor thread) and verification (verify worker) ------------------
@@ -194,6 +198,10 @@ class FusionNode(Node):
             return
         if result.out_of_range:
             self.inbox.count(RejectReason.OUT_OF_RANGE, result.out_of_range)
+        if result.ego_head != self._ego_head:
+            self._ego_head = result.ego_head
+            self.get_logger().info("no partner fused: the ego-only head detects" if result.ego_head
+                                   else "partners fused again: the cooperative head detects")
         header = Header(stamp=ns_to_stamp(ego.stamp_ns), frame_id=ego.frame_id)
         self.detections_pub.publish(detections_to_msg(result.detections, header, result.fused_agent_ids))
         self.frames_published += 1

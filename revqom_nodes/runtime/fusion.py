@@ -10,7 +10,9 @@ fusion node and ``revqom eval`` both run this engine, so a live frame and its of
 Which partners are fused (the comm range, ``fusion.max_partners``, ``fusion.max_bytes_per_frame``)
 is ``selection.select_partners``'s decision; the result says why each other one is not. Each
 fused map's age (the ego's sweep stamp minus its own, up to the fusion node's
-``fusion.max_age_ms``) comes back in the result.
+``fusion.max_age_ms``) comes back in the result. A frame that fuses no partner is detected by
+the model's ego-only head when its file has one (``CooperativeDetector.head_for``), and the
+result says so (``ego_head``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class FusionResult(NamedTuple):
     not_fused: tuple[NotFused | None, ...] = ()  # parallel to the partners given; None: fused
     ages_ms: tuple[float, ...] = ()  # ego stamp - map stamp, parallel to fused_agent_ids (ego: 0.0)
     nms_ms: float = 0.0  # rotated NMS, detections to the host
+    ego_head: bool = False  # the ego-only head made the detections (no partner fused, the model has one)
 
     @property
     def out_of_range(self) -> int:
@@ -130,4 +133,5 @@ class FusionEngine:
             selection.not_fused,
             tuple(m.age_ms(ego.stamp_ns) for m in maps),
             end - after_fuse,
+            detector.head_for(len(maps)) is detector.ego_head,
         )

@@ -8,6 +8,8 @@ fusion nodes enforce authentication, (4) the summary: per ego, frames, detection
 AP@0.3/0.5/0.7 (the ``revqom eval`` protocol and range, ``revqom eval --ego``) and latency
 p50/p95 per stage; bytes per agent per frame (packed and entropy) against raw float32 features.
 The first ego's metrics are also the top level of ``metrics.json``, ``egos`` has each ego's.
+``--absent infrastructure`` starts no agent node for that agent (a unit that is down): the
+fusion nodes still expect it and fuse the ego alone.
 
 Partners under V2X conditions: ``--partner-delay-ms D`` and ``--pose-noise XY_M,YAW_DEG``
 (``--noise-seed``) set the replay's ``replay.partner_delay_ms``, ``replay.pose_noise`` and
@@ -118,7 +120,7 @@ def _run_scenario(args: argparse.Namespace, bag: Path, model: Path, out: Path, e
         "sync_wait_ms": str(sync_wait_ms),
         "exit_delay": str(sync_wait_ms / 1e3 + 3.0),
         "trust_dir": str(scenario_keys(out / "keys", bag_agents(bag)).resolve()),
-        "agents": str(write_agents_launch(bag, egos, out / "agents.launch.xml").resolve()),
+        "agents": str(write_agents_launch(bag, egos, out / "agents.launch.xml", args.absent).resolve()),
         **{name: value for name, value in perturbation.items() if value is not None},
     }
     nodes = parse_launch_file(find_launch_file("scenario.launch.xml"), arguments)
@@ -262,7 +264,7 @@ def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from revqom_nodes.data.agents_launch import bag_agents, check_egos
+    from revqom_nodes.data.agents_launch import bag_agents, check_absent, check_egos
     from revqom_nodes.data.errors import DatasetError
     from revqom_nodes.model_file import ModelFileError
 
@@ -283,8 +285,9 @@ def _run(args: argparse.Namespace) -> int:
     egos = args.egos or [agents[0][0]]
     try:
         check_egos(agents, egos)
+        check_absent(agents, egos, args.absent)
     except DatasetError as exc:
-        log.error("--egos: %s", exc)
+        log.error("--egos, --absent: %s", exc)
         return 1
     perturbed = any(v is not None for v in (args.partner_delay_ms, args.pose_noise, args.noise_seed))
     if perturbed and egos != [agents[0][0]]:
@@ -363,6 +366,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--egos", type=lambda text: text.split(","), default=None,
         help="comma-separated vehicles that each run a fusion node: vehicle,vehicle_1 (default: vehicle)",
+    )
+    parser.add_argument(
+        "--absent", type=lambda text: text.split(","), default=[],
+        help="comma-separated agents that run no agent node, as a unit that is down (the fusion nodes "
+        "still expect them): infrastructure",
     )
     parser.add_argument("--model", help=f"model file (default: the bundled {BUNDLED_MODEL})")
     parser.add_argument("--encoding", choices=("packed", "entropy"), default="entropy")

@@ -6,7 +6,7 @@ A config file holds up to four top-level keys:
   the starting point and this file's mappings are merged into it, key by key (a nested
   mapping merges, anything else, lists and ``null`` included, replaces);
 - ``model``: the detector mapping read by ``DetectorConfig.from_dict`` (``grid``, ``backbone``,
-  ``fusion``, ``head``, ``codec``, ``mode``);
+  ``fusion``, ``head``, ``codec``, ``mode``, ``ego_head``, ``ego_head_blocks``);
 - ``train``: the fields of ``TrainConfig``;
 - ``data``: ``root`` and ``split`` of the DAIR-V2X-C training set, and the ``command`` that made it.
 
@@ -93,6 +93,7 @@ class TrainConfig:
     init_from: str | None = None  # model file whose matching weights start the run (relative: to the repo)
     slice_dropout: SliceDropoutConfig | None = None  # None: every agent's map arrives whole
     partner_dropout: float = 0.0  # probability that a sample's partners are all removed (ego alone)
+    ego_head_only: bool = False  # train model.ego_head alone on the ego's map alone; the rest frozen
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "max_agents", "checkpoint_interval", "log_interval")
@@ -117,6 +118,10 @@ class TrainConfig:
             raise TrainingError(f"train.lr_pct_start must be in (0, 1), got {self.lr_pct_start}")
         if self.num_workers < 0 or self.num_threads < 0:
             raise TrainingError("train.num_workers and train.num_threads must be >= 0")
+        if not isinstance(self.ego_head_only, bool):
+            raise TrainingError(f"train.ego_head_only must be true or false, got {self.ego_head_only!r}")
+        if self.ego_head_only and not self.init_from:
+            raise TrainingError("train.ego_head_only trains the ego head of a trained model: set init_from")
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,8 @@ def config_from_dict(values: Mapping[str, Any], name: str) -> ResolvedConfig:
         train = _train_config(values.get("train") or {})
     except TypeError as exc:
         raise TrainingError(f"config {name}: train: {exc}") from exc
+    if train.ego_head_only and not model.ego_head:
+        raise TrainingError(f"config {name}: train.ego_head_only needs model.ego_head: true")
     data_values = values.get("data") or {}
     _check_keys({f.name for f in fields(DataConfig)}, data_values, "data")
     data = DataConfig(**data_values)

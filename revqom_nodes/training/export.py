@@ -27,11 +27,11 @@ import torch
 from tqdm import tqdm
 
 from revqom_nodes.codec.context import DEFAULT_CONTEXT_SYMBOLS, ContextTables, measure_context_tables
-from revqom_nodes.model_file import read_model_file, save_model
+from revqom_nodes.model_file import load_model, read_model_file, save_model
 from revqom_nodes.perception.detector import CooperativeDetector
 from revqom_nodes.training.config import ResolvedConfig
 from revqom_nodes.training.dataset import CooperativeDataset
-from revqom_nodes.training.train import REPO_ROOT
+from revqom_nodes.training.train import REPO_ROOT, repo_path
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,13 @@ def export_model(
     dataset: CooperativeDataset | None,
     progress: bool = True,
 ) -> tuple[Path, Path]:
-    """Measure the tables (codec models), write the model file and ``<stem>.provenance.json``."""
+    """Measure the tables (codec models), write the model file and ``<stem>.provenance.json``.
+    ``train.ego_head_only``: the codec was frozen, so ``init_from``'s codec state (tables and
+    codebook id included) is kept as it is, and the new file talks to agents running the old one."""
     codec_state = None
-    if detector.codec is not None:
+    if config.train.ego_head_only:
+        codec_state = load_model(repo_path(config.train.init_from), torch.device("cpu")).codec_state
+    elif detector.codec is not None:
         if dataset is None:
             raise ValueError("a codec model needs the training frames to measure its entropy tables")
         maps = encode_training_maps(detector, dataset, config.train.entropy_table_frames, progress)
@@ -111,8 +115,7 @@ def base_provenance(config: ResolvedConfig, config_path: Path, *, steps: int, se
     """Command, config path, seeds, commit, metrics, time and machine of a training run."""
     initialised_from = None
     if config.train.init_from:
-        source = Path(config.train.init_from)
-        source = source if source.is_absolute() else REPO_ROOT / source
+        source = repo_path(config.train.init_from)
         initialised_from = {"path": config.train.init_from, "model_id": read_model_file(source)["model_id"]}
     return {
         "command": " ".join(["revqom", *sys.argv[1:]]) if sys.argv else "",
@@ -139,7 +142,6 @@ def add_context_tables(
     codebook id changes. Returns the provenance record."""
     from revqom_nodes.codec import CodecState
     from revqom_nodes.data.dairv2x import DairV2XReader
-    from revqom_nodes.model_file import load_model
     from revqom_nodes.training.config import config_from_dict
 
     loaded = load_model(path, torch.device("cpu"))

@@ -7,6 +7,10 @@ export.py). The data order is a permutation of the training frames seeded by
 rank takes its slice; augmentation is seeded by (seed, epoch, frame), so a resumed run sees
 exactly the samples the uninterrupted run would have seen.
 
+``train.ego_head_only``: only ``ego_head`` trains (in training mode, on each frame's ego map
+alone, ``CooperativeDetector.forward(..., ego_alone=True)``); every other weight and buffer
+stays as ``init_from`` holds it (frozen, eval mode), the codec's codebooks included.
+
 Replicas stay identical: DDP averages the gradients and broadcasts rank 0's buffers at
 every forward; the codec all-reduces its EMA statistics and broadcasts its dead-code
 refreshes (codec/rvq.py); BatchNorm running statistics, updated locally during each forward,
@@ -237,11 +241,16 @@ def train(
 
     bar = tqdm(total=total_steps, initial=first_step, desc=config.name, unit="step",
                disable=not (progress and leader))
-    detector.train()
+    ego_alone = train_cfg.ego_head_only
+    if ego_alone:
+        detector.eval()
+        detector.ego_head.train()
+    else:
+        detector.train()
     try:
         for step, batch in _batches_from(dataset, info, config, first_step, last_step, steps_per_epoch):
             inputs, targets = batch_inputs(batch)
-            outputs = model(inputs)
+            outputs = model(inputs, ego_alone=ego_alone)
             losses = detector.loss(outputs, targets)
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
@@ -284,9 +293,11 @@ def _build(config: ResolvedConfig, info: DistInfo, total_steps: int, checkpoint:
     train_cfg = config.train
     torch.manual_seed(train_cfg.seed)
     detector = build_detector(config.model, info.device)
-    optimizer = torch.optim.AdamW(
-        detector.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay
-    )
+    trained = detector.parameters()
+    if train_cfg.ego_head_only:
+        detector.requires_grad_(False)
+        trained = detector.ego_head.requires_grad_(True).parameters()
+    optimizer = torch.optim.AdamW(trained, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=train_cfg.lr, total_steps=total_steps, pct_start=train_cfg.lr_pct_start,
         div_factor=10.0, final_div_factor=100.0,
@@ -309,18 +320,32 @@ def _build(config: ResolvedConfig, info: DistInfo, total_steps: int, checkpoint:
 def initialise_from(detector: CooperativeDetector, path: str) -> None:
     """Copy every weight of the model file at ``path`` whose name and shape match ``detector``'s
     (e.g. backbone, fusion and head of a raw-fusion model into a codec model); the rest (the
-    codec) keeps its fresh initialisation. A relative path is taken from the repository root."""
+    codec) keeps its fresh initialisation. An ego-only head the file lacks starts as a copy of
+    the file's cooperative head; its blocks beyond the copied ones start with a dirac convolution
+    (with the fresh unit BatchNorm, the identity on the non-negative outputs of the block before).
+    A relative path is taken from the repository root."""
     from revqom_nodes.model_file import read_model_file
 
-    source = Path(path) if Path(path).is_absolute() else REPO_ROOT / path
+    source = repo_path(path)
     state = read_model_file(source)["state_dict"]
+    if detector.ego_head is not None and not any(k.startswith("ego_head.") for k in state):
+        state = {**state, **{f"ego_{k}": v for k, v in state.items() if k.startswith("head.")}}
     own = detector.state_dict()
     matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not matching:
         raise TrainingError(f"init_from {source}: no weight matches this detector")
     detector.load_state_dict(matching, strict=False)
+    if detector.ego_head is not None:
+        for name, module in detector.ego_head.blocks.named_modules():
+            if isinstance(module, torch.nn.Conv2d) and f"ego_head.blocks.{name}.weight" not in matching:
+                torch.nn.init.dirac_(module.weight)
     log.info("initialised %d of %d tensors from %s; fresh: %s", len(matching), len(own), source,
              sorted({k.split(".")[0] for k in own if k not in matching}))
+
+
+def repo_path(path: str) -> Path:
+    """A config's file path: as given when absolute, else from the repository root."""
+    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
 
 
 def with_max_iters(config: ResolvedConfig, max_iters: int | None) -> ResolvedConfig:

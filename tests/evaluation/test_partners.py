@@ -123,3 +123,19 @@ def test_partner_limits_need_a_model_that_sends_indices(many: tuple[Path, Path])
     frames = [DairV2XReader(root, "all").ego_frame(0, "vehicle_1")]
     with pytest.raises(EvaluationError, match="partner limits need a model that sends codebook indices"):
         evaluate_model(raw, frames, name="raw", progress=False, limits=PartnerLimits(max_partners=1))
+
+
+def test_eval_cli_by_partners_on_two_agents(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--by-partners`` adds ``ap_by_partners`` on a two-agent set: "0" is the ego alone, "1" the
+    cooperative AP."""
+    from revqom_nodes.cli import main
+
+    generate_dataset(tmp_path / "dair", 2, 5, scenes=1, config=TINY, progress=False)
+    save_tiny_model(tmp_path / "tiny.pt")
+    command = ["eval", "--model", str(tmp_path / "tiny.pt"), "--data", str(tmp_path / "dair"),
+               "--split", "all", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "out.json")]
+    assert main(command) == 0
+    assert "ap_by_partners" not in json.loads((tmp_path / "out.json").read_text())
+    assert main([*command, "--by-partners"]) == 0
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert set(result["ap_by_partners"]) == {"0", "1"} and result["ap_by_partners"]["1"] == result["ap"]

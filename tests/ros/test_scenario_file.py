@@ -130,6 +130,22 @@ def test_an_ego_must_be_a_vehicle_of_the_scenario() -> None:
         agents_launch_xml(ONE_PLUS_ONE, ["vehicle", "vehicle"])
 
 
+def test_an_absent_agent_runs_no_node_and_is_still_expected(tmp_path: Path) -> None:
+    """``revqom demo --absent infrastructure``: no agent node for it, the replay does not wait for
+    its maps, the fusion node still subscribes to them; an ego or a stranger cannot be absent."""
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    (bag / AGENTS_LAUNCH_FILE).write_text(agents_launch_xml(ONE_PLUS_ONE, ["vehicle"], ["infrastructure"]))
+    nodes = {spec.label: spec for spec in parse_launch_file(LAUNCH, {"bag": str(bag)})}
+    assert set(nodes) == {"vehicle/agent", "fusion/fusion", "replay"}
+    assert inline(nodes["fusion/fusion"])["fusion.agent_ids"] == ["vehicle", "infrastructure"]
+    awaited = inline(nodes["replay"])["replay.wait_for_publishers"]
+    assert awaited == ["/vehicle/encoded_bev", "/fusion/detections"]
+    for absent in (["vehicle"], ["infrastructure_1"]):
+        with pytest.raises(DatasetError, match="absent"):
+            agents_launch_xml(ONE_PLUS_ONE, ["vehicle"], absent)
+
+
 def test_every_parameter_file_uses_the_ros_parameters_form() -> None:
     for path in sorted((ROOT / "config").glob("*.param.yaml")):
         document = yaml.safe_load(path.read_text())

@@ -103,3 +103,31 @@ def test_a_late_partner_is_fused_and_its_age_reported(tiny_model, make_frame):
     on_time = FusionEngine(tiny_model).fuse(ego, [replace(partner, stamp_ns=ego.stamp_ns)])
     np.testing.assert_array_equal(late.detections.boxes, on_time.detections.boxes)
 
+
+
+def test_ego_head_detects_the_frames_without_a_partner(tiny_model, sweeps, make_frame):
+    """A model with an ego-only head: with a partner, the cooperative head's detections as without
+    one; alone, the ego head's (as ``detect`` gives them offline), and the result says so."""
+    from revqom_nodes.perception.detector import build_detector
+
+    detector = build_detector(replace(tiny_model.detector.config, ego_head=True), "cpu")
+    missing = detector.load_state_dict(tiny_model.detector.state_dict(), strict=False).missing_keys
+    assert missing and all(key.startswith("ego_head.") for key in missing)  # a fresh ego head
+    headed = FusionEngine(RuntimeModel(detector.eval(), tiny_model.codec_state, "tiny+ego_head"))
+    plain = FusionEngine(tiny_model)
+    expect = Expectations.of(tiny_model)
+    ego = check_frame(make_frame("vehicle", 1000, T_WORLD_FROM_VEHICLE), expect)
+    partner = check_frame(make_frame("infrastructure", 1030, T_WORLD_FROM_INFRA), expect)
+
+    both, both_plain = headed.fuse(ego, [partner]), plain.fuse(ego, [partner])
+    assert not both.ego_head and not both_plain.ego_head
+    np.testing.assert_array_equal(both.detections.boxes, both_plain.detections.boxes)
+    np.testing.assert_array_equal(both.detections.scores, both_plain.detections.scores)
+
+    alone, alone_plain = headed.fuse(ego, [NotFused.STALE]), plain.fuse(ego, [NotFused.STALE])
+    assert alone.ego_head and not alone_plain.ego_head and alone.fused_agent_ids == ["vehicle"]
+    offline = detector.detect([sweeps["vehicle"]], [np.eye(4)])
+    np.testing.assert_allclose(alone.detections.scores, offline.scores, atol=1e-4)
+    np.testing.assert_allclose(alone.detections.boxes, offline.boxes, atol=1e-3)
+    assert alone.detections.scores.shape != alone_plain.detections.scores.shape or not np.allclose(
+        alone.detections.scores, alone_plain.detections.scores)
