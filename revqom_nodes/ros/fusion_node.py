@@ -233,6 +233,7 @@ class FusionNode(Node):
             rejected_reasons=list(counts),
             rejected_counts=list(counts.values()),
             decode_fuse_ms=result.decode_fuse_ms,
+            ego_head=result.ego_head,
         )
 
     def destroy_node(self) -> None:

@@ -99,6 +99,7 @@ class RecorderNode(Node):
             frames_published=msg.frames_published,
             rejected=dict(zip(msg.rejected_reasons, msg.rejected_counts, strict=True)),
             decode_fuse_ms=msg.decode_fuse_ms,
+            ego_head=msg.ego_head,
         )
 
     def _on_agent_status(self, msg: AgentStatus, info: MessageInfo) -> None:

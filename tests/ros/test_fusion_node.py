@@ -188,6 +188,7 @@ def test_fusion_node_survives_bad_input_and_a_lost_agent(tmp_path: Path, ros_env
     assert sorted(detections) == sent, "a good ego frame got no detections"
     marker_stamps = {stamp_to_ns(m.markers[0].header.stamp) for m in markers}
     assert markers and marker_stamps <= set(sent), "no markers for the subscriber, or markers of no frame"
+    assert not any(s.ego_head for s in statuses)  # the tiny model has no ego-only head
     counts = dict(zip(statuses[-1].rejected_reasons, statuses[-1].rejected_counts, strict=True))
     for reason in EXPECTED_REASONS:
         assert counts[reason] >= 1, (reason, counts)

@@ -43,6 +43,7 @@ def test_absent_infrastructure_equals_eval_alone(tmp_path: Path, ros_env: dict[s
     statuses = [r for r in records if r["kind"] == "fusion_status"]
     assert len(live) == len(statuses) == FRAMES
     assert all(s["fused"] == [True, False] and s["not_fused_reason"] == ["", "no_message"] for s in statuses)
+    assert all(s["ego_head"] for s in statuses)
     assert "no partner fused: the ego-only head detects" in (out / "launch.log").read_text()
 
     torch.set_num_threads(1)  # as the nodes run
