@@ -1,9 +1,10 @@
-"""Many agents end to end: ``revqom demo --vehicles 2 --rsus 1 --egos vehicle,vehicle_1``.
+"""Many agents end to end: ``revqom demo --vehicles 3 --rsus 2 --egos vehicle,vehicle_1``.
 
-One run (bundled model, 3 synthetic frames, signed and enforced): one agent node per agent and
-one fusion node per ego start from the generated agents launch file; each ego's live detections
-(told apart by their LiDAR frame) equal ``revqom eval``'s for that ego (``DairV2XReader.ego_frame``),
-every frame fused with both partners, and the demo's per-ego AP is eval's. (The random tiny model
+One run (bundled model, 3 synthetic frames, signed and enforced): five agent nodes (one per
+agent) and one fusion node per ego start from the generated agents launch file; each ego's live
+detections (told apart by their LiDAR frame) equal ``revqom eval``'s for that ego
+(``DairV2XReader.ego_frame``), every frame fused with all four partners, and the demo's per-ego
+AP is eval's. (The random tiny model
 of the other scenario tests scores most cells alike, so which of them a run keeps is arbitrary:
 a trained model is needed to compare many-agent runs box for box.)
 """
@@ -39,13 +40,14 @@ def test_two_egos_each_match_eval(tmp_path: Path, ros_env: dict[str, str]) -> No
     out = tmp_path / "demo"
     done = subprocess.run(
         [sys.executable, "-m", "revqom_nodes.cli", "demo", "--out", str(out), "--frames", str(FRAMES),
-         "--vehicles", "2", "--rsus", "1", "--egos", ",".join(EGOS)],
+         "--vehicles", "3", "--rsus", "2", "--egos", ",".join(EGOS)],
         cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert all(f"ego {ego}:" in done.stdout for ego in EGOS)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["agents"] == ["vehicle", "vehicle_1", "infrastructure"] and list(metrics["egos"]) == EGOS
+    agents = ["vehicle", "vehicle_1", "vehicle_2", "infrastructure", "infrastructure_1"]
+    assert metrics["agents"] == agents and list(metrics["egos"]) == EGOS
     records = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
 
     torch.set_num_threads(1)  # as the nodes run
@@ -57,6 +59,7 @@ def test_two_egos_each_match_eval(tmp_path: Path, ros_env: dict[str, str]) -> No
                 if r["kind"] == "detections" and r["frame_id"] == lidar_frame(ego)}
         assert sorted(live) == sorted(f.ego.timestamp_us * 1000 for f in frames), ego
         assert all(r["fused_agent_ids"] == [a.agent_id for a in frames[0].agents] for r in live.values())
+        assert len(frames[0].agents) == len(agents)
         offline = evaluate_model(loaded, frames, name="bundled", progress=False)
         for frame, expected in zip(frames, offline["per_frame"], strict=True):
             record = live[frame.ego.timestamp_us * 1000]
