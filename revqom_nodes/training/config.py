@@ -93,6 +93,7 @@ class TrainConfig:
     init_from: str | None = None  # model file whose matching weights start the run (relative: to the repo)
     slice_dropout: SliceDropoutConfig | None = None  # None: every agent's map arrives whole
     partner_dropout: float = 0.0  # probability that a sample's partners are all removed (ego alone)
+    pose_noise: tuple[float, float] = (0.0, 0.0)  # std of the partners' pose error: xy metres, yaw degrees
     ego_head_only: bool = False  # train model.ego_head alone on the ego's map alone; the rest frozen
 
     def __post_init__(self) -> None:
@@ -114,6 +115,12 @@ class TrainConfig:
         dropout = self.partner_dropout
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
             raise TrainingError(f"train.partner_dropout must be a probability in [0, 1], got {dropout!r}")
+        noise = self.pose_noise
+        if not (isinstance(noise, (list, tuple)) and len(noise) == 2 and all(
+                not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
+                for v in noise)):
+            raise TrainingError(f"train.pose_noise must be [xy_m, yaw_deg], both >= 0, got {noise!r}")
+        object.__setattr__(self, "pose_noise", (float(noise[0]), float(noise[1])))
         if not 0.0 < self.lr_pct_start < 1.0:
             raise TrainingError(f"train.lr_pct_start must be in (0, 1), got {self.lr_pct_start}")
         if self.num_workers < 0 or self.num_threads < 0:

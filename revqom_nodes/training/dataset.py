@@ -1,8 +1,10 @@
 """``CooperativeDataset``: a reader's frames as training samples (``perception.sample``).
 
 It wraps a reader for a ``torch.utils.data.DataLoader``: it draws the partners (``train.max_agents``),
-the augmentation, the partner dropout (with probability ``partner_dropout`` the sample keeps the ego
-alone, as the fusion node fuses when no partner arrives) and the slice dropout (augment.py) from
+the partners' pose error (``pose_noise``: the transmitted poses' Gaussian error, augment.py
+``perturb_partner_poses``), the augmentation, the partner dropout (with probability
+``partner_dropout`` the sample keeps the ego alone, as the fusion node fuses when no partner
+arrives) and the slice dropout (augment.py) from
 generators seeded by (seed, epoch, index), so any sample can be reproduced, also after a resume, and
 crops each cloud to the grid's range (what the voxelizer would drop anyway).
 
@@ -22,7 +24,12 @@ from torch.utils.data import Dataset
 from revqom_nodes.data.dairv2x import CooperativeFrame
 from revqom_nodes.perception.grid import BevGrid
 from revqom_nodes.perception.sample import SceneSample, boxes_in_grid, crop_to_grid, frame_to_sample
-from revqom_nodes.training.augment import apply_transform, draw_slice_valid, draw_transform
+from revqom_nodes.training.augment import (
+    apply_transform,
+    draw_slice_valid,
+    draw_transform,
+    perturb_partner_poses,
+)
 from revqom_nodes.training.config import AugmentConfig, SliceDropoutConfig
 
 
@@ -40,6 +47,7 @@ class CooperativeDataset(Dataset):
         seed: int = 0,
         slice_dropout: SliceDropoutConfig | None = None,
         partner_dropout: float = 0.0,
+        pose_noise: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         self.reader = reader
         self.grid = grid
@@ -49,6 +57,7 @@ class CooperativeDataset(Dataset):
         self.seed = seed
         self.slice_dropout = slice_dropout
         self.partner_dropout = partner_dropout
+        self.pose_noise = pose_noise
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -64,6 +73,9 @@ class CooperativeDataset(Dataset):
                                  comm_range_m=self.comm_range_m)
         rng = np.random.default_rng([self.seed, self.epoch, index, 2])
         sample = choose_partners(sample, self.max_agents, rng)
+        if any(self.pose_noise):
+            rng = np.random.default_rng([self.seed, self.epoch, index, 4])
+            sample = perturb_partner_poses(sample, *self.pose_noise, rng)
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             sample = apply_transform(sample, draw_transform(self.augment, rng))
