@@ -64,3 +64,23 @@ def test_paper_scale_is_the_paper_grid_with_random_weights():
     assert (settings.channels, settings.codebook_size, settings.num_quantizers) == (256, 64, 3)
     assert model.entropy_tables is not None and "random weights" in model.source
     assert model.comm_range_m == 100.0
+
+
+def test_agent_scaling_takes_the_data_agents_when_there_are_enough(tmp_path, capsys):
+    from dataclasses import replace
+
+    from revqom_nodes.data.synthetic import SynthConfig, generate_dataset
+
+    sparse = SynthConfig(vehicle_beams=16, vehicle_azimuth_step_deg=2.0, infrastructure_rings=40,
+                         infrastructure_azimuth_step_deg=2.0)
+    root = tmp_path / "many"
+    generate_dataset(root, 1, 5, scenes=1, config=replace(sparse, vehicles=2, rsus=1), progress=False)
+    save_tiny_model(tmp_path / "tiny.pt")
+    common = ["bench", "pipeline", "--json", "--model", str(tmp_path / "tiny.pt"), "--device", "cpu",
+              "--data", str(root), "--repeats", "1"]
+    assert main([*common, "--agents", "1,3"]) == 0
+    cpu = json.loads(capsys.readouterr().out)["results"]["cpu"]
+    assert len(cpu["bytes"]["entropy_per_agent"]) == 3  # the frame's three agents
+    assert cpu["agents"]["sweeps"] == "data" and list(cpu["agents"]["stages"]) == ["1", "3"]
+    assert main([*common, "--agents", "1,4"]) == 0  # more than the frame has: ray-cast sweeps
+    assert json.loads(capsys.readouterr().out)["results"]["cpu"]["agents"]["sweeps"] == "ray-cast"
