@@ -42,9 +42,9 @@ class AttentionFusion(nn.Module):
         _check(features, valid)
         num_agents, channels, height, width = features.shape
         heads, dim = self.num_heads, channels // self.num_heads
-        mask = valid.unsqueeze(1).to(features.dtype)  # (A, 1, H, W)
-        features = features * mask
-        q = self.query(features[:1]).view(1, heads, dim, height, width)
+        # An agent's invalid cells get zero weight below; only the ego's residual needs its mask
+        ego = features[:1] * valid[:1].unsqueeze(1).to(features.dtype)
+        q = self.query(ego).view(1, heads, dim, height, width)
         k = self.key(features).view(num_agents, heads, dim, height, width)
         v = self.value(features).view(num_agents, heads, dim, height, width)
         # Products summed over dim, broadcast: einsum's bmm permuted (A, H, W, heads, dim) copies
@@ -55,7 +55,7 @@ class AttentionFusion(nn.Module):
         logits = torch.where(any_valid, logits, torch.zeros_like(logits))  # no all -inf softmax
         weights = logits.softmax(dim=0) * any_valid.to(features.dtype)
         attended = (weights.unsqueeze(2) * v).sum(dim=0).reshape(1, channels, height, width)
-        return features[:1] + self.out(attended) * any_valid.to(features.dtype)
+        return ego + self.out(attended) * any_valid.to(features.dtype)
 
 
 class MaxFusion(nn.Module):

@@ -86,10 +86,12 @@ def warp_to_ego(
             raise PerceptionError(f"valid must be (A, H, W) = {(num_agents, *grid.bev_shape)}, "
                                   f"got {tuple(valid.shape)}")
         mask = valid.to(features.dtype).unsqueeze(1)
-    stacked = torch.cat([features * mask, mask], dim=1)
+        features = features * mask
     theta = affine_theta(T, grid).to(features.device)
-    sampling = F.affine_grid(theta, list(stacked.shape), align_corners=False)
-    warped = F.grid_sample(stacked, sampling, mode="bilinear", padding_mode="zeros", align_corners=False)
-    out_valid = warped[:, -1] > VALID_THRESHOLD
-    out = warped[:, :-1] * out_valid.unsqueeze(1).to(warped.dtype)
-    return WarpedBev(features=out, valid=out_valid)
+    sampling = F.affine_grid(theta, [num_agents, 1, *grid.bev_shape], align_corners=False)
+    # Features and mask sampled apart (each channel on its own, the same values as sampled
+    # together): no concatenated copy of every map
+    warped = F.grid_sample(features, sampling, mode="bilinear", padding_mode="zeros", align_corners=False)
+    coverage = F.grid_sample(mask, sampling, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out_valid = coverage[:, 0] > VALID_THRESHOLD
+    return WarpedBev(features=warped * out_valid.unsqueeze(1).to(warped.dtype), valid=out_valid)
