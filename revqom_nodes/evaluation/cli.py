@@ -162,9 +162,9 @@ def _run(args: argparse.Namespace) -> int:
             from revqom_nodes.evaluation.robustness import (
                 PartnerPerturbation,
                 PerturbedFrames,
-                partner_schedule,
                 perturbation_summary,
             )
+            from revqom_nodes.runtime.perturbation import partner_schedule
 
             perturbation = PartnerPerturbation(args.delay_ms or 0.0, *(args.pose_noise or (0.0, 0.0)),
                                                args.noise_seed)

@@ -3,12 +3,11 @@
 What ``revqom eval --delay-ms D --pose-noise XY_M,YAW_DEG [--noise-seed N]`` does to each
 cooperative frame before the runner sees it (the ego's sweep and pose stay exact):
 
-- delay: the partners' sweeps (and poses) are those of the pair whose vehicle sweep lies
-  k = D / ``SWEEP_PERIOD_MS`` sweeps (the nearest whole number, halves up) before the ego's,
-  within half a period: the same recording, whatever the reader's order. Their real age is
-  k periods plus the dataset's own pairing offset (tens of ms, either sign): it is reported,
-  never assumed. A frame with no such earlier pair (the first k of each sequence) is dropped and
-  counted. D = 0 keeps every frame's own pair.
+- delay: the partners' sweeps (and poses) are those of the pair k sweeps before the ego's
+  (``runtime.perturbation.partner_schedule``, which training's ``train.partner_delay_ms`` shares).
+  Their real age is k periods plus the dataset's own pairing offset (tens of ms, either sign): it
+  is reported, never assumed. A frame with no such earlier pair (the first k of each sequence) is
+  dropped and counted. D = 0 keeps every frame's own pair.
 - pose noise: the pose each partner transmits is off by Gaussian noise, std XY_M metres on the
   world x and y of its LiDAR and YAW_DEG degrees on its yaw, drawn from the seed and the ego
   frame's index in the reader (``runtime.perturbation``, whose draw the replay's
@@ -33,9 +32,14 @@ from revqom_nodes.data.dairv2x import CooperativeFrame
 from revqom_nodes.evaluation.errors import EvaluationError
 from revqom_nodes.evaluation.runner import evaluate_model
 from revqom_nodes.model_file import LoadedModel
-from revqom_nodes.runtime.perturbation import noisy_pose, pose_errors
+from revqom_nodes.runtime.perturbation import (
+    SWEEP_PERIOD_MS,
+    PartnerSchedule,
+    noisy_pose,
+    partner_schedule,
+    pose_errors,
+)
 
-SWEEP_PERIOD_MS = 100.0  # DAIR-V2X-C and the synthetic data sweep at 10 Hz
 GRID_DELAYS_MS: tuple[int, ...] = (0, 100, 200, 300, 400)
 GRID_POSE_NOISE: tuple[tuple[float, float], ...] = (  # (xy_m, yaw_deg)
     (0.0, 0.0), (0.2, 0.2), (0.4, 0.4), (0.6, 0.6), (1.0, 1.0)
@@ -49,39 +53,6 @@ class PartnerPerturbation(NamedTuple):
     pose_noise_xy_m: float = 0.0  # std on x and on y, metres
     pose_noise_yaw_deg: float = 0.0  # std on yaw, degrees
     noise_seed: int = 0
-
-
-class PartnerSchedule(NamedTuple):
-    """Which pair lends its partners to which ego frame (indices into the reader's frames)."""
-
-    pairs: list[tuple[int, int]]  # (ego frame, partner frame)
-    dropped: int  # ego frames without a pair k sweeps earlier
-    ages_ms: list[float]  # per pair: ego sweep stamp minus partner sweep stamp
-
-
-def partner_schedule(stamps_us: Sequence[tuple[int, int]], delay_ms: float) -> PartnerSchedule:
-    """(vehicle, partner) sweep stamps (microseconds) of every frame -> the pairs for ``delay_ms``."""
-    if delay_ms < 0:
-        raise ValueError(f"delay_ms must be >= 0, got {delay_ms}")
-    k = int(delay_ms / SWEEP_PERIOD_MS + 0.5)
-    vehicle = np.array([s[0] for s in stamps_us], dtype=np.int64)
-    order = np.argsort(vehicle, kind="stable")
-    ordered = vehicle[order]
-    half_period_us = SWEEP_PERIOD_MS * 500.0
-    pairs, ages = [], []
-    for i, stamp in enumerate(vehicle):
-        j = i
-        if k > 0:
-            target = int(stamp) - round(k * SWEEP_PERIOD_MS * 1000)
-            at = int(np.searchsorted(ordered, target))
-            near = [c for c in (at - 1, at) if 0 <= c < len(ordered)]
-            best = min(near, key=lambda c: abs(int(ordered[c]) - target))
-            if abs(int(ordered[best]) - target) >= half_period_us:
-                continue
-            j = int(order[best])
-        pairs.append((i, j))
-        ages.append((int(stamp) - int(stamps_us[j][1])) / 1000.0)
-    return PartnerSchedule(pairs, len(stamps_us) - len(pairs), ages)
 
 
 class PerturbedFrames(Sequence[CooperativeFrame]):

@@ -1,4 +1,5 @@
-"""Pose noise on the partners' transmitted poses: the one draw ``revqom eval`` and the replay share.
+"""Partners under V2X error: the pose noise draw ``revqom eval``, the replay and training share,
+and the delay schedule ``revqom eval``, the demo and training share.
 
 The pose a partner transmits is off by Gaussian noise, std ``xy_m`` metres on the world x and y
 of its LiDAR and ``yaw_deg`` degrees on its yaw, turned about its own origin (as V2X-ViT's and
@@ -19,10 +20,13 @@ which ego frame a late partner sweep will meet, so it keeps the sweep's own fram
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from revqom_nodes.geometry import make_transform, rotation_z
+
+SWEEP_PERIOD_MS = 100.0  # DAIR-V2X-C and the synthetic data sweep at 10 Hz
 
 
 def noisy_pose(T_world_from_lidar: np.ndarray, dx_m: float, dy_m: float, dyaw_deg: float) -> np.ndarray:
@@ -67,3 +71,40 @@ class PartnerPoseNoise:
         index, row, partners = found
         errors = pose_errors(self.noise_seed, index, partners, self.xy_m, self.yaw_deg)
         return noisy_pose(T_world_from_lidar, *errors[row])
+
+
+class PartnerSchedule(NamedTuple):
+    """Which pair lends its partners to which ego frame (indices into the reader's frames)."""
+
+    pairs: list[tuple[int, int]]  # (ego frame, partner frame)
+    dropped: int  # ego frames without a pair k sweeps earlier
+    ages_ms: list[float]  # per pair: ego sweep stamp minus partner sweep stamp
+
+
+def partner_schedule(stamps_us: Sequence[tuple[int, ...]], delay_ms: float) -> PartnerSchedule:
+    """(vehicle, partner, ...) sweep stamps (microseconds) of every frame -> the pairs for
+    ``delay_ms``: each ego frame with the pair whose vehicle sweep lies k = delay_ms /
+    ``SWEEP_PERIOD_MS`` sweeps (the nearest whole number, halves up) before its own, within half a
+    period (the same recording, whatever the reader's order); an ego frame without one is dropped.
+    k = 0 pairs every frame with itself."""
+    if delay_ms < 0:
+        raise ValueError(f"delay_ms must be >= 0, got {delay_ms}")
+    k = int(delay_ms / SWEEP_PERIOD_MS + 0.5)
+    vehicle = np.array([s[0] for s in stamps_us], dtype=np.int64)
+    order = np.argsort(vehicle, kind="stable")
+    ordered = vehicle[order]
+    half_period_us = SWEEP_PERIOD_MS * 500.0
+    pairs, ages = [], []
+    for i, stamp in enumerate(vehicle):
+        j = i
+        if k > 0:
+            target = int(stamp) - round(k * SWEEP_PERIOD_MS * 1000)
+            at = int(np.searchsorted(ordered, target))
+            near = [c for c in (at - 1, at) if 0 <= c < len(ordered)]
+            best = min(near, key=lambda c: abs(int(ordered[c]) - target))
+            if abs(int(ordered[best]) - target) >= half_period_us:
+                continue
+            j = int(order[best])
+        pairs.append((i, j))
+        ages.append((int(stamp) - int(stamps_us[j][1])) / 1000.0)
+    return PartnerSchedule(pairs, len(stamps_us) - len(pairs), ages)

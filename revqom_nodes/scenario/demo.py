@@ -237,7 +237,7 @@ def _perturbation_summary(
     frames ``revqom eval --delay-ms`` keeps (those with a pair that many ms earlier)."""
     from revqom_nodes.data.bag import agent_topics, lidar_frame
     from revqom_nodes.defaults import node_defaults
-    from revqom_nodes.evaluation.robustness import partner_schedule
+    from revqom_nodes.runtime.perturbation import partner_schedule
     from revqom_nodes.scenario.report import ground_truth, summarize_run
 
     replay = node_defaults("replay")

@@ -43,7 +43,8 @@ def _run(args: argparse.Namespace) -> int:
         dataset = CooperativeDataset(reader, config.model.grid, augment=config.train.augment,
                                      slice_dropout=config.train.slice_dropout,
                                      partner_dropout=config.train.partner_dropout,
-                                     pose_noise=config.train.pose_noise, **common)
+                                     pose_noise=config.train.pose_noise,
+                                     partner_delay_ms=config.train.partner_delay_ms, **common)
         out_dir = Path(args.out) if args.out else DEFAULT_OUT / config.name
         result = train(config, dataset, out_dir, resume=args.resume, info=info, progress=not args.no_progress,
                        stop_at=args.stop_at)

@@ -94,6 +94,7 @@ class TrainConfig:
     slice_dropout: SliceDropoutConfig | None = None  # None: every agent's map arrives whole
     partner_dropout: float = 0.0  # probability that a sample's partners are all removed (ego alone)
     pose_noise: tuple[float, float] = (0.0, 0.0)  # std of the partners' pose error: xy metres, yaw degrees
+    partner_delay_ms: float = 0.0  # partners' sweeps up to this much older than the ego's (whole sweeps)
     ego_head_only: bool = False  # train model.ego_head alone on the ego's map alone; the rest frozen
 
     def __post_init__(self) -> None:
@@ -106,7 +107,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise TrainingError(f"train.{name} must be a positive int or null, got {value!r}")
-        for name in ("lr", "weight_decay", "grad_clip_norm", "comm_range_m", "lr_pct_start"):
+        for name in ("lr", "weight_decay", "grad_clip_norm", "comm_range_m", "lr_pct_start",
+                     "partner_delay_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise TrainingError(f"train.{name} must be a finite number, got {value!r}")

@@ -1,7 +1,10 @@
 """``CooperativeDataset``: a reader's frames as training samples (``perception.sample``).
 
 It wraps a reader for a ``torch.utils.data.DataLoader``: it draws the partners (``train.max_agents``),
-the partners' pose error (``pose_noise``: the transmitted poses' Gaussian error, augment.py
+the partners' delay (``partner_delay_ms``: the partners of the pair k sweeps earlier, k drawn
+uniformly from 0 to ``partner_delay_ms`` / the sweep period, as ``revqom eval --delay-ms`` pairs
+them (``runtime.perturbation.partner_schedule``); the frame's own pair when there is no earlier
+one), the partners' pose error (``pose_noise``: the transmitted poses' Gaussian error, augment.py
 ``perturb_partner_poses``), the augmentation, the partner dropout (with probability
 ``partner_dropout`` the sample keeps the ego alone, as the fusion node fuses when no partner
 arrives) and the slice dropout (augment.py) from
@@ -17,6 +20,7 @@ With at most one partner in range (DAIR-V2X-C, 1 + 1) nothing is drawn: the samp
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -24,6 +28,7 @@ from torch.utils.data import Dataset
 from revqom_nodes.data.dairv2x import CooperativeFrame
 from revqom_nodes.perception.grid import BevGrid
 from revqom_nodes.perception.sample import SceneSample, boxes_in_grid, crop_to_grid, frame_to_sample
+from revqom_nodes.runtime.perturbation import SWEEP_PERIOD_MS, partner_schedule
 from revqom_nodes.training.augment import (
     apply_transform,
     draw_slice_valid,
@@ -48,6 +53,7 @@ class CooperativeDataset(Dataset):
         slice_dropout: SliceDropoutConfig | None = None,
         partner_dropout: float = 0.0,
         pose_noise: tuple[float, float] = (0.0, 0.0),
+        partner_delay_ms: float = 0.0,
     ) -> None:
         self.reader = reader
         self.grid = grid
@@ -59,6 +65,12 @@ class CooperativeDataset(Dataset):
         self.partner_dropout = partner_dropout
         self.pose_noise = pose_noise
         self.epoch = 0
+        self.delayed: list[dict[int, int]] = []  # per k = 1, 2, ...: ego frame -> the pair k sweeps earlier
+        if partner_delay_ms > 0:
+            stamps = [reader.timestamps_us(i) for i in range(len(reader))]  # type: ignore[attr-defined]
+            sweeps = int(partner_delay_ms / SWEEP_PERIOD_MS + 0.5)
+            self.delayed = [dict(partner_schedule(stamps, k * SWEEP_PERIOD_MS).pairs)
+                            for k in range(1, sweeps + 1)]
 
     def set_epoch(self, epoch: int) -> None:
         """Pick the augmentation draws of ``epoch`` (call before iterating a new epoch)."""
@@ -69,6 +81,12 @@ class CooperativeDataset(Dataset):
 
     def __getitem__(self, index: int) -> SceneSample:
         frame = self.reader[index]
+        if self.delayed:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 5])
+            k = int(rng.integers(0, len(self.delayed) + 1))
+            earlier = self.delayed[k - 1].get(index) if k else None
+            if earlier is not None:
+                frame = replace(frame, agents=[frame.ego, *self.reader[earlier].agents[1:]])
         sample = frame_to_sample(frame, self.grid, max_agents=len(frame.agents),
                                  comm_range_m=self.comm_range_m)
         rng = np.random.default_rng([self.seed, self.epoch, index, 2])

@@ -18,11 +18,10 @@ from revqom_nodes.evaluation.robustness import (
     GRID_POSE_NOISE,
     PartnerPerturbation,
     PerturbedFrames,
-    partner_schedule,
 )
 from revqom_nodes.model_file import save_model
 from revqom_nodes.perception.detector import build_detector
-from revqom_nodes.runtime.perturbation import PartnerPoseNoise
+from revqom_nodes.runtime.perturbation import PartnerPoseNoise, partner_schedule
 from revqom_nodes.training.config import config_from_dict
 from tests.training.conftest import TINY_MODEL, TINY_SENSORS
 

@@ -1,6 +1,7 @@
-"""``train.pose_noise``: the partners' poses of a training sample carry the transmitted pose's
-Gaussian error (the error ``revqom eval --pose-noise`` gives), reproducibly; the ego, the clouds
-and the ground truth stay."""
+"""``train.pose_noise`` and ``train.partner_delay_ms``: the partners' poses of a training sample
+carry the transmitted pose's Gaussian error (the error ``revqom eval --pose-noise`` gives), and
+its partners' sweeps may be those of the pair k sweeps earlier (as ``revqom eval --delay-ms``
+pairs them), reproducibly; the ego's sweep and the ground truth stay."""
 
 from __future__ import annotations
 
@@ -77,3 +78,31 @@ def test_the_dataset_noises_only_the_partners_and_reproducibly(tiny_root: Path) 
     assert np.array_equal(first.gt_boxes, clean.gt_boxes)
     noisy.set_epoch(1)
     assert not np.array_equal(noisy[0].T_ego_from_agent[1], first.T_ego_from_agent[1])
+
+
+def test_delayed_partners_come_from_the_pair_sweeps_earlier(tiny_root: Path) -> None:
+    reader = DairV2XReader(tiny_root, "all")
+    grid = BevGrid()
+    common = {"max_agents": 2, "comm_range_m": 200.0, "augment": None}
+    plain = CooperativeDataset(reader, grid, **common)
+    delayed = CooperativeDataset(reader, grid, partner_delay_ms=100.0, **common)
+    assert len(delayed.delayed) == 1 and delayed.delayed[0]  # one sweep back, some frames have a pair
+    index, earlier = next(iter(delayed.delayed[0].items()))
+    assert earlier != index
+    seen = set()
+    for epoch in range(16):
+        delayed.set_epoch(epoch)
+        sample = delayed[index]
+        assert np.array_equal(sample.points[0], plain[index].points[0])  # the ego's own sweep
+        assert np.array_equal(sample.gt_boxes, plain[index].gt_boxes)  # at the ego's time
+        for source in (index, earlier):
+            if np.array_equal(sample.points[1], plain[source].points[1]):
+                seen.add(source)
+    assert seen == {index, earlier}  # k = 0 and k = 1 both drawn
+    first = [i for i in range(len(reader)) if i not in delayed.delayed[0]]
+    assert first and all(np.array_equal(delayed[i].points[1], plain[i].points[1]) for i in first)
+
+
+def test_bad_partner_delay_is_refused() -> None:
+    with pytest.raises(TrainingError, match="partner_delay_ms"):
+        TrainConfig(partner_delay_ms=-100.0)
