@@ -171,17 +171,21 @@ class CooperativeDetector(nn.Module):
     @torch.no_grad()
     def candidates_from_bev(
         self,
-        maps: Sequence[Tensor],
+        maps: Sequence[Tensor] | Tensor,
         T_ego_from_agent: Sequence[np.ndarray] | Tensor,
         valid: Sequence[Tensor | None] | None = None,
     ) -> Candidates:
-        """Cooperative: what ``detect_from_bev`` takes -> warp, fusion, head and the boxes before NMS,
-        on the device. One map (the ego's alone) goes to ``ego_head`` when the model has one."""
+        """Cooperative: what ``detect_from_bev`` takes (or the maps as one (A, C, H, W) tensor, not
+        copied again) -> warp, fusion, head and the boxes before NMS, on the device. One map (the
+        ego's alone) goes to ``ego_head`` when the model has one."""
         if self.config.mode == "late":
             raise PerceptionError("late fusion exchanges boxes: use detect_own_map and merge_detections")
         if self.config.mode == "ego_only":
             raise PerceptionError("ego_only mode fuses nothing: use detect_own_map")
-        features = torch.cat([m.to(self.device) for m in maps], dim=0)
+        if isinstance(maps, Tensor):
+            features = maps.to(self.device)
+        else:
+            features = torch.cat([m.to(self.device) for m in maps], dim=0)
         height, width = self.grid.bev_shape
         masks = None
         if valid is not None:

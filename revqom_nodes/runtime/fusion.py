@@ -118,7 +118,7 @@ class FusionEngine:
         poses = relative_poses(ego, maps[1:])
         detector = self.model.detector
         candidates = detector.candidates_from_bev(
-            list(bev.split(1)), poses, valid if any(v is not None for v in valid) else None
+            bev, poses, valid if any(v is not None for v in valid) else None
         )
         after_fuse = now_ms(device, wait=self.stage_timing)
         detections = suppress(candidates, detector.config.head)  # on the host: nothing left to wait for

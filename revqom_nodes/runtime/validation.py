@@ -252,9 +252,8 @@ class FrameAssembly:
                 RejectReason.OUT_OF_ORDER,
                 f"{message.agent_id} slice {message.slice_index} of sweep {message.stamp_ns} is a duplicate",
             )
-        if not np.allclose(
-            message.T_world_from_lidar, header.T_world_from_lidar, rtol=0.0, atol=POSE_TOLERANCE
-        ):
+        # np.allclose with rtol 0, in one pass (it costs 20-40 us a slice); NaN is not close
+        if not np.abs(message.T_world_from_lidar - header.T_world_from_lidar).max() <= POSE_TOLERANCE:
             raise Rejected(
                 RejectReason.BAD_SLICE,
                 f"{message.agent_id} slices of sweep {message.stamp_ns} differ in pose",
