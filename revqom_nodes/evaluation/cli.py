@@ -159,12 +159,12 @@ def _run(args: argparse.Namespace) -> int:
             return _robustness(args, frames, stamps_us, device)
         extra = {"ego": ego}
         if perturbed:
+            from revqom_nodes.data.perturbation import partner_schedule
             from revqom_nodes.evaluation.robustness import (
                 PartnerPerturbation,
                 PerturbedFrames,
                 perturbation_summary,
             )
-            from revqom_nodes.runtime.perturbation import partner_schedule
 
             perturbation = PartnerPerturbation(args.delay_ms or 0.0, *(args.pose_noise or (0.0, 0.0)),
                                                args.noise_seed)

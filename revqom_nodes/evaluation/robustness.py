@@ -4,13 +4,13 @@ What ``revqom eval --delay-ms D --pose-noise XY_M,YAW_DEG [--noise-seed N]`` doe
 cooperative frame before the runner sees it (the ego's sweep and pose stay exact):
 
 - delay: the partners' sweeps (and poses) are those of the pair k sweeps before the ego's
-  (``runtime.perturbation.partner_schedule``, which training's ``train.partner_delay_ms`` shares).
+  (``data.perturbation.partner_schedule``, which training's ``train.partner_delay_ms`` shares).
   Their real age is k periods plus the dataset's own pairing offset (tens of ms, either sign): it
   is reported, never assumed. A frame with no such earlier pair (the first k of each sequence) is
   dropped and counted. D = 0 keeps every frame's own pair.
 - pose noise: the pose each partner transmits is off by Gaussian noise, std XY_M metres on the
   world x and y of its LiDAR and YAW_DEG degrees on its yaw, drawn from the seed and the ego
-  frame's index in the reader (``runtime.perturbation``, whose draw the replay's
+  frame's index in the reader (``data.perturbation``, whose draw the replay's
   ``replay.pose_noise`` shares): the same frame gets the same error direction at every noise
   level, delay and model. Zero noise leaves poses as read.
 
@@ -29,16 +29,16 @@ import numpy as np
 from tqdm import tqdm
 
 from revqom_nodes.data.dairv2x import CooperativeFrame
-from revqom_nodes.evaluation.errors import EvaluationError
-from revqom_nodes.evaluation.runner import evaluate_model
-from revqom_nodes.model_file import LoadedModel
-from revqom_nodes.runtime.perturbation import (
+from revqom_nodes.data.perturbation import (
     SWEEP_PERIOD_MS,
     PartnerSchedule,
     noisy_pose,
     partner_schedule,
     pose_errors,
 )
+from revqom_nodes.evaluation.errors import EvaluationError
+from revqom_nodes.evaluation.runner import evaluate_model
+from revqom_nodes.model_file import LoadedModel
 
 GRID_DELAYS_MS: tuple[int, ...] = (0, 100, 200, 300, 400)
 GRID_POSE_NOISE: tuple[tuple[float, float], ...] = (  # (xy_m, yaw_deg)

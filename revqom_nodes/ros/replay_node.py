@@ -19,7 +19,7 @@ Partners under V2X conditions (the partners: every agent of the bag but the firs
 its ``agents.launch.xml`` and of ``revqom eval``): ``replay.partner_delay_ms`` publishes their
 clouds and poses that much bag time late, stamps unchanged (a transport delay; ``/clock`` and
 every other topic keep time); ``replay.pose_noise`` noises the poses they publish with the draw
-``revqom eval --pose-noise`` makes for the same frame (``runtime.perturbation``; ``/tf`` stays
+``revqom eval --pose-noise`` makes for the same frame (``data.perturbation``; ``/tf`` stays
 exact, for RViz).
 """
 
@@ -45,6 +45,7 @@ from visualization_msgs.msg import MarkerArray
 from revqom_nodes.data.agents_launch import bag_agents
 from revqom_nodes.data.bag import agent_topics, bag_frames
 from revqom_nodes.data.errors import DatasetError
+from revqom_nodes.data.perturbation import PartnerPoseNoise
 from revqom_nodes.ros.conversions import (
     boxes_to_markers,
     matrix_to_pose,
@@ -59,7 +60,6 @@ from revqom_nodes.ros.parameters import declare_parameters
 from revqom_nodes.ros.qos import CLOCK_QOS, MARKER_QOS, POSE_QOS, RESULT_QOS, SENSOR_QOS
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.frames import NS_PER_MS
-from revqom_nodes.runtime.perturbation import PartnerPoseNoise
 from revqom_nodes.runtime.playback import BagMessage, Pacer, bag_info, delayed, iter_bag
 
 MESSAGE_MODULES = {  # bag type -> (Python module, class); other types in a bag are not replayed

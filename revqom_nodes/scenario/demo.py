@@ -236,8 +236,8 @@ def _perturbation_summary(
     """The replay's perturbation of the partners and, with a delay, the first ego's AP on the
     frames ``revqom eval --delay-ms`` keeps (those with a pair that many ms earlier)."""
     from revqom_nodes.data.bag import agent_topics, lidar_frame
+    from revqom_nodes.data.perturbation import partner_schedule
     from revqom_nodes.defaults import node_defaults
-    from revqom_nodes.runtime.perturbation import partner_schedule
     from revqom_nodes.scenario.report import ground_truth, summarize_run
 
     replay = node_defaults("replay")

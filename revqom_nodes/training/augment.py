@@ -23,9 +23,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from revqom_nodes.data.perturbation import noisy_pose
 from revqom_nodes.geometry import make_transform, rotation_z, transform_boxes, wrap_angle
 from revqom_nodes.perception.sample import SceneSample
-from revqom_nodes.runtime.perturbation import noisy_pose
 from revqom_nodes.training.config import AugmentConfig, SliceDropoutConfig
 
 _MIRROR = np.diag([1.0, -1.0, 1.0, 1.0])
@@ -92,7 +92,7 @@ def perturb_partner_poses(
 ) -> SceneSample:
     """``sample`` with each partner's T_ego_from_agent as its transmitted pose would be: off by
     Gaussian errors, std ``xy_m`` on x and y and ``yaw_deg`` on the yaw about its own origin
-    (``runtime.perturbation.noisy_pose``, the error ``revqom eval --pose-noise`` and the replay
+    (``data.perturbation.noisy_pose``, the error ``revqom eval --pose-noise`` and the replay
     give the pose in the world: its x, y std is the same in the ego frame). The clouds and the
     ground truth stay: the model learns to fuse maps that land slightly off."""
     errors = rng.standard_normal((len(sample.points) - 1, 3)) * np.array([xy_m, xy_m, yaw_deg])

@@ -3,7 +3,7 @@
 It wraps a reader for a ``torch.utils.data.DataLoader``: it draws the partners (``train.max_agents``),
 the partners' delay (``partner_delay_ms``: the partners of the pair k sweeps earlier, k drawn
 uniformly from 0 to ``partner_delay_ms`` / the sweep period, as ``revqom eval --delay-ms`` pairs
-them (``runtime.perturbation.partner_schedule``); the frame's own pair when there is no earlier
+them (``data.perturbation.partner_schedule``); the frame's own pair when there is no earlier
 one), the partners' pose error (``pose_noise``: the transmitted poses' Gaussian error, augment.py
 ``perturb_partner_poses``), the augmentation, the partner dropout (with probability
 ``partner_dropout`` the sample keeps the ego alone, as the fusion node fuses when no partner
@@ -26,9 +26,9 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from revqom_nodes.data.dairv2x import CooperativeFrame
+from revqom_nodes.data.perturbation import SWEEP_PERIOD_MS, partner_schedule
 from revqom_nodes.perception.grid import BevGrid
 from revqom_nodes.perception.sample import SceneSample, boxes_in_grid, crop_to_grid, frame_to_sample
-from revqom_nodes.runtime.perturbation import SWEEP_PERIOD_MS, partner_schedule
 from revqom_nodes.training.augment import (
     apply_transform,
     draw_slice_valid,

@@ -12,6 +12,7 @@ import torch
 from revqom_nodes.cli import main
 from revqom_nodes.data.bag import bag_frames, convert_to_bag
 from revqom_nodes.data.dairv2x import DairV2XReader
+from revqom_nodes.data.perturbation import PartnerPoseNoise, partner_schedule
 from revqom_nodes.data.synthetic import generate_dataset
 from revqom_nodes.evaluation.robustness import (
     GRID_DELAYS_MS,
@@ -21,7 +22,6 @@ from revqom_nodes.evaluation.robustness import (
 )
 from revqom_nodes.model_file import save_model
 from revqom_nodes.perception.detector import build_detector
-from revqom_nodes.runtime.perturbation import PartnerPoseNoise, partner_schedule
 from revqom_nodes.training.config import config_from_dict
 from tests.training.conftest import TINY_MODEL, TINY_SENSORS
 

@@ -77,11 +77,11 @@ def test_live_delay_fuses_the_partner_sweep_it_holds_as_offline(
     import torch
 
     from revqom_nodes.data.dairv2x import DairV2XReader
+    from revqom_nodes.data.perturbation import PartnerSchedule
     from revqom_nodes.defaults import node_defaults
     from revqom_nodes.evaluation.robustness import PartnerPerturbation, PerturbedFrames
     from revqom_nodes.evaluation.runner import evaluate_model
     from revqom_nodes.model_file import load_model
-    from revqom_nodes.runtime.perturbation import PartnerSchedule
 
     out = tmp_path / "demo"
     wait_ms = node_defaults("fusion")["fusion.sync_wait_ms"] / RATE  # 200 ms of bag time

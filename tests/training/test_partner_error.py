@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from revqom_nodes.data.dairv2x import DairV2XReader
+from revqom_nodes.data.perturbation import noisy_pose
 from revqom_nodes.geometry import invert, make_transform, rotation_z
 from revqom_nodes.perception.grid import BevGrid
 from revqom_nodes.perception.sample import SceneSample
-from revqom_nodes.runtime.perturbation import noisy_pose
 from revqom_nodes.training.augment import perturb_partner_poses
 from revqom_nodes.training.config import TrainConfig
 from revqom_nodes.training.dataset import CooperativeDataset

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from revqom_nodes.data.perturbation import PartnerPoseNoise, noisy_pose, pose_errors
 from revqom_nodes.geometry import make_transform, rotation_z
-from revqom_nodes.runtime.perturbation import PartnerPoseNoise, noisy_pose, pose_errors
 
 
 def test_noisy_pose_moves_and_turns_about_the_lidar() -> None:
