@@ -1,13 +1,15 @@
 """``fusion_node``: every agent's EncodedBEV -> fused 3D detections in the ego LiDAR frame.
 
-Three threads, so that reception never waits on verification or inference (``ros/worker.py``):
-the reception callbacks (the executor's thread) take each message serialized, parse it
-(``conversions.cdr_to_slice``), run the cheap checks (``Inbox.screen``) and queue it per sender
-(``runtime/intake.py``, ``fusion.intake_depth``); a verify worker checks signatures, decodes
-and buffers the slices in the ``Inbox`` (``Inbox.accept``); a fusion worker fuses each ego
-frame with each other agent's paired message (see ``runtime/inbox.py`` for the pairing and
-``fusion.sync_wait_ms``). A flood costs the executor microseconds per message and cannot
-push another sender's slices out (docs/security.md, "Flood resistance"). Per ego frame it
+Threads, so that reception never waits on verification or inference (``ros/worker.py``): per
+agent topic a reception thread (its own node, ``<name>_rx_<agent>``, and executor) whose callback
+takes each message serialized, parses it (``conversions.cdr_to_slice``), runs the cheap checks
+(``Inbox.screen``) and queues it per sender (``runtime/intake.py``, ``fusion.intake_depth``); a
+verify worker checks signatures, decodes and buffers the slices in the ``Inbox``
+(``Inbox.accept``); a fusion worker fuses each ego frame with each other agent's paired message
+(see ``runtime/inbox.py`` for the pairing and ``fusion.sync_wait_ms``); the main thread spins
+the node itself (publishers, parameters, the clock). A flood costs its topic's reception thread
+microseconds per message, never delays another topic's messages and cannot push another
+sender's slices out (docs/security.md, "Flood resistance"). Per ego frame it
 publishes a Detection3DArray (reliable; ego LiDAR frame, ego sweep stamp; every box), a
 MarkerArray for RViz (the boxes scoring at least ``output.display_min_score``) and a
 FusionStatus (with the share of each agent's cells that arrived, when agents send their maps
@@ -29,12 +31,13 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable
 
 import rclpy
 import torch
-from rclpy.executors import Executor, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from revqom.msg import Detection3DArray, EncodedBEV, FusionStatus
 from std_msgs.msg import Header
@@ -116,8 +119,15 @@ class FusionNode(Node):
         self.limiter = RateLimiter(LOG_INTERVAL_S)
 
         # Subscriptions first: once the publishers are visible the node is ready (the replay waits for them).
-        for agent_id, topic in zip(agent_ids, topics, strict=True):
-            self.create_subscription(EncodedBEV, topic, self._receiver(agent_id), ENCODED_BEV_QOS, raw=True)
+        # Each agent's topic has its own reception node, spun by its own executor thread (``_spin``): a
+        # flood on one topic queues behind itself, never in front of another agent's slices.
+        self.receivers = [self._reception_node(agent_id) for agent_id in agent_ids]
+        self._reception_threads: list[threading.Thread] = []
+        self._stop_reception = threading.Event()
+        self._reception_failure: Exception | None = None
+        for receiver, agent_id, topic in zip(self.receivers, agent_ids, topics, strict=True):
+            receiver.create_subscription(EncodedBEV, topic, self._receiver(agent_id), ENCODED_BEV_QOS,
+                                         raw=True)
         self.detections_pub = self.create_publisher(
             Detection3DArray, params["output.detections_topic"], RESULT_QOS
         )
@@ -134,7 +144,14 @@ class FusionNode(Node):
             f"ego-only head {'yes' if self.model.detector.ego_head is not None else 'no'}"
         )
 
-    # ---- reception (executor thread) and verification (verify worker) ------------------
+    # ---- reception (executor threads) and verification (verify worker) -----------------
+    def _reception_node(self, agent_id: str) -> Node:
+        """A node that only holds ``agent_id``'s subscription, in this node's namespace; it ignores
+        the command line's remappings (a launch file's ``__node`` would rename it to this node's name)."""
+        name = f"{self.get_name()}_rx_{''.join(c if c.isalnum() else '_' for c in agent_id)}"
+        return Node(name, namespace=self.get_namespace(), context=self.context,
+                    use_global_arguments=False, start_parameter_services=False)
+
     def _receiver(self, topic_agent_id: str) -> Callable[[bytes], None]:
         def receive(raw: bytes) -> None:
             try:
@@ -236,13 +253,42 @@ class FusionNode(Node):
             ego_head=result.ego_head,
         )
 
+    def start_reception(self) -> None:
+        """One executor thread per reception node (``_spin``)."""
+        for receiver in self.receivers:
+            thread = threading.Thread(target=self._spin_reception, args=(receiver,), name=receiver.get_name(),
+                                      daemon=True)
+            thread.start()
+            self._reception_threads.append(thread)
+
+    def _spin_reception(self, receiver: Node) -> None:
+        executor = _executor(receiver)
+        executor.add_node(receiver)
+        try:
+            while rclpy.ok(context=self.context) and not self._stop_reception.is_set():
+                executor.spin_once(timeout_sec=SPIN_TIMEOUT_S)
+        except ExternalShutdownException:
+            pass
+        except Exception as exc:  # raised again on the main thread, as an exception in its own spin would be
+            self._reception_failure = exc
+
+    def check_reception(self) -> None:
+        """Raise the exception that ended a reception thread, if one did."""
+        if self._reception_failure is not None:
+            raise self._reception_failure
+
     def destroy_node(self) -> None:
+        self._stop_reception.set()
+        for thread in self._reception_threads:
+            thread.join()
+        for receiver in self.receivers:
+            receiver.destroy_node()
         self.verifier.stop()
         self.worker.stop()
         super().destroy_node()
 
 
-def _executor(node: FusionNode) -> Executor:
+def _executor(node: Node) -> Executor:
     """rclpy's EventsExecutor where the distribution has it (Kilted; Humble and Jazzy get the
     default one): it takes each message in C++ as it arrives, where the default executor
     rebuilds a wait set in Python per message (measured on loopback with a callback that only
@@ -263,10 +309,12 @@ def _spin(node: FusionNode) -> int:
     could wait that long for the GIL, capping reception near 200 messages a second whenever a
     worker is busy; ``GIL_SWITCH_INTERVAL_S`` shortens the wait."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    node.start_reception()
     executor = _executor(node)
     executor.add_node(node)
     while rclpy.ok(context=node.context):
         executor.spin_once(timeout_sec=SPIN_TIMEOUT_S)
+        node.check_reception()
     return 0
 
 
