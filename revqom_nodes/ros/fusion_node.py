@@ -55,11 +55,12 @@ from revqom_nodes.ros.qos import ENCODED_BEV_QOS, MARKER_QOS, RESULT_QOS
 from revqom_nodes.ros.worker import Worker
 from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.frames import AssembledMap
-from revqom_nodes.runtime.fusion import FusionEngine, FusionResult
+from revqom_nodes.runtime.fusion import FusionResult
+from revqom_nodes.runtime.fusion_process import FusionProcess
 from revqom_nodes.runtime.inbox import Inbox, Screened
 from revqom_nodes.runtime.intake import Intake
 from revqom_nodes.runtime.latency import RateLimiter
-from revqom_nodes.runtime.model import load_runtime_model
+from revqom_nodes.runtime.model import load_runtime_model, resolve_device
 from revqom_nodes.runtime.security import SecurityMode, SliceGuard, parse_security_mode
 from revqom_nodes.runtime.selection import NotFused, PartnerLimits
 from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason
@@ -84,34 +85,48 @@ class FusionNode(Node):
             )
         if params["torch.num_threads"] > 0:
             torch.set_num_threads(params["torch.num_threads"])
-        self.model = load_runtime_model(params["model.path"], params["device"])
+        device = resolve_device(params["device"])  # checked here: the fusion process uses it
         comm_range_m = params["fusion.comm_range_m"]
-        limits = PartnerLimits(params["fusion.max_partners"], params["fusion.max_bytes_per_frame"])
-        self.engine = FusionEngine(self.model, comm_range_m if comm_range_m > 0 else None, limits=limits)
-        trust_dir = params["security.trust_dir"]
-        mode = parse_security_mode(params["security.mode"], trust_dir)
-        guard = None
-        if mode is not SecurityMode.OFF:
-            guard = SliceGuard.load(
-                trust_dir,
-                mode=mode,
-                max_clock_skew_ms=params["security.max_clock_skew_ms"],
-                clock_ns=lambda: self.get_clock().now().nanoseconds,
+        limits = PartnerLimits(params["fusion.max_partners"], params["fusion.max_bytes_per_frame"]).check()
+        # The fusion runs in a process of its own, which in this one would compete for the GIL with
+        # the reception threads (runtime/fusion_process.py); it loads the model while this one does
+        self.engine = FusionProcess(
+            params["model.path"],
+            device=str(device),
+            num_threads=params["torch.num_threads"],
+            comm_range_m=comm_range_m if comm_range_m > 0 else None,
+            limits=limits,
+        )
+        try:
+            self.model = load_runtime_model(params["model.path"], "cpu")  # what reception checks against
+            self.engine.wait_ready()
+            trust_dir = params["security.trust_dir"]
+            mode = parse_security_mode(params["security.mode"], trust_dir)
+            guard = None
+            if mode is not SecurityMode.OFF:
+                guard = SliceGuard.load(
+                    trust_dir,
+                    mode=mode,
+                    max_clock_skew_ms=params["security.max_clock_skew_ms"],
+                    clock_ns=lambda: self.get_clock().now().nanoseconds,
+                )
+            self.inbox = Inbox(
+                Expectations.of(self.model),
+                agent_ids=agent_ids,
+                ego_agent_id=params["fusion.ego_agent_id"],
+                max_age_ms=params["fusion.max_age_ms"],
+                sync_wait_ms=params["fusion.sync_wait_ms"],
+                sweep_period_ms=params["fusion.sweep_period_ms"],
+                buffer_size=params["fusion.buffer_size"],
+                guard=guard,
             )
-        self.inbox = Inbox(
-            Expectations.of(self.model),
-            agent_ids=agent_ids,
-            ego_agent_id=params["fusion.ego_agent_id"],
-            max_age_ms=params["fusion.max_age_ms"],
-            sync_wait_ms=params["fusion.sync_wait_ms"],
-            sweep_period_ms=params["fusion.sweep_period_ms"],
-            buffer_size=params["fusion.buffer_size"],
-            guard=guard,
-        )
-        self.intake: Intake[Screened] = Intake(
-            depth=params["fusion.intake_depth"],
-            new_sweep_slices_per_s=params["fusion.intake_new_sweep_slices_per_s"],
-        )
+            self.intake: Intake[Screened] = Intake(
+                depth=params["fusion.intake_depth"],
+                new_sweep_slices_per_s=params["fusion.intake_new_sweep_slices_per_s"],
+            )
+        except BaseException:  # the node is not made: end the fusion process it started
+            self.engine.close()
+            raise
         self.display_min_score: float = params["output.display_min_score"]
         self.frames_published = 0
         self._dropped_reported = 0
@@ -137,7 +152,7 @@ class FusionNode(Node):
         self.verifier = Worker(self, "verify", self.intake.take, self._accept)
         self.get_logger().info(
             f"fusing {list(zip(agent_ids, topics, strict=True))} (ego {params['fusion.ego_agent_id']}) "
-            f"on {self.model.device}, max_age_ms {params['fusion.max_age_ms']:g}, "
+            f"on {device}, max_age_ms {params['fusion.max_age_ms']:g}, "
             f"sync_wait_ms {params['fusion.sync_wait_ms']:g}, max_partners {limits.max_partners}, "
             f"max_bytes_per_frame {limits.max_bytes_per_frame}, codebook {self.model.codebook_id[:12]}, "
             f"security {mode.value}{f' ({trust_dir})' if guard is not None else ''}, "
@@ -285,6 +300,7 @@ class FusionNode(Node):
             receiver.destroy_node()
         self.verifier.stop()
         self.worker.stop()
+        self.engine.close()
         super().destroy_node()
 
 

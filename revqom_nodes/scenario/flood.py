@@ -19,8 +19,10 @@ refuses them. Per rate (0: no flood), one row:
 | ``achieved_rate_per_s`` | published per second by the flooder (one Python process; may fall short) |
 | ``legit_frames`` | legit frames sent during the flood |
 | ``legit_fused_full_fraction`` | share of them fused with every cell of the infrastructure map |
+| ``legit_fused_fraction`` | share of them fused at all (a FusionStatus came back) |
+| ``infrastructure_cells_fraction_mean`` | over those, the mean share of infrastructure cells fused |
 | ``latency_ms_p50`` / ``_p95`` | ego stamp (wall clock at sending) -> detections received |
-| ``rss_growth_mb`` | fusion node resident memory after the flood minus before |
+| ``rss_growth_mb`` | fusion node resident memory (its fusion process included) after the flood minus before |
 | ``rejected_per_s`` | messages the node counted as rejected per second, all reasons |
 | ``rejected`` | the node's rejections during the flood, by reason (non-zero ones) |
 | ``frame_period_s`` | between legit frames |
@@ -318,6 +320,7 @@ class _Probe:
             and self.statuses[s].fused[infra]
             and self.statuses[s].cells_received_fraction[infra] == 1.0
         ]
+        fused = [self.statuses[s] for s in stamps if s in self.statuses]
         latencies = [(self.arrival_ns[s] - s) / 1e6 for s in stamps if s in self.arrival_ns]
         rejected = {k: counts_after.get(k, 0) - counts_before.get(k, 0) for k in counts_after}
         return {
@@ -326,6 +329,9 @@ class _Probe:
             "achieved_rate_per_s": round(achieved, 1),
             "legit_frames": len(stamps),
             "legit_fused_full_fraction": round(len(full) / max(len(stamps), 1), 3),
+            "legit_fused_fraction": round(len(fused) / max(len(stamps), 1), 3),
+            "infrastructure_cells_fraction_mean": round(
+                float(np.mean([f.cells_received_fraction[infra] for f in fused])), 3) if fused else None,
             "latency_ms_p50": round(float(np.percentile(latencies, 50)), 1) if latencies else None,
             "latency_ms_p95": round(float(np.percentile(latencies, 95)), 1) if latencies else None,
             "rss_growth_mb": round(rss_after - rss_before, 1),
@@ -341,10 +347,13 @@ class _Probe:
 
 
 def _rss_mb(pid: int) -> float:
-    """Resident memory of process ``pid``, MiB (Linux /proc)."""
+    """Resident memory of process ``pid`` and its children (the node's fusion process), MiB
+    (Linux /proc)."""
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    children = [child for task in tasks for child in (task / "children").read_text().split()]
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+            return int(line.split()[1]) / 1024 + sum(_rss_mb(int(child)) for child in children)
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
