@@ -45,6 +45,7 @@ class FusionResult(NamedTuple):
     ages_ms: tuple[float, ...] = ()  # ego stamp - map stamp, parallel to fused_agent_ids (ego: 0.0)
     nms_ms: float = 0.0  # rotated NMS, detections to the host
     ego_head: bool = False  # the ego-only head made the detections (no partner fused, the model has one)
+    transfer_ms: float = 0.0  # the maps to a fusion process and the result back (fusion_process.py)
 
     @property
     def out_of_range(self) -> int:
@@ -54,7 +55,7 @@ class FusionResult(NamedTuple):
     @property
     def decode_fuse_ms(self) -> float:
         """Payload to detections, all stages."""
-        return self.unpack_ms + self.decode_ms + self.fuse_ms + self.nms_ms
+        return self.unpack_ms + self.decode_ms + self.fuse_ms + self.nms_ms + self.transfer_ms
 
 
 def relative_poses(ego: AssembledMap, partners: Sequence[AssembledMap]) -> np.ndarray:

@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -126,8 +127,10 @@ class FusionProcess:
         return self._process.pid
 
     def fuse(self, ego: AssembledMap, partners: Sequence[AssembledMap | NotFused]) -> FusionResult:
-        """As ``FusionEngine.fuse``; raises what it raised, or FusionProcessError when the child died."""
+        """As ``FusionEngine.fuse``, with ``transfer_ms`` the pipe's share of the wall time (in
+        ``decode_fuse_ms``); raises what it raised, or FusionProcessError when the child died."""
         self.wait_ready()
+        start = time.perf_counter()
         try:
             self._conn.send((ego, list(partners)))
             result = self._conn.recv()
@@ -139,7 +142,8 @@ class FusionProcess:
             raise FusionProcessError(f"the fusion process ended (exit code {code}); started again") from exc
         if isinstance(result, Exception):
             raise result
-        return result
+        engine_ms = result.decode_ms + result.fuse_ms + result.nms_ms
+        return result._replace(transfer_ms=max((time.perf_counter() - start) * 1e3 - engine_ms, 0.0))
 
     def close(self) -> None:
         """End the child: close the pipe, wait ``JOIN_TIMEOUT_S``, then kill it."""

@@ -42,6 +42,10 @@ p95 per stage per count, and the least-squares ``ms_per_extra_agent`` of each st
 Ray-cast sweeps are busier than a street's (returns in nearly every cell, most cells' codes
 outside the context model's alphabet), so their ``unpack`` costs more than real maps'.
 
+``--fusion-process``: the frame's maps (``--scale today``) also go through a ``FusionProcess``, the fusion
+node's child process (``runtime/fusion_process.py``): ``fusion_process`` holds p50 and p95 of its
+pipe both ways (``transfer``) and of ``decode_fuse`` as the node reports it, the pipe included.
+
 Prints a table, or with ``--json`` one JSON object: ``results`` maps each device (``--device``:
 cpu, cuda, or all) to its ``agent``, ``fusion``, ``end_to_end``, ``bytes`` (and ``agents``).
 """
@@ -234,7 +238,32 @@ def bench_device(
     }
     if args.agents:
         result["agents"] = bench_agents(model, engine, encoder, args)
+    if args.fusion_process:
+        maps = [_assemble(messages, expect) for messages in sent]
+        result["fusion_process"] = bench_fusion_process(model.source, device, maps, args.repeats,
+                                                        args.threads)
     return result
+
+
+def bench_fusion_process(
+    model_path: str, device: Any, maps: Sequence[AssembledMap], repeats: int, threads: int
+) -> dict[str, dict[str, float]]:
+    """The frame's maps fused by a ``FusionProcess`` (the fusion node's child process) ``repeats``
+    times after a warm-up: p50 / p95 of its pipe both ways (``transfer``) and of ``decode_fuse``
+    as the node reports it (the pipe included)."""
+    from revqom_nodes.runtime.fusion_process import FusionProcess
+
+    process = FusionProcess(model_path, device=str(device), num_threads=threads)
+    times: dict[str, list[float]] = {"transfer": [], "decode_fuse": []}
+    try:
+        for repeat in range(repeats + 1):
+            fused = process.fuse(maps[0], maps[1:])
+            if repeat:
+                times["transfer"].append(fused.transfer_ms)
+                times["decode_fuse"].append(fused.decode_fuse_ms)
+    finally:
+        process.close()
+    return _summary(times, list(times))
 
 
 def bench_agents(
@@ -326,8 +355,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.scale == "paper" and (args.model or args.data):
-        raise SystemExit("--scale paper builds its own model and sweeps: leave out --model and --data")
+    if args.scale == "paper" and (args.model or args.data or args.fusion_process):
+        raise SystemExit("--scale paper builds its own model and sweeps: leave out --model, --data and "
+                         "--fusion-process")
     result = run(args)
     print(json.dumps(result, indent=2) if args.json else _table(result))
     return 0
@@ -354,6 +384,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", help="DAIR-V2X-C root whose first frame supplies the sweeps (today)")
     parser.add_argument("--points", type=int, default=50_000, help="points per ray-cast sweep (today)")
     parser.add_argument("--agents", type=_counts, help="fusion stages per number of agents, e.g. 1,2,4,8")
+    parser.add_argument("--fusion-process", action="store_true",
+                        help="also time the fusion node's child process on the frame (today)")
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (the CPU, and CUDA when present)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument(

@@ -60,7 +60,9 @@ def test_results_equal_the_engine_in_this_process(process, model_path, make_fram
         np.testing.assert_array_equal(there.detections.boxes, here.detections.boxes)
         np.testing.assert_array_equal(there.detections.scores, here.detections.scores)
         np.testing.assert_array_equal(there.T_ego_from_agent, here.T_ego_from_agent)
-        assert there.decode_fuse_ms > 0
+        assert here.transfer_ms == 0.0 and there.transfer_ms > 0
+        assert there.decode_fuse_ms == pytest.approx(
+            there.unpack_ms + there.decode_ms + there.fuse_ms + there.nms_ms + there.transfer_ms)
 
 
 def test_a_failing_frame_raises_its_exception_and_the_next_fuses(process, model_path, make_frame):

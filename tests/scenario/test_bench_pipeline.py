@@ -84,3 +84,17 @@ def test_agent_scaling_takes_the_data_agents_when_there_are_enough(tmp_path, cap
     assert cpu["agents"]["sweeps"] == "data" and list(cpu["agents"]["stages"]) == ["1", "3"]
     assert main([*common, "--agents", "1,4"]) == 0  # more than the frame has: ray-cast sweeps
     assert json.loads(capsys.readouterr().out)["results"]["cpu"]["agents"]["sweeps"] == "ray-cast"
+
+
+def test_fusion_process_times_the_nodes_pipe(tmp_path, capsys: pytest.CaptureFixture[str]):
+    save_tiny_model(tmp_path / "tiny.pt")
+    args = ["bench", "pipeline", "--json", "--model", str(tmp_path / "tiny.pt"), "--device", "cpu",
+            "--points", "4000", "--repeats", "2", "--fusion-process"]
+    assert main(args) == 0
+    cpu = json.loads(capsys.readouterr().out)["results"]["cpu"]
+    process = cpu["fusion_process"]
+    _check_stages(process, ("transfer", "decode_fuse"))
+    assert process["transfer"]["p50_ms"] > 0
+    assert process["decode_fuse"]["p50_ms"] >= process["transfer"]["p50_ms"]
+    with pytest.raises(SystemExit, match="--fusion-process"):
+        main(["bench", "pipeline", "--scale", "paper", "--fusion-process"])
