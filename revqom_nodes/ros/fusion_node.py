@@ -5,8 +5,10 @@ agent topic a reception thread (its own node, ``<name>_rx_<agent>``, and executo
 takes each message serialized, parses it (``conversions.cdr_to_slice``), runs the cheap checks
 (``Inbox.screen``) and queues it per sender (``runtime/intake.py``, ``fusion.intake_depth``); a
 verify worker checks signatures, decodes and buffers the slices in the ``Inbox``
-(``Inbox.accept``); a fusion worker fuses each ego frame with each other agent's paired message
-(see ``runtime/inbox.py`` for the pairing and ``fusion.sync_wait_ms``); the main thread spins
+(``Inbox.accept``); a fusion worker hands each ego frame and each other agent's paired message
+to the fusion process, a child that runs the engine with an interpreter of its own
+(``runtime/fusion_process.py``; see ``runtime/inbox.py`` for the pairing and
+``fusion.sync_wait_ms``), and publishes the result; the main thread spins
 the node itself (publishers, parameters, the clock). A flood costs its topic's reception thread
 microseconds per message, never delays another topic's messages and cannot push another
 sender's slices out (docs/security.md, "Flood resistance"). Per ego frame it
