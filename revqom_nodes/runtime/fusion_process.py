@@ -92,6 +92,7 @@ class FusionProcess:
         self._args = (str(model_path), str(device), int(num_threads), comm_range_m, limits)
         self._conn, self._process = self._launch()
         self._ready = False
+        self._closed = False
 
     def _launch(self) -> tuple[Connection, subprocess.Popen]:
         # A fresh interpreter running this module (not multiprocessing's spawn, which would run the
@@ -135,6 +136,8 @@ class FusionProcess:
             self._conn.send((ego, list(partners)))
             result = self._conn.recv()
         except (EOFError, OSError) as exc:
+            if self._closed:  # close() from another thread (the node stopping): nothing to restart
+                raise FusionProcessError("the fusion process was closed") from exc
             self._conn.close()
             code = self._process.wait()
             self._conn, self._process = self._launch()
@@ -147,6 +150,7 @@ class FusionProcess:
 
     def close(self) -> None:
         """End the child: close the pipe, wait ``JOIN_TIMEOUT_S``, then kill it."""
+        self._closed = True
         self._conn.close()
         try:
             self._process.wait(JOIN_TIMEOUT_S)

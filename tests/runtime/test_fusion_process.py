@@ -89,3 +89,14 @@ def test_an_unloadable_model_is_a_configuration_error(tmp_path):
     fusion = FusionProcess(str(bad), device="cpu")
     with pytest.raises(RuntimeConfigError, match="could not load the model"):
         fusion.wait_ready()
+
+
+def test_a_closed_process_is_not_started_again(model_path, make_frame):
+    ego, partner = _frames(model_path, make_frame)
+    fusion = FusionProcess(str(model_path), device="cpu")
+    fusion.wait_ready()
+    child = fusion.pid
+    fusion.close()
+    with pytest.raises(FusionProcessError, match="closed"):
+        fusion.fuse(ego, [partner])
+    assert fusion.pid == child  # no new child
