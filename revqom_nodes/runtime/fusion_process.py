@@ -39,7 +39,7 @@ _READY = "ready"
 
 
 class FusionProcessError(RuntimeError):
-    """The child process ended while it fused a frame (it was started again)."""
+    """The child process ended while it fused a frame (started again, unless ``close`` ended it)."""
 
 
 def _serve(conn: Connection) -> None:
