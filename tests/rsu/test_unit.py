@@ -142,6 +142,7 @@ def test_a_unit_without_ros_sends_every_sweep_signed(recording, dds_env, tmp_pat
     output = unit.communicate()[0]
     assert unit.returncode == 0, output[-3000:]
     slices_per_map = -(-32 * 32 // 200)  # the tiny model: 32 x 32 one-byte PACKED cells
+    received = _from_one_writer(received)
     assert len(received) == FRAMES * slices_per_map, output[-3000:]
     assert [m.sequence for m in received] == [1 + i // slices_per_map for i in range(len(received))]
     verifier = Verifier(load_trust_store(recording["keys"]))
@@ -149,6 +150,26 @@ def test_a_unit_without_ros_sends_every_sweep_signed(recording, dds_env, tmp_pat
         assert msg.agent_id == "infrastructure" and msg.role == 1
         fields = signed_fields(_received_slice(msg))
         assert verifier.verify(fields, Authenticator(bytes(msg.signer_digest), bytes(msg.signature))).accepted
+
+
+def _from_one_writer(received: list) -> list:
+    """The samples of the writer that sent the most, each (sequence, slice) once: a CI run once
+    took 19 samples for the unit's 18 slices, from a source it could not name (this process's
+    other Cyclone tests share the domain). Repeats must be byte-identical copies."""
+    from collections import Counter
+
+    if not received:
+        return received
+    (writer, _), = Counter(m.sample_info.publication_handle for m in received).most_common(1)
+    first: dict[tuple[int, int], object] = {}
+    for msg in (m for m in received if m.sample_info.publication_handle == writer):
+        key = (msg.sequence, msg.slice_index)
+        if key in first:
+            assert bytes(first[key].payload) == bytes(msg.payload), f"slice {key} came twice, different"
+            assert bytes(first[key].signature) == bytes(msg.signature), f"slice {key} came twice, different"
+        else:
+            first[key] = msg
+    return list(first.values())
 
 
 def _received_slice(msg):
