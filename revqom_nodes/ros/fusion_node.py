@@ -181,10 +181,11 @@ class FusionNode(Node):
             except Rejected as rejected:
                 self._rejected(topic_agent_id, rejected, counted=True)
                 return
-            dropped = self.intake.offer(screened.sender, screened.sweep, screened)
-            if dropped:
-                self._overflow(topic_agent_id, dropped)
-            self.verifier.wake()
+            offered = self.intake.offer(screened.sender, screened.sweep, screened)
+            if offered.dropped:
+                self._overflow(topic_agent_id, offered.dropped)
+            if offered.ready:
+                self.verifier.wake()
 
         return receive
 

@@ -30,7 +30,7 @@ from revqom_nodes.codec.slices import (
 )
 from revqom_nodes.codec.wire import Encoding
 from revqom_nodes.runtime.errors import RuntimeConfigError
-from revqom_nodes.runtime.frames import ReceivedSlice
+from revqom_nodes.runtime.frames import ReceivedSlice, pose_fields
 from revqom_nodes.runtime.latency import now_ms
 from revqom_nodes.runtime.model import RuntimeModel
 from revqom_nodes.runtime.security import sign_slice
@@ -180,6 +180,7 @@ class AgentEncoder:
         float64 sender pose; ``sequence`` wraps at 2**32 (a uint32 field)."""
         height, width = self.model.grid.bev_shape
         settings = self.model.settings
+        position, orientation = pose_fields(T_world_from_lidar)
         messages = [
             ReceivedSlice(
                 agent_id=agent_id,
@@ -187,7 +188,8 @@ class AgentEncoder:
                 sequence=sequence % (1 << 32),
                 stamp_ns=stamp_ns,
                 frame_id=frame_id,
-                T_world_from_lidar=T_world_from_lidar,
+                position=position,
+                orientation=orientation,
                 height=height,
                 width=width,
                 cell_size_m=self.model.grid.cell_size_m,

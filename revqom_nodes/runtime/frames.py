@@ -2,8 +2,8 @@
 it arrived) and ``AssembledMap`` (one agent's sweep assembled from its slices: what fusion takes).
 
 ``revqom_nodes.ros.conversions`` turns ``revqom/msg/EncodedBEV`` into a ReceivedSlice; its
-fields mirror the message (docs/wire-format.md), with the pose as a 4x4 matrix (and as sent,
-for the signature) and the stamps as integer nanoseconds. ``signed_fields`` gives the fields a
+fields mirror the message (docs/wire-format.md), with the pose as sent (and as a 4x4 matrix
+on first use) and the stamps as integer nanoseconds. ``signed_fields`` gives the fields a
 slice's signature covers (``trust.SliceFields``). ``validation.FrameAssembly`` checks and
 places the slices of a sweep and hands out AssembledMaps.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -28,15 +29,16 @@ SIGNATURE_BYTES = 64  # trust.signing: ECDSA P-256 r || s
 class ReceivedSlice:
     """One EncodedBEV message (a slice of a map, or the whole map as its only slice), unchecked.
 
-    stamp_ns: the LiDAR sweep time; T_world_from_lidar: (4, 4) float64 sender pose (may be
-    anything a sender wrote, NaN included: validation checks it); payload: bytes-like;
-    received_ns / source_ns: wall-clock receive and publish times (0 when unknown);
+    stamp_ns: the LiDAR sweep time; position (x, y, z, metres) and orientation (quaternion
+    x, y, z, w): ``lidar_pose`` as sent (``pose_fields`` makes them from a matrix), anything a
+    sender wrote, NaN included (validation checks ``T_world_from_lidar``, made from them on
+    first use: a receiver rejecting a slice before that never pays for it); payload:
+    bytes-like; received_ns / source_ns: wall-clock receive and publish times (0 when unknown);
     slice_index, num_slices, first_cell, num_cells, interleave: the message's share of the map
     (cells in the cell order of ``interleave``, ``codec.slices.cell_order``; 1 is row-major over
-    (H, W); num_cells None means H * W, the whole map in one message); position (x, y, z) and
-    orientation (x, y, z, w): ``lidar_pose`` as sent (None: from T_world_from_lidar, as
-    ``pose_fields`` writes it); signer_digest (8 bytes) and signature (64): the authenticator,
-    all zeros when unsigned (docs/wire-format.md, "Signed slices").
+    (H, W); num_cells None means H * W, the whole map in one message); signer_digest (8 bytes)
+    and signature (64): the authenticator, all zeros when unsigned (docs/wire-format.md,
+    "Signed slices").
     """
 
     agent_id: str
@@ -44,7 +46,8 @@ class ReceivedSlice:
     sequence: int
     stamp_ns: int
     frame_id: str
-    T_world_from_lidar: np.ndarray
+    position: tuple[float, float, float]
+    orientation: tuple[float, float, float, float]
     height: int
     width: int
     cell_size_m: float
@@ -60,18 +63,17 @@ class ReceivedSlice:
     first_cell: int = 0
     num_cells: int | None = None
     interleave: int = 1
-    position: tuple[float, float, float] | None = None
-    orientation: tuple[float, float, float, float] | None = None
     signer_digest: bytes = bytes(DIGEST_BYTES)
     signature: bytes = bytes(SIGNATURE_BYTES)
 
     def __post_init__(self) -> None:
         if self.num_cells is None:
             object.__setattr__(self, "num_cells", int(self.height) * int(self.width))
-        if self.position is None or self.orientation is None:
-            position, orientation = pose_fields(self.T_world_from_lidar)
-            object.__setattr__(self, "position", position)
-            object.__setattr__(self, "orientation", orientation)
+
+    @cached_property
+    def T_world_from_lidar(self) -> np.ndarray:
+        """(4, 4) float64 sender pose (all NaN for a non-finite or zero quaternion, see ``pose_matrix``)."""
+        return pose_matrix(self.position, self.orientation)
 
     @property
     def payload_bytes(self) -> int:

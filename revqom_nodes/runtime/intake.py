@@ -41,7 +41,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from revqom_nodes.runtime.errors import RuntimeConfigError
 
@@ -49,6 +49,15 @@ Item = TypeVar("Item")
 Sweep = tuple[int, int]  # (stamp ns, sequence)
 CONFIRMED_SWEEPS = 4  # accepted sweeps remembered per sender (a partner's buffer holds a few frames)
 REFUSED_RANK = 0  # the rank of a group with a refused slice (a group's rank is otherwise its size)
+
+
+class Offered(NamedTuple):
+    """What ``Intake.offer`` did: ``dropped`` queued messages pushed out (0 or 1); ``ready``:
+    ``take`` would hand out a message of that sender now (False while the sender waits for a
+    token: the worker's timed wait ends when one comes, so nobody needs to wake it)."""
+
+    dropped: int
+    ready: bool
 
 
 @dataclass
@@ -143,9 +152,8 @@ class Intake(Generic[Item]):
         self._turn: deque[Hashable] = deque()  # senders with messages waiting, next to serve first
         self._lock = threading.Lock()
 
-    def offer(self, sender: Hashable, sweep: Sweep, item: Item) -> int:
-        """Queue ``item`` (a slice of ``sweep``) from ``sender``; returns how many queued
-        messages it pushed out (0 or 1, when its queue was full)."""
+    def offer(self, sender: Hashable, sweep: Sweep, item: Item) -> Offered:
+        """Queue ``item`` (a slice of ``sweep``) from ``sender``."""
         with self._lock:
             state = self._senders.get(sender)
             if state is None:
@@ -156,14 +164,16 @@ class Intake(Generic[Item]):
                     state.known.popleft()
                     dropped = 1
                 state.known.append(item)
+                ready = True
             else:
                 if state.pending == self.depth:
                     state.pop(min(state.ranks))
                     dropped = 1
                 state.add(sweep, item)
+                ready = state.tokens + (self._clock() - state.refilled_s) * self.rate >= 1.0
             if sender not in self._turn:
                 self._turn.append(sender)
-            return dropped
+            return Offered(dropped, ready)
 
     def take(self) -> tuple[Item | None, float]:
         """(the next message to verify, the next sender's in turn that has one it may take, 0);

@@ -145,7 +145,7 @@ def test_sliced_sweep_messages_carry_their_cells(tiny_model, sweeps):
         frame = encoded_bev_to_slice(msg)
         unlike = {
             f.name for f in dataclasses.fields(frame)
-            if f.name not in ("T_world_from_lidar", "payload")
+            if f.name != "payload"
             and getattr(frame, f.name) != getattr(offline[index], f.name)
         }
         assert not unlike and bytes(frame.payload) == offline[index].payload
@@ -222,16 +222,18 @@ def test_serialized_encoded_bev_parses_as_deserialized(frame_id: str, codebook_i
     from rclpy.serialization import deserialize_message
     from revqom.msg import EncodedBEV
 
-    from revqom_nodes.runtime.frames import ReceivedSlice
+    from revqom_nodes.runtime.frames import ReceivedSlice, pose_fields
 
     rng = np.random.default_rng(len(frame_id))
+    position, orientation = pose_fields(make_transform(rotation_z(0.3), [2806.0, -1196.0, 6.0]))
     message = ReceivedSlice(
         agent_id="infrastructure",
         role=1,
         sequence=7,
         stamp_ns=1_626_155_000_123_456_789,
         frame_id=frame_id,
-        T_world_from_lidar=make_transform(rotation_z(0.3), [2806.0, -1196.0, 6.0]),
+        position=position,
+        orientation=orientation,
         height=100,
         width=50,
         cell_size_m=0.8,
@@ -253,10 +255,8 @@ def test_serialized_encoded_bev_parses_as_deserialized(frame_id: str, codebook_i
     parsed = cdr_to_slice(raw, 7, 6)
     for field in dataclasses.fields(ReceivedSlice):
         got, want = getattr(parsed, field.name), getattr(expected, field.name)
-        if field.name == "T_world_from_lidar":
-            np.testing.assert_array_equal(got, want)
-        else:
-            assert bytes(got) == bytes(want) if field.name == "payload" else got == want, field.name
+        assert bytes(got) == bytes(want) if field.name == "payload" else got == want, field.name
+    np.testing.assert_array_equal(parsed.T_world_from_lidar, expected.T_world_from_lidar)
     for cut in range(len(raw)):
         with pytest.raises(ValueError):
             cdr_to_slice(raw[:cut])

@@ -175,17 +175,16 @@ def _from_one_writer(received: list) -> list:
 def _received_slice(msg):
     """A Cyclone EncodedBEV -> the runtime's ReceivedSlice, as the fusion node reads the ROS one."""
     from revqom_nodes.rsu.dds import time_to_ns
-    from revqom_nodes.runtime.frames import ReceivedSlice, pose_matrix
+    from revqom_nodes.runtime.frames import ReceivedSlice
 
     p, q = msg.lidar_pose.position, msg.lidar_pose.orientation
     return ReceivedSlice(
         agent_id=msg.agent_id, role=msg.role, sequence=msg.sequence, stamp_ns=time_to_ns(msg.header.stamp),
-        frame_id=msg.header.frame_id, T_world_from_lidar=pose_matrix((p.x, p.y, p.z), (q.x, q.y, q.z, q.w)),
+        frame_id=msg.header.frame_id, position=(p.x, p.y, p.z), orientation=(q.x, q.y, q.z, q.w),
         height=msg.height, width=msg.width, cell_size_m=msg.cell_size_m, codebook_size=msg.codebook_size,
         num_quantizers=msg.num_quantizers, codebook_id=msg.codebook_id, encoding=msg.encoding,
         payload=bytes(msg.payload), slice_index=msg.slice_index, num_slices=msg.num_slices,
         first_cell=msg.first_cell, num_cells=msg.num_cells, interleave=msg.interleave,
-        position=(p.x, p.y, p.z), orientation=(q.x, q.y, q.z, q.w),
         signer_digest=bytes(msg.signer_digest), signature=bytes(msg.signature),
     )
 

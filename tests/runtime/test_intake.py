@@ -28,7 +28,7 @@ def drain(intake: Intake) -> list:
 
 def test_queues_are_bounded_and_drop_their_oldest() -> None:
     intake: Intake[int] = Intake(depth=8, new_sweep_slices_per_s=UNLIMITED)
-    dropped = [intake.offer("flooder", (k, 0), k) for k in range(100)]
+    dropped = [intake.offer("flooder", (k, 0), k).dropped for k in range(100)]
     assert sum(dropped) == 92 and dropped[:8] == [0] * 8 and len(intake) == 8
     assert drain(intake) == list(range(92, 100))  # the newest, in order
     assert take(intake) is None and len(intake) == 0
@@ -74,9 +74,9 @@ def test_a_legit_burst_is_verified_before_a_flood_of_single_forgeries() -> None:
     intake: Intake[str] = Intake(depth=32, new_sweep_slices_per_s=UNLIMITED)
     dropped = 0
     for k in range(500):
-        dropped += intake.offer(sender, (T0 + 1000 + k, 9), "forged")
+        dropped += intake.offer(sender, (T0 + 1000 + k, 9), "forged").dropped
         if 200 <= k < 211:
-            dropped += intake.offer(sender, LEGIT, f"legit{k - 200}")
+            dropped += intake.offer(sender, LEGIT, f"legit{k - 200}").dropped
     assert dropped == 500 + 11 - 32 and len(intake) == 32
     assert take(intake) == "legit0"
     intake.confirm(sender, LEGIT)  # legit0 verified: its siblings follow
@@ -115,22 +115,23 @@ class FakeClock:
 def test_slices_of_unverified_sweeps_are_taken_at_a_bounded_rate() -> None:
     """A flood of slices stamped anew costs at most ``new_sweep_slices_per_s`` verifications a
     second per sender; a confirmed sweep's slices and other senders' need no token, and the
-    worker is told how long to wait for the next."""
+    worker is told how long to wait for the next; an offer says whether the worker could take
+    something of that sender now (else its timed wait ends when a token comes: no need to wake it)."""
     clock = FakeClock()
     sender, ego = ("infrastructure", b"digest"), ("vehicle", b"ego")
     intake: Intake[str] = Intake(depth=256, new_sweep_slices_per_s=8.0, clock=clock)
     for k in range(100):
-        intake.offer(sender, (T0 + 1000 + k, 9), "forged")
+        assert intake.offer(sender, (T0 + 1000 + k, 9), "forged").ready
     assert [take(intake) for _ in range(8)] == ["forged"] * 8  # a second's worth at once
     item, wait_s = intake.take()
     assert item is None and wait_s == pytest.approx(0.125)
-    intake.offer(ego, LEGIT, "ego")  # another sender has its own tokens
+    assert intake.offer(ego, LEGIT, "ego").ready  # another sender has its own tokens
     assert intake.take() == ("ego", 0.0)
-    for i in range(3):
-        intake.offer(sender, LEGIT, f"legit{i}")
+    assert not any(intake.offer(sender, LEGIT, f"legit{i}").ready for i in range(3))
     clock.now_s += 0.125  # one token: the biggest group's oldest slice
     assert take(intake) == "legit0" and take(intake) is None
     intake.confirm(sender, LEGIT)  # its siblings need no token
-    assert [take(intake) for _ in range(3)] == ["legit1", "legit2", None]
+    assert intake.offer(sender, LEGIT, "legit3") == (0, True)
+    assert [take(intake) for _ in range(4)] == ["legit1", "legit2", "legit3", None]
     clock.now_s += 60.0  # tokens refill up to one second's worth
     assert [take(intake) for _ in range(9)] == ["forged"] * 8 + [None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -30,9 +31,6 @@ def test_good_frame_decodes_to_the_sent_indices(tiny_model, sweeps, make_frame, 
     assert received.valid is None and received.decode_ms > 0 and received.payload_bytes == len(frame.payload)
 
 
-NAN_POSE = np.full((4, 4), np.nan)
-SHEARED = np.eye(4)
-SHEARED[0, 1] = 0.5
 
 
 @pytest.mark.parametrize(
@@ -47,8 +45,9 @@ SHEARED[0, 1] = 0.5
         ({"cell_size_m": 0.4}, RejectReason.GRID_MISMATCH),
         ({"cell_size_m": float("nan")}, RejectReason.GRID_MISMATCH),
         ({"encoding": 7}, RejectReason.UNKNOWN_ENCODING),
-        ({"T_world_from_lidar": NAN_POSE}, RejectReason.BAD_POSE),
-        ({"T_world_from_lidar": SHEARED}, RejectReason.BAD_POSE),
+        ({"position": (math.nan, 0.0, 0.0)}, RejectReason.BAD_POSE),
+        ({"orientation": (0.0, 0.0, 0.0, 0.0)}, RejectReason.BAD_POSE),
+        ({"orientation": (0.0, 0.0, math.inf, 1.0)}, RejectReason.BAD_POSE),
         ({"payload": b"\x00" * 10}, RejectReason.MALFORMED_PAYLOAD),
         ({"payload": b""}, RejectReason.MALFORMED_PAYLOAD),
         ({"payload": b"\xff" * 1024, "encoding": 1}, RejectReason.MALFORMED_PAYLOAD),
