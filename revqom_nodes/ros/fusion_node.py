@@ -110,7 +110,7 @@ class FusionNode(Node):
                     trust_dir,
                     mode=mode,
                     max_clock_skew_ms=params["security.max_clock_skew_ms"],
-                    clock_ns=lambda: self.get_clock().now().nanoseconds,
+                    clock_ns=self._ros_clock_ns,
                 )
             self.inbox = Inbox(
                 Expectations.of(self.model),
@@ -169,6 +169,12 @@ class FusionNode(Node):
         return Node(name, namespace=self.get_namespace(), context=self.context,
                     use_global_arguments=False, start_parameter_services=False)
 
+    def _ros_clock_ns(self) -> int:
+        """The node's ROS clock, ns: the replay's ``/clock`` when sim time is active, else the
+        system clock, read directly (``Clock.now()`` costs 7 µs, once per slice received)."""
+        clock = self.get_clock()
+        return clock.now().nanoseconds if clock.ros_time_is_active else time.time_ns()
+
     def _receiver(self, topic_agent_id: str) -> Callable[[bytes], None]:
         def receive(raw: bytes) -> None:
             try:
@@ -202,21 +208,25 @@ class FusionNode(Node):
         self.worker.wake()
 
     def _overflow(self, agent_id: str, dropped: int) -> None:
-        self._rejected(
-            agent_id,
-            Rejected(RejectReason.INTAKE_OVERFLOW, f"{dropped} queued unverified, pushed out by newer ones"),
-            times=dropped,
-        )
+        """Count; the message (and its log line) only when the limiter lets one through: under a
+        flood this runs once per forged slice."""
+        self.inbox.count(RejectReason.INTAKE_OVERFLOW, dropped)
+        if self.limiter.allow(RejectReason.INTAKE_OVERFLOW.value):
+            detail = f"{dropped} queued unverified, pushed out by newer ones"
+            self._log_rejected(agent_id, Rejected(RejectReason.INTAKE_OVERFLOW, detail))
 
-    def _rejected(self, agent_id: str, rejected: Rejected, *, counted: bool = False, times: int = 1) -> None:
+    def _rejected(self, agent_id: str, rejected: Rejected, *, counted: bool = False) -> None:
         """Count (unless the Inbox did) and log, rate-limited per reason."""
         if not counted:
-            self.inbox.count(rejected.reason, times)
+            self.inbox.count(rejected.reason)
         if self.limiter.allow(rejected.reason.value):
-            so_far = self.inbox.rejected_counts()[rejected.reason.value]
-            self.get_logger().warning(
-                f"rejected a message on the {agent_id[:64]} topic: {rejected} ({so_far} so far)"
-            )
+            self._log_rejected(agent_id, rejected)
+
+    def _log_rejected(self, agent_id: str, rejected: Rejected) -> None:
+        so_far = self.inbox.rejected_counts()[rejected.reason.value]
+        self.get_logger().warning(
+            f"rejected a message on the {agent_id[:64]} topic: {rejected} ({so_far} so far)"
+        )
 
     # ---- fusion worker ------------------------------------------------------------------
     def _fuse(self, ego: AssembledMap) -> None:
@@ -283,9 +293,9 @@ class FusionNode(Node):
         executor = _executor(receiver)
         executor.add_node(receiver)
         try:
-            while rclpy.ok(context=self.context) and not self._stop_reception.is_set():
+            while not self._stop_reception.is_set():
                 executor.spin_once(timeout_sec=SPIN_TIMEOUT_S)
-        except ExternalShutdownException:
+        except ExternalShutdownException:  # raised by spin_once once the context is shut down
             pass
         except Exception as exc:  # raised again on the main thread, as an exception in its own spin would be
             self._reception_failure = exc
