@@ -121,10 +121,11 @@ def test_forged_and_unsigned_slices_change_nothing(tmp_path: Path, ros_env: dict
             legit = sign_slice(frame("infrastructure", stamp, k), signers["infrastructure"])
             flipped = bytearray(legit.payload)
             flipped[0] ^= 0x01
+            ego = frame("vehicle", stamp, k)
             attacks = [
                 sign_slice(
                     replace(
-                        frame("vehicle", stamp, k),
+                        ego,
                         agent_id="infrastructure",
                         role=1,
                         frame_id="infrastructure_lidar",
@@ -133,14 +134,16 @@ def test_forged_and_unsigned_slices_change_nothing(tmp_path: Path, ros_env: dict
                 ),  # another CA's key
                 replace(legit, payload=bytes(flipped)),  # one bit flipped
                 replace(
-                    frame("infrastructure", stamp + 950_000_000, k), T_world_from_lidar=T_vehicle
+                    frame("infrastructure", stamp + 950_000_000, k),
+                    position=ego.position,
+                    orientation=ego.orientation,
                 ),  # unsigned
             ]
             for attack in attacks:
                 infra_pub.publish(slice_to_encoded_bev(attack))
             infra_pub.publish(slice_to_encoded_bev(legit))
             infra_pub.publish(slice_to_encoded_bev(legit))  # a replay: the same slice again
-            ego_pub.publish(slice_to_encoded_bev(sign_slice(frame("vehicle", stamp, k), signers["vehicle"])))
+            ego_pub.publish(slice_to_encoded_bev(sign_slice(ego, signers["vehicle"])))
             sent.append(stamp)
             spin_for(rclpy, node, 0.5)
         spin_for(rclpy, node, 1.5)
