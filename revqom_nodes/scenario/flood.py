@@ -28,7 +28,11 @@ refuses them. Per rate (0: no flood), one row:
 | ``frame_period_s`` | between legit frames |
 
 ``rejection_costs``: what rejecting one slice costs the receiver's core alone (no ROS, one
-thread, ``Inbox.screen`` and, for what passes it, ``Inbox.accept``), per kind of forgery.
+thread, ``Inbox.screen`` and, for what passes it, ``Inbox.accept``), per kind of forgery; and
+``flood_reception``: what the reception callback does with one of the flood's forged slices
+before the verify worker ever sees it (``cdr_to_slice`` of the serialized slice,
+``Inbox.screen``, ``Intake.offer`` into a full queue, which pushes one out), rclpy's own take
+not included.
 
 Run on its own: ``python -m revqom_nodes.scenario.flood --out DIR [--rates 500 1000 ...]``
 prints ``{"flood": rows, "rejection_throughput_per_s": ..., "rejection_costs": ...}``
@@ -144,7 +148,7 @@ def rejection_costs(out_dir: Path, *, model: Path | None = None, repeats: int = 
         "bad_signature": replace(later, signature=np.random.default_rng(0).bytes(SIGNATURE_BYTES)),
         "replayed": first,
     }
-    costs = {}
+    costs = {"flood_reception": _flood_reception_cost(inbox, legit.forged(), repeats)}
     for reason, message in forgeries.items():
         seconds = []
         for _ in range(repeats):
@@ -160,6 +164,27 @@ def rejection_costs(out_dir: Path, *, model: Path | None = None, repeats: int = 
         median_us = float(np.median(seconds)) * 1e6
         costs[reason] = {"us_per_message": round(median_us, 1), "per_s": round(1e6 / median_us)}
     return costs
+
+
+def _flood_reception_cost(inbox: Any, forged: bytes, repeats: int) -> dict[str, float]:
+    """Median µs (and rate per second) of the reception callback's work on ``forged``, the
+    flood's serialized slice, offered into a full intake queue as under a flood."""
+    from revqom_nodes.ros.conversions import cdr_to_slice
+    from revqom_nodes.runtime.intake import Intake
+
+    fusion = node_defaults("fusion")
+    intake: Intake[Any] = Intake(
+        depth=fusion["fusion.intake_depth"],
+        new_sweep_slices_per_s=fusion["fusion.intake_new_sweep_slices_per_s"],
+    )
+    seconds = []
+    for _ in range(intake.depth + repeats):
+        start = time.perf_counter()
+        screened = inbox.screen(cdr_to_slice(forged, time.time_ns()), "infrastructure")
+        intake.offer(screened.sender, screened.sweep, screened)
+        seconds.append(time.perf_counter() - start)
+    median_us = float(np.median(seconds[intake.depth :])) * 1e6  # the queue full
+    return {"us_per_message": round(median_us, 1), "per_s": round(1e6 / median_us)}
 
 
 def _start_fusion_node(model_path: Path, keys: Path, log_path: Path) -> subprocess.Popen:
