@@ -23,7 +23,7 @@ refuses them. Per rate (0: no flood), one row:
 | ``infrastructure_cells_fraction_mean`` | over those, the mean share of infrastructure cells fused |
 | ``latency_ms_p50`` / ``_p95`` | ego stamp (wall clock at sending) -> detections received |
 | ``rss_growth_mb`` | fusion node resident memory (its fusion process included) after the flood minus before |
-| ``rejected_per_s`` | messages the node counted as rejected per second, all reasons |
+| ``rejected_per_s`` | rejections the node counted per second, all reasons, flood start to last legit frame |
 | ``rejected`` | the node's rejections during the flood, by reason (non-zero ones) |
 | ``frame_period_s`` | between legit frames |
 
@@ -323,17 +323,17 @@ class _Probe:
     def measure(self, rate: int, duration_s: float, pid: int, forged_path: Path) -> dict[str, Any]:
         """One row: legit frames for ``duration_s`` under a flood of ``rate`` forged slices/s."""
         self.spin_for(0.5)
-        rss_before, counts_before = _rss_mb(pid), self._counts()
+        rss_before = _rss_mb(pid)
         flooder = None
         if rate > 0:
             flooder = _Flooder(forged_path, rate, duration_s + 2.0)
             while not flooder.started.is_set() and flooder.process.poll() is None:
                 self.spin_for(0.05)
+        counts_before, counted_from = self._counts(), time.monotonic()  # the flood starts
+        if flooder is not None:
             self.spin_for(0.5)
-        start = time.monotonic()
         stamps = self.send_frames(duration_s)
-        elapsed = time.monotonic() - start
-        counts_after = self._counts()
+        counts_after, counted_to = self._counts(), time.monotonic()
         achieved = flooder.finish() if flooder is not None else 0.0
         self.spin_for(SETTLE_S)
         rss_after = _rss_mb(pid)
@@ -360,7 +360,7 @@ class _Probe:
             "latency_ms_p50": round(float(np.percentile(latencies, 50)), 1) if latencies else None,
             "latency_ms_p95": round(float(np.percentile(latencies, 95)), 1) if latencies else None,
             "rss_growth_mb": round(rss_after - rss_before, 1),
-            "rejected_per_s": round(sum(rejected.values()) / elapsed, 1),
+            "rejected_per_s": round(sum(rejected.values()) / (counted_to - counted_from), 1),
             "rejected": {k: v for k, v in rejected.items() if v},
         }
 
