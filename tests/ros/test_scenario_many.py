@@ -57,8 +57,9 @@ def test_two_egos_each_match_eval(tmp_path: Path, ros_env: dict[str, str]) -> No
         frames = [reader.ego_frame(i, ego) for i in range(len(reader))]
         live = {r["stamp_ns"]: r for r in records
                 if r["kind"] == "detections" and r["frame_id"] == lidar_frame(ego)}
-        assert sorted(live) == sorted(f.ego.timestamp_us * 1000 for f in frames), ego
-        assert all(r["fused_agent_ids"] == [a.agent_id for a in frames[0].agents] for r in live.values())
+        assert sorted(live) == sorted(f.ego.timestamp_us * 1000 for f in frames), (ego, done.stdout[-2000:])
+        fused = {stamp: r["fused_agent_ids"] for stamp, r in live.items()}  # what a failure shows
+        assert all(ids == [a.agent_id for a in frames[0].agents] for ids in fused.values()), (ego, fused)
         assert len(frames[0].agents) == len(agents)
         offline = evaluate_model(loaded, frames, name="bundled", progress=False)
         for frame, expected in zip(frames, offline["per_frame"], strict=True):
