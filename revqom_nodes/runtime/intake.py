@@ -3,7 +3,8 @@ verify worker, so that a flood costs the executor microseconds per message and c
 the other senders (docs/security.md, "Flood resistance").
 
 The reception thread ``offer``s each screened message under its sender (``Screened.sender``:
-agent id and the certificate digest it passed the cheap checks with); the verify worker
+agent id and the certificate digest it passed the cheap checks with) and wakes the verify
+worker only when the offer says it could take something now (``Offered.ready``); the worker
 ``take``s them round-robin, one per sender with messages waiting, so the ego's slices are
 verified at their own pace whatever floods the infrastructure's topic. Unknown or revoked
 digests never get here (``Inbox.screen`` rejects them), so the senders are the configured
