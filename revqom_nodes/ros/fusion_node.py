@@ -190,7 +190,7 @@ class FusionNode(Node):
             offered = self.intake.offer(screened.sender, screened.sweep, screened)
             if offered.dropped:
                 self._overflow(topic_agent_id, offered.dropped)
-            if offered.ready:
+            if offered.wake:
                 self.verifier.wake()
 
         return receive

@@ -4,7 +4,8 @@ the other senders (docs/security.md, "Flood resistance").
 
 The reception thread ``offer``s each screened message under its sender (``Screened.sender``:
 agent id and the certificate digest it passed the cheap checks with) and wakes the verify
-worker only when the offer says it could take something now (``Offered.ready``); the worker
+worker only when the offer says so (``Offered.wake``: not while the sender's slices wait for
+a token, the worker's timed wait covering that); the worker
 ``take``s them round-robin, one per sender with messages waiting, so the ego's slices are
 verified at their own pace whatever floods the infrastructure's topic. Unknown or revoked
 digests never get here (``Inbox.screen`` rejects them), so the senders are the configured
@@ -53,12 +54,14 @@ REFUSED_RANK = 0  # the rank of a group with a refused slice (a group's rank is 
 
 
 class Offered(NamedTuple):
-    """What ``Intake.offer`` did: ``dropped`` queued messages pushed out (0 or 1); ``ready``:
-    ``take`` would hand out a message of that sender now (False while the sender waits for a
-    token: the worker's timed wait ends when one comes, so nobody needs to wake it)."""
+    """What ``Intake.offer`` did: ``dropped`` queued messages pushed out (0 or 1); ``wake``: the
+    worker must ask ``take`` again, because it would hand out a message of that sender now, or
+    the sender had nothing queued (so the worker's wait did not count its next token). False
+    only while the sender's earlier messages wait for a token: the timed wait that ``take``
+    asked for ends when one comes."""
 
     dropped: int
-    ready: bool
+    wake: bool
 
 
 @dataclass
@@ -165,16 +168,17 @@ class Intake(Generic[Item]):
                     state.known.popleft()
                     dropped = 1
                 state.known.append(item)
-                ready = True
+                takeable = True
             else:
                 if state.pending == self.depth:
                     state.pop(min(state.ranks))
                     dropped = 1
                 state.add(sweep, item)
-                ready = state.tokens + (self._clock() - state.refilled_s) * self.rate >= 1.0
-            if sender not in self._turn:
+                takeable = state.tokens + (self._clock() - state.refilled_s) * self.rate >= 1.0
+            waiting = sender in self._turn
+            if not waiting:
                 self._turn.append(sender)
-            return Offered(dropped, ready)
+            return Offered(dropped, takeable or not waiting)
 
     def take(self) -> tuple[Item | None, float]:
         """(the next message to verify, the next sender's in turn that has one it may take, 0);

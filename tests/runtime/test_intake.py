@@ -4,6 +4,8 @@ test_security.py)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from revqom_nodes.runtime.errors import RuntimeConfigError
@@ -115,19 +117,20 @@ class FakeClock:
 def test_slices_of_unverified_sweeps_are_taken_at_a_bounded_rate() -> None:
     """A flood of slices stamped anew costs at most ``new_sweep_slices_per_s`` verifications a
     second per sender; a confirmed sweep's slices and other senders' need no token, and the
-    worker is told how long to wait for the next; an offer says whether the worker could take
-    something of that sender now (else its timed wait ends when a token comes: no need to wake it)."""
+    worker is told how long to wait for the next; an offer says whether the worker must look
+    again: not while the sender's earlier slices wait for a token (the timed wait covers that),
+    but when the sender had nothing queued, whose next token no wait counts."""
     clock = FakeClock()
     sender, ego = ("infrastructure", b"digest"), ("vehicle", b"ego")
     intake: Intake[str] = Intake(depth=256, new_sweep_slices_per_s=8.0, clock=clock)
     for k in range(100):
-        assert intake.offer(sender, (T0 + 1000 + k, 9), "forged").ready
+        assert intake.offer(sender, (T0 + 1000 + k, 9), "forged").wake
     assert [take(intake) for _ in range(8)] == ["forged"] * 8  # a second's worth at once
     item, wait_s = intake.take()
     assert item is None and wait_s == pytest.approx(0.125)
-    assert intake.offer(ego, LEGIT, "ego").ready  # another sender has its own tokens
+    assert intake.offer(ego, LEGIT, "ego").wake  # another sender has its own tokens
     assert intake.take() == ("ego", 0.0)
-    assert not any(intake.offer(sender, LEGIT, f"legit{i}").ready for i in range(3))
+    assert not any(intake.offer(sender, LEGIT, f"legit{i}").wake for i in range(3))
     clock.now_s += 0.125  # one token: the biggest group's oldest slice
     assert take(intake) == "legit0" and take(intake) is None
     intake.confirm(sender, LEGIT)  # its siblings need no token
@@ -135,3 +138,10 @@ def test_slices_of_unverified_sweeps_are_taken_at_a_bounded_rate() -> None:
     assert [take(intake) for _ in range(4)] == ["legit1", "legit2", "legit3", None]
     clock.now_s += 60.0  # tokens refill up to one second's worth
     assert [take(intake) for _ in range(9)] == ["forged"] * 8 + [None]
+    # A sender out of tokens whose queue ran empty (the clock stands still: no token comes back)
+    lone: Intake[str] = Intake(depth=8, new_sweep_slices_per_s=1.0, clock=FakeClock())
+    assert lone.offer(sender, LEGIT, "first").wake and take(lone) == "first"
+    assert lone.take() == (None, math.inf)  # nothing queued: the worker's wait is unbounded...
+    assert lone.offer(sender, (T0 + 1, 1), "next").wake  # ...so a slice needing a token wakes it
+    assert lone.take() == (None, pytest.approx(1.0))  # to learn when the token comes
+    assert not lone.offer(sender, (T0 + 2, 2), "later").wake  # that timed wait covers this one
