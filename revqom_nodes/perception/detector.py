@@ -269,9 +269,8 @@ class CooperativeDetector(nn.Module):
             )
         ]
         identity = torch.eye(4, dtype=torch.float64).expand(len(batch), 4, 4)
-        return DetectorOutput(
-            self.head(torch.cat(fused)), tuple(range(len(batch))), identity, codec_losses, perplexity
-        )
+        head = self._heads(torch.cat(fused), counts)
+        return DetectorOutput(head, tuple(range(len(batch))), identity, codec_losses, perplexity)
 
     def loss(self, outputs: DetectorOutput, gt_boxes: Sequence[np.ndarray | Tensor]) -> DetectionLosses:
         """Outputs of ``forward`` and each frame's ground truth (M_b, 7) in its ego frame -> losses.
@@ -307,6 +306,19 @@ class CooperativeDetector(nn.Module):
                 maps = self.codec.decode(self.codec.encode(maps))
             fused = torch.cat([self._fuse(m, identity[:1], None) for m in maps.split(1)])
         return DetectorOutput(self.ego_head(fused), tuple(range(len(batch))), identity, None, None)
+
+    def _heads(self, fused: Tensor, counts: Sequence[int]) -> HeadOutput:
+        """(B, C, H, W) fused maps of frames of ``counts`` maps each -> every frame's outputs from
+        ``head_for`` its count, as the runtime detects: with ``ego_head``, a frame of the ego alone
+        (partner dropout) trains it together with everything before it."""
+        alone = torch.tensor([self.head_for(n) is not self.head for n in counts], device=fused.device)
+        if not alone.any():
+            return self.head(fused)
+        if alone.all():
+            return self.ego_head(fused)
+        order = torch.cat([torch.nonzero(alone).squeeze(1), torch.nonzero(~alone).squeeze(1)])
+        parts = zip(self.ego_head(fused[alone]), self.head(fused[~alone]), strict=True)
+        return HeadOutput(*(torch.cat(pair)[torch.argsort(order)] for pair in parts))
 
     def _fuse(self, maps: Tensor, T_ego_from_agent: Tensor, valid: Tensor | None) -> Tensor:
         warped = warp_to_ego(maps, T_ego_from_agent, self.grid, valid)

@@ -14,7 +14,7 @@ from conftest import TINY_MODEL, write_config
 from revqom_nodes.data.dairv2x import DairV2XReader
 from revqom_nodes.model_file import load_model, read_model_file, save_model
 from revqom_nodes.perception.config import DetectorConfig
-from revqom_nodes.perception.detector import build_detector
+from revqom_nodes.perception.detector import build_detector, make_frame_input
 from revqom_nodes.perception.errors import PerceptionError
 from revqom_nodes.training.config import TrainingError, load_config
 from revqom_nodes.training.dataset import CooperativeDataset
@@ -89,3 +89,35 @@ def test_training_moves_the_ego_head_alone_and_keeps_the_codec(tiny_root: Path, 
                            dataset=None)
     exported, original = load_model(path), load_model(start)
     assert exported.codebook_id == original.codebook_id and exported.detector.ego_head is not None
+
+
+def test_training_forward_gives_a_frame_of_the_ego_alone_to_the_ego_head() -> None:
+    """Partner dropout with an ego head: the frame of one map gets ``ego_head``'s outputs (as the
+    runtime detects it) and trains the backbone through it; a cooperative frame gets ``head``'s."""
+    torch.manual_seed(0)
+    detector = build_detector(DetectorConfig.from_dict({**TINY_MODEL, "ego_head": True}))
+    rng = np.random.default_rng(0)
+
+    def cloud() -> np.ndarray:
+        return np.column_stack([rng.uniform(-20, 20, (300, 2)), rng.uniform(-2, 0, 300),
+                                rng.uniform(0, 1, 300)])
+
+    partner_pose = np.eye(4)
+    partner_pose[:2, 3] = [3.0, -1.0]
+    batch = [make_frame_input([cloud(), cloud()], [np.eye(4), partner_pose]),
+             make_frame_input([cloud()], [np.eye(4)])]
+    detector.eval()
+    with torch.no_grad():
+        mixed = detector(batch).head
+        for frame, (inputs, head) in enumerate(zip(batch, (detector.head, detector.ego_head), strict=True)):
+            alone = detector([inputs]).head
+            for got, want in zip(mixed, alone, strict=True):
+                torch.testing.assert_close(got[frame], want[0])
+            own = head(detector._fuse(detector.codec(detector.bev_features_batch(inputs.points)).bev,
+                                      inputs.T_ego_from_agent, None))
+            torch.testing.assert_close(alone.class_logits, own.class_logits)
+    detector.train()
+    detector(batch[1:]).head.class_logits.sum().backward()
+    assert detector.ego_head.classification.weight.grad is not None
+    assert detector.head.classification.weight.grad is None
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in detector.backbone.parameters())
