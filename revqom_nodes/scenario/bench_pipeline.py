@@ -1,8 +1,9 @@
 """``revqom bench pipeline``: per-stage latency of the runtime pipeline, and its bytes.
 
 One cooperative frame (vehicle + infrastructure) goes through the nodes' own code: the runtime's
-``AgentEncoder`` ("entropy": CONTEXT with context tables, else ENTROPY; cut into slices with the
-agent node's ``output.slice_bytes`` and ``output.interleave``), the receiver's checks and
+``AgentEncoder`` (``--encoding``, the agent node's ``codec.encoding``: "entropy", as the demo, is
+CONTEXT with context tables, else ENTROPY; "packed" is PACKED; cut into slices with the agent
+node's ``output.slice_bytes`` and ``output.interleave``), the receiver's checks and
 assembly of every slice (``validation.check_slice``, ``FrameAssembly``) and ``FusionEngine``.
 Each stage is timed (milliseconds, p50 and p95 over ``--repeats`` runs after one warm-up; on
 CUDA the engines wait for the device between stages, ``stage_timing``):
@@ -11,7 +12,7 @@ CUDA the engines wait for the device between stages, ``stage_timing``):
 |---|---|---|
 | agent | ``bev`` | voxelize + sparse backbone -> BEV map, per agent |
 | agent | ``quantize`` | bottleneck + residual VQ -> indices, per agent |
-| agent | ``pack`` | wire format, entropy-coded, cut into slices, per agent (what the node sends) |
+| agent | ``pack`` | wire format in ``--encoding``, cut into slices, per agent (what the node sends) |
 | agent | ``pack_packed`` | wire format, PACKED, one message, per agent (for comparison; not in ``encode``) |
 | agent | ``encode`` | ``bev`` + ``quantize`` + ``pack``, per agent |
 | fusion | ``unpack`` | checks, payload decoding and assembly of every slice, all agents |
@@ -21,10 +22,10 @@ CUDA the engines wait for the device between stages, ``stage_timing``):
 | fusion | ``decode_fuse`` | ``unpack`` + ``decode`` + ``fuse_head`` + ``nms`` (FusionStatus.decode_fuse_ms) |
 | | ``end_to_end`` | both agents' ``encode`` one after the other, then ``decode_fuse`` |
 
-``bytes``: entropy-coded payload bytes per agent per frame, summed over the frame's slices as
-the node sends them, and the PACKED size for comparison. ``frames_per_second`` is 1000 / p50
-end to end (one process doing every stage; deployed, the agents encode in parallel on their
-own machines).
+``bytes``: payload bytes per agent per frame in ``--encoding`` (``sent_per_agent``, ``sent_mean``),
+summed over the frame's slices as the node sends them, and the PACKED size for comparison.
+``frames_per_second`` is 1000 / p50 end to end (one process doing every stage; deployed, the
+agents encode in parallel on their own machines).
 
 ``--scale today``: the model file (``--model``, default the bundled one) on ``--points``-point
 ray-cast sweeps (or ``--data``'s first frame). ``--scale paper``: the grid and channels of
@@ -59,6 +60,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from revqom_nodes.scenario.demo import DEMO_ENCODING, ENCODINGS
 
 if TYPE_CHECKING:
     from revqom_nodes.runtime.encoder import AgentEncoder
@@ -176,8 +179,9 @@ def bench_device(
     from revqom_nodes.runtime.validation import Expectations
 
     agent = node_defaults("agent")
+    encoding = Encoding.ENTROPY if args.encoding == "entropy" else Encoding.PACKED
     encoder = AgentEncoder(
-        model, Encoding.ENTROPY, agent["output.slice_bytes"], agent["output.interleave"], stage_timing=True
+        model, encoding, agent["output.slice_bytes"], agent["output.interleave"], stage_timing=True
     )
     packed = AgentEncoder(model, Encoding.PACKED)
     engine = FusionEngine(model, stage_timing=True)
@@ -215,7 +219,7 @@ def bench_device(
                 slices.append([len(messages) for messages in sent])
     settings = model.settings
     height, width = model.grid.bev_shape
-    entropy = np.mean(sent_bytes, axis=0)
+    sent_mean = np.mean(sent_bytes, axis=0)
     result: dict[str, Any] = {
         "device": str(device),
         "agent": _summary(times, AGENT_STAGES),
@@ -223,9 +227,10 @@ def bench_device(
         "end_to_end": _summary(times, ["end_to_end"])["end_to_end"],
         "frames_per_second": round(1000.0 / float(np.percentile(times["end_to_end"], 50)), 2),
         "bytes": {
-            "entropy_per_agent": [round(float(b), 1) for b in entropy],
-            "entropy_mean": round(float(entropy.mean()), 1),
-            "bits_per_cell": round(float(entropy.mean()) * 8 / (height * width), 3),
+            "encoding": args.encoding,
+            "sent_per_agent": [round(float(b), 1) for b in sent_mean],
+            "sent_mean": round(float(sent_mean.mean()), 1),
+            "bits_per_cell": round(float(sent_mean.mean()) * 8 / (height * width), 3),
             "slices_per_agent": [round(float(s), 2) for s in np.mean(slices, axis=0)],
             "slice_bytes": agent["output.slice_bytes"],
             "packed": math.ceil(height * width * settings.num_quantizers
@@ -307,8 +312,9 @@ def _table(result: dict[str, Any]) -> str:
     """The JSON's stages as aligned text lines."""
     lines = [f"{result['scale']} scale, {result['weights']}, {result['threads']} thread(s)"]
     for device, r in result["results"].items():
+        sent = r["bytes"]
         lines.append(f"{device}: {r['frames_per_second']} frames/s end to end; "
-                     f"{r['bytes']['entropy_mean']:.0f} B per agent per frame (entropy, sliced)")
+                     f"{sent['sent_mean']:.0f} B per agent per frame ({sent['encoding']}, sliced)")
         rows = [(group, stage, v) for group in ("agent", "fusion") for stage, v in r[group].items()]
         rows.append(("", "end_to_end", r["end_to_end"]))
         lines += [f"  {group:6} {stage:12} p50 {v['p50_ms']:9.3f} ms  p95 {v['p95_ms']:9.3f} ms"
@@ -384,6 +390,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", help="DAIR-V2X-C root whose first frame supplies the sweeps (today)")
     parser.add_argument("--points", type=int, default=50_000, help="points per ray-cast sweep (today)")
     parser.add_argument("--agents", type=_counts, help="fusion stages per number of agents, e.g. 1,2,4,8")
+    parser.add_argument("--encoding", choices=ENCODINGS, default=DEMO_ENCODING,
+                        help="the agents' payload encoding (the agent node's codec.encoding; default: "
+                        "the demo's)")
     parser.add_argument("--fusion-process", action="store_true",
                         help="also time the fusion node's child process on the frame (today)")
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (the CPU, and CUDA when present)")

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 DEMO_SEED = 20_260_001  # a scenario no training run uses (training seeds are small integers)
 DEFAULT_FRAMES = 24
 BUNDLED_MODEL = "models/synthetic_gpu_k64_ctx.pt"
+ENCODINGS = ("packed", "entropy")  # the agent node's codec.encoding values
+DEMO_ENCODING = "entropy"  # the demo's agents' (and `revqom bench pipeline`'s) payload encoding
 NODE_RATE = 0.75  # default replay speed x (agent nodes + fusion nodes): 0.25 for 1 + 1, so that
 #   every sweep is encoded and fused in time on a 2-core CPU (a fusion node that falls behind
 #   pairs its ego frames with whatever partner sweeps its buffers still hold)
@@ -373,7 +375,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "still expect them): infrastructure",
     )
     parser.add_argument("--model", help=f"model file (default: the bundled {BUNDLED_MODEL})")
-    parser.add_argument("--encoding", choices=("packed", "entropy"), default="entropy")
+    parser.add_argument("--encoding", choices=ENCODINGS, default=DEMO_ENCODING)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument(
         "--rate",

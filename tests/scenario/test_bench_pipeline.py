@@ -35,8 +35,9 @@ def test_json_has_the_stages_bytes_and_the_agent_scaling(tmp_path, capsys: pytes
     assert cpu["fusion"]["decode_fuse"]["p50_ms"] >= cpu["fusion"]["decode"]["p50_ms"]
     assert cpu["end_to_end"]["p50_ms"] >= cpu["fusion"]["decode_fuse"]["p50_ms"]
     sent = cpu["bytes"]
-    assert len(sent["entropy_per_agent"]) == 2 and min(sent["slices_per_agent"]) >= 1
-    assert sent["entropy_mean"] == pytest.approx(np.mean(sent["entropy_per_agent"]), abs=0.1)
+    assert sent["encoding"] == "entropy"  # the demo's
+    assert len(sent["sent_per_agent"]) == 2 and min(sent["slices_per_agent"]) >= 1
+    assert sent["sent_mean"] == pytest.approx(np.mean(sent["sent_per_agent"]), abs=0.1)
     assert sent["packed"] == 32 * 32 * 2 * 4 // 8  # H * W * Q * log2(K) bits
     assert cpu["bev_shape"] == [32, 32]
     scaling = cpu["agents"]
@@ -44,6 +45,18 @@ def test_json_has_the_stages_bytes_and_the_agent_scaling(tmp_path, capsys: pytes
     for stages in scaling["stages"].values():
         _check_stages(stages, FUSION_STAGES)
     assert set(scaling["ms_per_extra_agent"]) == set(FUSION_STAGES)
+
+
+def test_packed_encoding_sends_the_packed_map_in_slices(tmp_path, capsys: pytest.CaptureFixture[str]):
+    save_tiny_model(tmp_path / "tiny.pt")
+    args = ["bench", "pipeline", "--json", "--model", str(tmp_path / "tiny.pt"), "--device", "cpu",
+            "--points", "4000", "--repeats", "1", "--encoding", "packed", "--agents", "1,2"]
+    assert main(args) == 0
+    sent = json.loads(capsys.readouterr().out)["results"]["cpu"]["bytes"]
+    assert sent["encoding"] == "packed"
+    for payload, slices in zip(sent["sent_per_agent"], sent["slices_per_agent"], strict=True):
+        # every cell once, each slice rounded up to whole bytes
+        assert sent["packed"] <= payload < sent["packed"] + slices
 
 
 def test_table_without_json(tmp_path, capsys: pytest.CaptureFixture[str]):
@@ -80,7 +93,7 @@ def test_agent_scaling_takes_the_data_agents_when_there_are_enough(tmp_path, cap
               "--data", str(root), "--repeats", "1"]
     assert main([*common, "--agents", "1,3"]) == 0
     cpu = json.loads(capsys.readouterr().out)["results"]["cpu"]
-    assert len(cpu["bytes"]["entropy_per_agent"]) == 3  # the frame's three agents
+    assert len(cpu["bytes"]["sent_per_agent"]) == 3  # the frame's three agents
     assert cpu["agents"]["sweeps"] == "data" and list(cpu["agents"]["stages"]) == ["1", "3"]
     assert main([*common, "--agents", "1,4"]) == 0  # more than the frame has: ray-cast sweeps
     assert json.loads(capsys.readouterr().out)["results"]["cpu"]["agents"]["sweeps"] == "ray-cast"
