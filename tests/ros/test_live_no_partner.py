@@ -19,7 +19,7 @@ import pytest
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = ROOT / "models" / "synthetic_gpu_k64_ctx_pdrop_joint.pt"  # the best no-partner AP (docs/RESULTS.md)
+MODEL = ROOT / "models" / "synthetic_gpu_k64_ctx_pdrop_joint75.pt"  # the best no-partner AP (docs/RESULTS.md)
 FRAMES = 4
 
 
