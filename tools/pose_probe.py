@@ -3,10 +3,11 @@
 Issue 14 asks the fusion to estimate each partner's relative pose error before fusing. This
 measures whether the decoded maps hold the signal any estimator would need, on the first
 ``--frames`` frames of a DAIR-V2X-C root (ego and its first partner, the partner's transmitted
-pose off by the ``revqom eval --pose-noise`` draw, seed 0, the ego's frame standing for the world). Each probe scores candidate corrections of
-the partner's pose and takes the best; ``rms_m`` compares that choice with the true correction
-(``rms_before_m``: no correction). A probe that sees the error lands near zero residual; one that
-sees nothing drifts with coverage to its window's edge.
+pose off by the ``revqom eval --pose-noise`` draw, seed 0, the ego's frame standing for the
+world). Each probe scores candidate corrections of the partner's pose and takes the best;
+``rms_m`` compares that choice with the true correction (``rms_before_m``: no correction). A
+probe that sees the error lands near zero residual; one that sees nothing drifts with coverage
+to its window's edge.
 
 - ``features``: mean cosine between the ego's and the warped partner's decoded features (each
   map's mean feature removed) over the cells both cover; shifts of +-1.2 m, 0.2 m apart.
