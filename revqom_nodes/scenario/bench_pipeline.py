@@ -219,7 +219,7 @@ def bench_device(
                 slices.append([len(messages) for messages in sent])
     settings = model.settings
     height, width = model.grid.bev_shape
-    sent_mean = np.mean(sent_bytes, axis=0)
+    per_agent = np.mean(sent_bytes, axis=0)  # payload bytes of each agent's frame, mean over repeats
     result: dict[str, Any] = {
         "device": str(device),
         "agent": _summary(times, AGENT_STAGES),
@@ -228,9 +228,9 @@ def bench_device(
         "frames_per_second": round(1000.0 / float(np.percentile(times["end_to_end"], 50)), 2),
         "bytes": {
             "encoding": args.encoding,
-            "sent_per_agent": [round(float(b), 1) for b in sent_mean],
-            "sent_mean": round(float(sent_mean.mean()), 1),
-            "bits_per_cell": round(float(sent_mean.mean()) * 8 / (height * width), 3),
+            "sent_per_agent": [round(float(b), 1) for b in per_agent],
+            "sent_mean": round(float(per_agent.mean()), 1),
+            "bits_per_cell": round(float(per_agent.mean()) * 8 / (height * width), 3),
             "slices_per_agent": [round(float(s), 2) for s in np.mean(slices, axis=0)],
             "slice_bytes": agent["output.slice_bytes"],
             "packed": math.ceil(height * width * settings.num_quantizers
