@@ -39,7 +39,11 @@ nothing of a trained model's.
 partners, each with its own sweep: the first agents of ``--data``'s first frame when it has
 enough, e.g. a set of ``revqom data synth --vehicles 3 --rsus 2``, else ray-cast sweeps placed on
 a circle around the ego at half the comm range; ``sweeps`` says which), in ``agents``: p50 and
-p95 per stage per count, and the least-squares ``ms_per_extra_agent`` of each stage's p50.
+p95 per stage per count, and ``ms_per_extra_agent``: per stage, the median over the repeats of
+the least-squares slope of that repeat's times against the count (``ms_per_extra_agent_iqr``:
+the slopes' 25th and 75th percentiles). Each repeat runs every count, in alternating order, so
+that the machine's drift over the run (1.5-2x here from minute to minute) moves every count
+alike instead of bending the slope.
 Ray-cast sweeps are busier than a street's (returns in nearly every cell, most cells' codes
 outside the context model's alphabet), so their ``unpack`` costs more than real maps'.
 
@@ -292,20 +296,29 @@ def bench_agents(
             encoder.messages(encoder.encode(cloud).slices, agent_id=str(a), T_world_from_lidar=T)
             for a, (cloud, T) in enumerate(zip(clouds, poses, strict=True))
         ]
-        stages: dict[str, dict[str, dict[str, float]]] = {}
-        for count in counts:
-            times: dict[str, list[float]] = {}
-            for repeat in range(args.repeats + 1):  # the first is the warm-up
-                sample = _fusion_once(engine, sent[:count], expect)
-                if repeat:
-                    for stage, value in sample.items():
-                        times.setdefault(stage, []).append(value)
-            stages[str(count)] = _summary(times, FUSION_STAGES)
-    slopes = {
-        stage: round(float(np.polyfit(counts, [stages[str(n)][stage]["p50_ms"] for n in counts], 1)[0]), 3)
-        for stage in FUSION_STAGES
-    } if len(counts) > 1 else None
-    return {"counts": counts, "sweeps": sweeps, "stages": stages, "ms_per_extra_agent": slopes}
+        for count in counts:  # warm-up
+            _fusion_once(engine, sent[:count], expect)
+        samples: dict[int, list[dict[str, float]]] = {count: [] for count in counts}
+        for repeat in range(args.repeats):  # every count once per repeat, in alternating order
+            for count in counts if repeat % 2 == 0 else counts[::-1]:
+                samples[count].append(_fusion_once(engine, sent[:count], expect))
+    stages = {
+        str(n): _summary({s: [x[s] for x in samples[n]] for s in FUSION_STAGES}, FUSION_STAGES)
+        for n in counts
+    }
+    result: dict[str, Any] = {"counts": counts, "sweeps": sweeps, "stages": stages,
+                              "ms_per_extra_agent": None, "ms_per_extra_agent_iqr": None}
+    if len(counts) > 1:
+        slopes = {  # per stage, one least-squares slope per repeat
+            stage: [np.polyfit(counts, [samples[n][r][stage] for n in counts], 1)[0]
+                    for r in range(args.repeats)]
+            for stage in FUSION_STAGES
+        }
+        result["ms_per_extra_agent"] = {s: round(float(np.median(v)), 3) for s, v in slopes.items()}
+        result["ms_per_extra_agent_iqr"] = {
+            s: [round(float(q), 3) for q in np.percentile(v, [25, 75])] for s, v in slopes.items()
+        }
+    return result
 
 
 def _table(result: dict[str, Any]) -> str:

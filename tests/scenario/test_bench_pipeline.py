@@ -44,7 +44,9 @@ def test_json_has_the_stages_bytes_and_the_agent_scaling(tmp_path, capsys: pytes
     assert scaling["counts"] == [1, 2, 3] and list(scaling["stages"]) == ["1", "2", "3"]
     for stages in scaling["stages"].values():
         _check_stages(stages, FUSION_STAGES)
-    assert set(scaling["ms_per_extra_agent"]) == set(FUSION_STAGES)
+    assert set(scaling["ms_per_extra_agent"]) == set(scaling["ms_per_extra_agent_iqr"]) == set(FUSION_STAGES)
+    for stage, (low, high) in scaling["ms_per_extra_agent_iqr"].items():
+        assert low <= scaling["ms_per_extra_agent"][stage] <= high  # the median lies between the quartiles
 
 
 def test_packed_encoding_sends_the_packed_map_in_slices(tmp_path, capsys: pytest.CaptureFixture[str]):
