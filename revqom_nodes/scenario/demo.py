@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 DEMO_SEED = 20_260_001  # a scenario no training run uses (training seeds are small integers)
 DEFAULT_FRAMES = 24
-BUNDLED_MODEL = "models/synthetic_gpu_k64_ctx.pt"
+BUNDLED_MODEL = "models/synthetic_k64_ctx_partner_dropout.pt"
 ENCODINGS = ("packed", "entropy")  # the agent node's codec.encoding values
 DEMO_ENCODING = "entropy"  # the demo's agents' (and `revqom bench pipeline`'s) payload encoding
 NODE_RATE = 0.75  # default replay speed x (agent nodes + fusion nodes): 0.25 for 1 + 1, so that

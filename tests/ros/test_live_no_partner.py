@@ -1,5 +1,5 @@
 """Live with the infrastructure's node down (issue 14): ``revqom demo --absent infrastructure``
-with the model that has an ego-only head. Every ego frame fuses the ego alone (FusionStatus: the
+with the bundled model, which has an ego-only head. Every ego frame fuses the ego alone (FusionStatus: the
 infrastructure not fused, ``no_message``), the node logs that the ego-only head detects, and
 every frame's live detections equal ``revqom eval``'s with no partner (the ego's map alone, as
 ``ap_by_partners["0"]`` counts it), box for box.
@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from revqom_nodes.scenario.demo import BUNDLED_MODEL
+
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = ROOT / "models" / "synthetic_gpu_k64_ctx_pdrop_joint75.pt"  # the best no-partner AP (docs/RESULTS.md)
+MODEL = ROOT / BUNDLED_MODEL
 FRAMES = 4
 
 
@@ -34,7 +36,7 @@ def test_absent_infrastructure_equals_eval_alone(tmp_path: Path, ros_env: dict[s
     out = tmp_path / "demo"
     done = subprocess.run(
         [sys.executable, "-m", "revqom_nodes.cli", "demo", "--out", str(out), "--frames", str(FRAMES),
-         "--model", str(MODEL), "--absent", "infrastructure"],
+         "--absent", "infrastructure"],
         cwd=ROOT, env=ros_env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]

@@ -11,6 +11,7 @@ from revqom_nodes.data.agents_launch import AGENTS_LAUNCH_FILE, agents_launch_xm
 from revqom_nodes.data.errors import DatasetError
 from revqom_nodes.launcher.file import parse_launch_file
 from revqom_nodes.launcher.node import NodeSpec
+from revqom_nodes.scenario.demo import BUNDLED_MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch" / "scenario.launch.xml"
@@ -60,7 +61,7 @@ def test_scenario_nodes_and_parameters(record: str, tmp_path: Path) -> None:
         "infrastructure",
     )
     assert vehicle["codec.encoding"] == infra["codec.encoding"] == "entropy"
-    assert vehicle["model.path"] == str(ROOT / "models" / "synthetic_gpu_k64_ctx.pt")
+    assert vehicle["model.path"] == str(ROOT / BUNDLED_MODEL)
     fusion = inline(nodes["fusion/fusion"])
     assert fusion["fusion.agent_topics"] == ["/vehicle/encoded_bev", "/infrastructure/encoded_bev"]
     assert fusion["fusion.max_age_ms"] == ""  # not given: the node keeps its parameter file's value

@@ -24,7 +24,7 @@ MODELS_DIR = ROOT / "models"
 MANIFEST = yaml.safe_load((MODELS_DIR / "MANIFEST.yaml").read_text(encoding="utf-8"))
 ROLES = ("default", "baseline", "experiment")
 BUNDLED = sorted(MODELS_DIR.glob("*.pt"))
-REQUIRED = ("synthetic_gpu_k64_ctx", "synthetic_gpu_ego_ctx", "synthetic_gpu_raw_ctx",
+REQUIRED = ("synthetic_k64_ctx_partner_dropout", "synthetic_gpu_k64_ctx", "synthetic_gpu_ego_ctx", "synthetic_gpu_raw_ctx",
             "synthetic_k64", "synthetic_ego", "synthetic_raw")
 MAX_BYTES = 20 * 1024 * 1024
 
@@ -81,7 +81,7 @@ def test_bundled_k64_evaluates_on_generated_frames(tiny_root: Path) -> None:
 def test_bundled_default_evaluates_under_slice_loss(tiny_root: Path) -> None:
     """``revqom eval --slice-loss``: no loss equals the lossless evaluation, the draws follow the
     seed, every slice lost leaves the partner out, and bad settings are refused."""
-    loaded = load_model(MODELS_DIR / "synthetic_gpu_k64_ctx.pt")
+    loaded = load_model(ROOT / BUNDLED_MODEL)
     reader = DairV2XReader(tiny_root, "all")
     frames = [reader[i] for i in range(len(reader))]
 
