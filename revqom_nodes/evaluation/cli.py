@@ -10,7 +10,9 @@ from earlier results without evaluating again. ``--slice-loss P`` (with ``--slic
 as the lossy-network test bed does for real (``runner.SliceLoss``). ``--max-partners N`` and
 ``--max-bytes-per-frame B`` (defaults: the fusion node's ``fusion.max_partners`` and
 ``fusion.max_bytes_per_frame``) limit the partners fused per frame, most new cells per byte first, as the node
-does (``runtime.selection``). ``--delay-ms D`` and
+does (``runtime.selection``); ``--merge-ego-detections`` (default: the fusion node's
+``fusion.merge_ego_detections``) merges the ego-only head's boxes on the ego's map alone into the
+cooperative ones, as the node does (``runtime/fusion.py``). ``--delay-ms D`` and
 ``--pose-noise XY_M,YAW_DEG`` (``--noise-seed``) give the partners older sweeps and noisy
 transmitted poses (``robustness``). ``--by-partners`` adds ``ap_by_partners`` (AP with the ego
 and its 0, 1, ... nearest partners) on a two-agent set too; with more agents it is always there.
@@ -29,7 +31,8 @@ from typing import Any
 from revqom_nodes.defaults import node_defaults
 
 AGENT_DEFAULTS = node_defaults("agent")  # --slice-loss mirrors the agent node's slices
-FUSION_DEFAULTS = node_defaults("fusion")  # --max-partners and --max-bytes-per-frame mirror the fusion node's
+FUSION_DEFAULTS = node_defaults("fusion")  # --max-partners, --max-bytes-per-frame and
+#   --merge-ego-detections mirror the fusion node's
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +76,21 @@ def _load(path: Path, late: bool, device: str) -> tuple[str, Any]:
 
 def _evaluate_one(
     path: Path, late: bool, frames: Any, device: str, progress: bool, slice_loss: Any, by_partners: bool,
-    limits: Any,
+    limits: Any, merge_ego_detections: bool,
 ) -> dict[str, Any]:
     from revqom_nodes.evaluation.runner import evaluate_model
 
     name, loaded = _load(path, late, device)
     result = evaluate_model(loaded, frames, name=name, progress=progress, slice_loss=slice_loss,
-                            by_partners=by_partners, limits=limits)
+                            by_partners=by_partners, limits=limits, merge_ego_detections=merge_ego_detections)
     result["model_file"] = str(path)
     return result
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     keys = ("model", "mode", "ego", "ap", "ap_by_partners", "frames", "bytes_per_agent_frame", "bpp",
-            "partner_limits", "partners_per_frame", "partner_bytes_per_frame", "eval_range_m",
-            "entropy_bits_per_stage", "slice_loss", "partner_perturbation")
+            "partner_limits", "merge_ego_detections", "partners_per_frame", "partner_bytes_per_frame",
+            "eval_range_m", "entropy_bits_per_stage", "slice_loss", "partner_perturbation")
     return {k: result[k] for k in keys if k in result}
 
 
@@ -176,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.model:
             path, late = _spec(args.model, args.late)
             result = _evaluate_one(path, late, frames, device, not args.no_progress, slice_loss,
-                                   by_partners, limits) | extra
+                                   by_partners, limits, args.merge_ego_detections) | extra
             _write(result, Path(args.out))
             print(json.dumps(_summary(result), indent=2))
             if result["eval_range_note"]:
@@ -187,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
         for text in args.sweep:
             path, late = _spec(text, False)
             result = _evaluate_one(path, late, frames, device, not args.no_progress, slice_loss,
-                                   by_partners, limits) | extra
+                                   by_partners, limits, args.merge_ego_detections) | extra
             _write(result, out_dir / f"{result['model']}.json")
             results.append(result)
             print(json.dumps(_summary(result)))
@@ -207,7 +210,7 @@ def _robustness(args: argparse.Namespace, frames: Any, stamps_us: list[tuple[int
     models = [_load(Path(args.model), False, device), _load(raw, False, device),
               _load(ego, True, device), _load(ego, False, device)]
     grid = robustness_grid(models, frames, stamps_us, noise_seed=args.noise_seed,
-                           progress=not args.no_progress)
+                           merge_ego_detections=args.merge_ego_detections, progress=not args.no_progress)
     out = Path(args.out)
     _write({"data": str(args.data), "split": args.split, **grid}, out)
     robustness_plot(grid["rows"], out.with_suffix(".png"))
@@ -299,6 +302,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-bytes-per-frame", type=int, default=FUSION_DEFAULTS["fusion.max_bytes_per_frame"],
         help="payload bytes of the partners' maps fused per frame at most, most new occupied cells per "
         "byte first (codec models; default: the fusion node's fusion.max_bytes_per_frame; 0: no limit)",
+    )
+    parser.add_argument(
+        "--merge-ego-detections", action=argparse.BooleanOptionalAction,
+        default=FUSION_DEFAULTS["fusion.merge_ego_detections"],
+        help="merge the ego-only head's boxes on the ego's map alone into the cooperative ones (models "
+        "with an ego-only head; default: the fusion node's fusion.merge_ego_detections)",
     )
     parser.add_argument(
         "--delay-ms", type=parse_delay_ms, default=None,

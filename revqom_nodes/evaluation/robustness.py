@@ -103,11 +103,13 @@ def robustness_grid(
     stamps_us: Sequence[tuple[int, int]],
     *,
     noise_seed: int = 0,
+    merge_ego_detections: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """AP of each (name, model) in every cell of delays x pose noise (module docstring) -> the
     R.json mapping: ``rows`` [{model, mode, delay_ms, pose_noise: [xy_m, yaw_deg], ap}], the frames
-    used and dropped, and the partners' mean real age per delay."""
+    used and dropped, and the partners' mean real age per delay. ``merge_ego_detections``: as
+    ``evaluate_model``'s, for every model (those without an ego-only head ignore it)."""
     common = {i for i, _ in partner_schedule(stamps_us, max(GRID_DELAYS_MS)).pairs}
     if not common:
         raise EvaluationError(f"no frame has a partner sweep {max(GRID_DELAYS_MS):.0f} ms older")
@@ -127,7 +129,8 @@ def robustness_grid(
                 if ap is None or not ego_only:
                     perturbation = PartnerPerturbation(delay_ms, xy_m, yaw_deg, noise_seed)
                     cell = PerturbedFrames(frames, schedules[delay_ms], perturbation)
-                    result = evaluate_model(loaded, cell, name=name, progress=False)
+                    result = evaluate_model(loaded, cell, name=name, progress=False,
+                                            merge_ego_detections=merge_ego_detections)
                     ap, mode = result["ap"], result["mode"]
                 rows.append({"model": name, "mode": mode, "delay_ms": delay_ms,
                              "pose_noise": [xy_m, yaw_deg], "ap": ap})
@@ -136,6 +139,7 @@ def robustness_grid(
         "frames": len(common),
         "frames_dropped": len(stamps_us) - len(common),
         "noise_seed": noise_seed,
+        "merge_ego_detections": merge_ego_detections,
         "sweep_period_ms": SWEEP_PERIOD_MS,
         "partner_age_ms": {str(d): float(np.mean(s.ages_ms)) for d, s in schedules.items()},
         "rows": rows,

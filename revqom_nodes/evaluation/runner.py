@@ -97,14 +97,14 @@ class _Wire:
 
     def __init__(
         self, loaded: LoadedModel, name: str, slice_loss: SliceLoss | None = None,
-        limits: PartnerLimits = NO_LIMITS,
+        limits: PartnerLimits = NO_LIMITS, merge_ego_detections: bool = False,
     ) -> None:
         model = RuntimeModel.from_loaded(loaded, name)
         self.encoder = AgentEncoder(model, Encoding.ENTROPY)  # the whole map, PACKED when not smaller
         self.lossy = None if slice_loss is None else AgentEncoder(
             model, Encoding.PACKED, slice_loss.slice_bytes, slice_loss.interleave
         )
-        self.engine = FusionEngine(model, limits=limits)
+        self.engine = FusionEngine(model, limits=limits, merge_ego_detections=merge_ego_detections)
         self.expect = Expectations.of(model)
         self.packed_bytes = packed_size(*model.grid.bev_shape, model.settings.num_quantizers,
                                         model.settings.codebook_size)
@@ -214,12 +214,16 @@ def evaluate_model(
     slice_loss: SliceLoss | None = None,
     by_partners: bool = False,
     limits: PartnerLimits = NO_LIMITS,
+    merge_ego_detections: bool = False,
 ) -> dict[str, Any]:
     """Run ``loaded`` on ``frames`` -> the OUT.json mapping (see the evaluation CLI); ``slice_loss``
     (codec models only) loses slices of the partners' maps (module docstring). Every partner in
     range is fused, as the fusion node fuses them, up to ``limits`` (codec models only; module
     docstring); ``by_partners`` adds ``ap_by_partners``: the AP with the ego and its k nearest
-    partners, k = 0, 1, ... up to the most any frame has (a frame with fewer fuses all of its own)."""
+    partners, k = 0, 1, ... up to the most any frame has (a frame with fewer fuses all of its own).
+    ``merge_ego_detections``: the fusion node's ``fusion.merge_ego_detections`` (codec models with
+    an ego-only head; ``runtime/fusion.py``); the result's ``merge_ego_detections`` says whether
+    it applied."""
     from revqom_nodes.codec.entropy import empirical_entropy_bits
 
     config = loaded.config
@@ -229,7 +233,9 @@ def evaluate_model(
         raise EvaluationError(f"{name}: slice loss needs a model that sends codebook indices")
     if limits != NO_LIMITS and loaded.codec_state is None:
         raise EvaluationError(f"{name}: partner limits need a model that sends codebook indices")
-    wire = _Wire(loaded, name, slice_loss, limits) if loaded.codec_state is not None else None
+    wire = None
+    if loaded.codec_state is not None:
+        wire = _Wire(loaded, name, slice_loss, limits, merge_ego_detections)
     packed_all: list[int] = []
     entropy_all: list[int] = []
     partner_bytes: list[tuple[int, int]] = []  # per frame: the fused partners' packed and entropy bytes
@@ -280,6 +286,7 @@ def evaluate_model(
         "partner_bytes_per_frame": {"packed": partner_packed, "entropy": partner_entropy},
         "partners_per_frame": float(np.mean([len(f["fused"]) - 1 for f in per_frame])),
         "partner_limits": limits._asdict(),
+        "merge_ego_detections": bool(merge_ego_detections and wire and loaded.detector.ego_head is not None),
         "bpp": {"packed": mean_packed * 8 / (height * width), "entropy": mean_entropy * 8 / (height * width)},
         "bev_shape": [height, width],
         "cell_size_m": config.grid.cell_size_m,

@@ -19,7 +19,9 @@ in slices, and why a partner was not fused: the partners in range adding the mos
 cells to the ego's view per payload byte are taken first within ``fusion.max_partners`` and
 ``fusion.max_bytes_per_frame``, ``runtime/selection.py``). A frame that fuses no partner is
 detected by the model's ego-only head when the model file has one (``runtime/fusion.py``); the
-node logs each switch between that head and the cooperative one.
+node logs each switch between that head and the cooperative one. With
+``fusion.merge_ego_detections``, that head's boxes on the ego's map alone join the cooperative
+ones in every frame that fuses partners.
 With ``security.trust_dir``, every slice must be signed by the agent its topic belongs to
 (``security.mode``; ``runtime/security.py``, docs/security.md); the clock-skew check reads the
 node's ROS clock (``use_sim_time`` under a replay). Rejected messages, bad slices and
@@ -98,6 +100,7 @@ class FusionNode(Node):
             num_threads=params["torch.num_threads"],
             comm_range_m=comm_range_m if comm_range_m > 0 else None,
             limits=limits,
+            merge_ego_detections=params["fusion.merge_ego_detections"],
         )
         try:
             self.model = load_runtime_model(params["model.path"], "cpu")  # what reception checks against
@@ -158,7 +161,8 @@ class FusionNode(Node):
             f"sync_wait_ms {params['fusion.sync_wait_ms']:g}, max_partners {limits.max_partners}, "
             f"max_bytes_per_frame {limits.max_bytes_per_frame}, codebook {self.model.codebook_id[:12]}, "
             f"security {mode.value}{f' ({trust_dir})' if guard is not None else ''}, "
-            f"ego-only head {'yes' if self.model.detector.ego_head is not None else 'no'}"
+            f"ego-only head {'yes' if self.model.detector.ego_head is not None else 'no'}, "
+            f"merge_ego_detections {params['fusion.merge_ego_detections']}"
         )
 
     # ---- reception (executor threads) and verification (verify worker) -----------------

@@ -12,7 +12,12 @@ is ``selection.select_partners``'s decision; the result says why each other one 
 fused map's age (the ego's sweep stamp minus its own, up to the fusion node's
 ``fusion.max_age_ms``) comes back in the result. A frame that fuses no partner is detected by
 the model's ego-only head when its file has one (``CooperativeDetector.head_for``), and the
-result says so (``ego_head``).
+result says so (``ego_head``). With ``merge_ego_detections`` (``fusion.merge_ego_detections``), a
+frame that fuses partners is also detected on the ego's map alone by that head, and those boxes
+join the cooperative ones in one more rotated NMS (``postprocess.merge_detections``): a partner
+map misplaced by pose error can then no longer erase or shift what the ego sees itself
+(docs/RESULTS.md, "The ego's own detections merged in"); a model without an ego-only head
+ignores it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 
 from revqom_nodes.codec.receiver import CodecDecoder
 from revqom_nodes.geometry import invert
-from revqom_nodes.perception.postprocess import Detections, suppress
+from revqom_nodes.perception.postprocess import Detections, merge_detections, suppress
 from revqom_nodes.runtime.frames import AssembledMap
 from revqom_nodes.runtime.latency import now_ms
 from revqom_nodes.runtime.model import RuntimeModel
@@ -46,6 +51,12 @@ class FusionResult(NamedTuple):
     nms_ms: float = 0.0  # rotated NMS, detections to the host
     ego_head: bool = False  # the ego-only head made the detections (no partner fused, the model has one)
     transfer_ms: float = 0.0  # the maps to a fusion process and the result back (fusion_process.py)
+    merge_ms: float = 0.0  # the ego's own detections merged in: its map alone through the ego-only head, NMS
+
+    @property
+    def engine_ms(self) -> float:
+        """The engine's stages: decode, fuse and head, NMS, merge."""
+        return self.decode_ms + self.fuse_ms + self.nms_ms + self.merge_ms
 
     @property
     def out_of_range(self) -> int:
@@ -55,7 +66,7 @@ class FusionResult(NamedTuple):
     @property
     def decode_fuse_ms(self) -> float:
         """Payload to detections, all stages."""
-        return self.unpack_ms + self.decode_ms + self.fuse_ms + self.nms_ms + self.transfer_ms
+        return self.unpack_ms + self.engine_ms + self.transfer_ms
 
 
 def relative_poses(ego: AssembledMap, partners: Sequence[AssembledMap]) -> np.ndarray:
@@ -91,9 +102,11 @@ class FusionEngine:
         comm_range_m: float | None = None,
         *,
         limits: PartnerLimits = NO_LIMITS,
+        merge_ego_detections: bool = False,
         stage_timing: bool = False,
     ) -> None:
         self.model = model
+        self.merge_ego_detections = merge_ego_detections
         self.stage_timing = stage_timing
         self.receiver = CodecDecoder(model.codec_state).to(model.device)
         self.comm_range_m = model.comm_range_m if comm_range_m is None else float(comm_range_m)
@@ -124,6 +137,12 @@ class FusionEngine:
         after_fuse = now_ms(device, wait=self.stage_timing)
         detections = suppress(candidates, detector.config.head)  # on the host: nothing left to wait for
         end = now_ms(device, wait=False)
+        merge_ms = 0.0
+        if self.merge_ego_detections and len(maps) > 1 and detector.ego_head is not None:
+            alone = suppress(detector.candidates_from_bev(bev[:1], poses[:1], None if valid[0] is None
+                                                          else [valid[0]]), detector.config.head)
+            detections = merge_detections([detections, alone], [poses[0], poses[0]], detector.config.head)
+            merge_ms = now_ms(device, wait=False) - end
         return FusionResult(
             detections,
             [m.agent_id for m in maps],
@@ -135,4 +154,5 @@ class FusionEngine:
             tuple(m.age_ms(ego.stamp_ns) for m in maps),
             end - after_fuse,
             detector.head_for(len(maps)) is detector.ego_head,
+            merge_ms=merge_ms,
         )

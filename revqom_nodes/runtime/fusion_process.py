@@ -43,7 +43,7 @@ class FusionProcessError(RuntimeError):
 
 
 def _serve(conn: Connection) -> None:
-    """The child: receive (model path, device, threads, comm range, limits), load the engine,
+    """The child: receive (model path, device, threads, comm range, limits, merge), load the engine,
     report ready (or the exception that prevented it), then fuse each (ego, partners) received
     until the pipe closes (the parent's end closed, or its process gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -53,11 +53,12 @@ def _serve(conn: Connection) -> None:
     from revqom_nodes.runtime.model import load_runtime_model
 
     try:
-        model_path, device, num_threads, comm_range_m, limits = conn.recv()
+        model_path, device, num_threads, comm_range_m, limits, merge_ego_detections = conn.recv()
         try:
             if num_threads > 0:
                 torch.set_num_threads(num_threads)
-            engine = FusionEngine(load_runtime_model(model_path, device), comm_range_m, limits=limits)
+            engine = FusionEngine(load_runtime_model(model_path, device), comm_range_m, limits=limits,
+                                  merge_ego_detections=merge_ego_detections)
         except Exception as exc:
             conn.send(exc)
             return
@@ -75,10 +76,10 @@ def _serve(conn: Connection) -> None:
 
 class FusionProcess:
     """``fuse`` as ``FusionEngine(load_runtime_model(model_path, device), comm_range_m,
-    limits=limits).fuse``, computed in a child process; ``num_threads`` > 0 sets the child's
-    PyTorch threads. The child starts loading at once; ``wait_ready`` (or the first ``fuse``)
-    raises RuntimeConfigError when it cannot load the engine. One caller at a time (the fusion
-    worker)."""
+    limits=limits, merge_ego_detections=merge_ego_detections).fuse``, computed in a child
+    process; ``num_threads`` > 0 sets the child's PyTorch threads. The child starts loading at
+    once; ``wait_ready`` (or the first ``fuse``) raises RuntimeConfigError when it cannot load the
+    engine. One caller at a time (the fusion worker)."""
 
     def __init__(
         self,
@@ -88,8 +89,10 @@ class FusionProcess:
         num_threads: int = 0,
         comm_range_m: float | None = None,
         limits: PartnerLimits = NO_LIMITS,
+        merge_ego_detections: bool = False,
     ) -> None:
-        self._args = (str(model_path), str(device), int(num_threads), comm_range_m, limits)
+        self._args = (str(model_path), str(device), int(num_threads), comm_range_m, limits,
+                      bool(merge_ego_detections))
         self._conn, self._process = self._launch()
         self._ready = False
         self._closed = False
@@ -145,8 +148,7 @@ class FusionProcess:
             raise FusionProcessError(f"the fusion process ended (exit code {code}); started again") from exc
         if isinstance(result, Exception):
             raise result
-        engine_ms = result.decode_ms + result.fuse_ms + result.nms_ms
-        return result._replace(transfer_ms=max((time.perf_counter() - start) * 1e3 - engine_ms, 0.0))
+        return result._replace(transfer_ms=max((time.perf_counter() - start) * 1e3 - result.engine_ms, 0.0))
 
     def close(self) -> None:
         """End the child: close the pipe, wait ``JOIN_TIMEOUT_S``, then kill it."""

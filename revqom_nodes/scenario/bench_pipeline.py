@@ -19,7 +19,8 @@ CUDA the engines wait for the device between stages, ``stage_timing``):
 | fusion | ``decode`` | codebook gather + post-affine decoder, all agents in one call |
 | fusion | ``fuse_head`` | warp, fusion, detection head, candidate boxes |
 | fusion | ``nms`` | rotated NMS, detections copied to the host |
-| fusion | ``decode_fuse`` | ``unpack`` + ``decode`` + ``fuse_head`` + ``nms`` (FusionStatus.decode_fuse_ms) |
+| fusion | ``merge`` | ``--merge-ego-detections``: the ego's map alone, ego-only head, NMS, merged |
+| fusion | ``decode_fuse`` | all of the above (FusionStatus.decode_fuse_ms) |
 | | ``end_to_end`` | both agents' ``encode`` one after the other, then ``decode_fuse`` |
 
 ``bytes``: payload bytes per agent per frame in ``--encoding`` (``sent_per_agent``, ``sent_mean``),
@@ -65,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from revqom_nodes.defaults import node_defaults
 from revqom_nodes.scenario.demo import DEMO_ENCODING, ENCODINGS
 
 if TYPE_CHECKING:
@@ -78,7 +80,7 @@ PAPER_CONFIG = "config/train/dairv2x_k64.yaml"
 PAPER_POINTS = 100_000
 PAPER_RANGE_M = 100.0
 AGENT_STAGES = ("bev", "quantize", "pack", "pack_packed", "encode")
-FUSION_STAGES = ("unpack", "decode", "fuse_head", "nms", "decode_fuse")
+FUSION_STAGES = ("unpack", "decode", "fuse_head", "nms", "merge", "decode_fuse")
 
 
 def _poses(count: int, comm_range_m: float) -> list[np.ndarray]:
@@ -166,7 +168,7 @@ def _fusion_once(
     if len(fused.fused_agent_ids) != len(sent):
         raise RuntimeError(f"{len(sent) - len(fused.fused_agent_ids)} partner(s) left out of the frame")
     return {"unpack": unpack, "decode": fused.decode_ms, "fuse_head": fused.fuse_ms, "nms": fused.nms_ms,
-            "decode_fuse": unpack + fused.decode_ms + fused.fuse_ms + fused.nms_ms}
+            "merge": fused.merge_ms, "decode_fuse": unpack + fused.engine_ms}
 
 
 def bench_device(
@@ -176,7 +178,6 @@ def bench_device(
     import torch
 
     from revqom_nodes.codec.wire import Encoding
-    from revqom_nodes.defaults import node_defaults
     from revqom_nodes.runtime.encoder import AgentEncoder
     from revqom_nodes.runtime.fusion import FusionEngine
     from revqom_nodes.runtime.latency import now_ms
@@ -188,7 +189,7 @@ def bench_device(
         model, encoding, agent["output.slice_bytes"], agent["output.interleave"], stage_timing=True
     )
     packed = AgentEncoder(model, Encoding.PACKED)
-    engine = FusionEngine(model, stage_timing=True)
+    engine = FusionEngine(model, merge_ego_detections=args.merge_ego_detections, stage_timing=True)
     expect = Expectations.of(model)
     clouds, poses = frame
     device = model.device
@@ -250,19 +251,21 @@ def bench_device(
     if args.fusion_process:
         maps = [_assemble(messages, expect) for messages in sent]
         result["fusion_process"] = bench_fusion_process(model.source, device, maps, args.repeats,
-                                                        args.threads)
+                                                        args.threads, args.merge_ego_detections)
     return result
 
 
 def bench_fusion_process(
-    model_path: str, device: Any, maps: Sequence[AssembledMap], repeats: int, threads: int
+    model_path: str, device: Any, maps: Sequence[AssembledMap], repeats: int, threads: int,
+    merge_ego_detections: bool,
 ) -> dict[str, dict[str, float]]:
     """The frame's maps fused by a ``FusionProcess`` (the fusion node's child process) ``repeats``
     times after a warm-up: p50 / p95 of its pipe both ways (``transfer``) and of ``decode_fuse``
     as the node reports it (the pipe included)."""
     from revqom_nodes.runtime.fusion_process import FusionProcess
 
-    process = FusionProcess(model_path, device=str(device), num_threads=threads)
+    process = FusionProcess(model_path, device=str(device), num_threads=threads,
+                            merge_ego_detections=merge_ego_detections)
     times: dict[str, list[float]] = {"transfer": [], "decode_fuse": []}
     try:
         for repeat in range(repeats + 1):
@@ -406,6 +409,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--encoding", choices=ENCODINGS, default=DEMO_ENCODING,
                         help="the agents' payload encoding (the agent node's codec.encoding; default: "
                         "the demo's)")
+    parser.add_argument("--merge-ego-detections", action=argparse.BooleanOptionalAction,
+                        default=node_defaults("fusion")["fusion.merge_ego_detections"],
+                        help="merge the ego-only head's boxes into the cooperative ones (models with an "
+                        "ego-only head; default: the fusion node's fusion.merge_ego_detections)")
     parser.add_argument("--fusion-process", action="store_true",
                         help="also time the fusion node's child process on the frame (today)")
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (the CPU, and CUDA when present)")

@@ -131,3 +131,39 @@ def test_ego_head_detects_the_frames_without_a_partner(tiny_model, sweeps, make_
     np.testing.assert_allclose(alone.detections.boxes, offline.boxes, atol=1e-3)
     assert alone.detections.scores.shape != alone_plain.detections.scores.shape or not np.allclose(
         alone.detections.scores, alone_plain.detections.scores)
+
+
+def test_merge_ego_detections_adds_the_ego_heads_boxes_on_the_ego_map_alone(tiny_model, make_frame):
+    """``merge_ego_detections``: a frame with partners gets the cooperative detections and the
+    ego-only head's on the ego's map alone, merged by one more rotated NMS, and the stage's time;
+    a frame without partners, or a model without an ego-only head, is detected as before."""
+    from revqom_nodes.perception.detector import build_detector
+    from revqom_nodes.perception.postprocess import merge_detections
+
+    detector = build_detector(replace(tiny_model.detector.config, ego_head=True), "cpu")
+    detector.load_state_dict(tiny_model.detector.state_dict(), strict=False)
+    headed = RuntimeModel(detector.eval(), tiny_model.codec_state, "tiny+ego_head")
+    expect = Expectations.of(tiny_model)
+    ego = check_frame(make_frame("vehicle", 1000, T_WORLD_FROM_VEHICLE), expect)
+    partner = check_frame(make_frame("infrastructure", 1030, T_WORLD_FROM_INFRA), expect)
+
+    both = FusionEngine(headed).fuse(ego, [partner])
+    alone = FusionEngine(headed).fuse(ego, [NotFused.STALE])
+    merged = FusionEngine(headed, merge_ego_detections=True).fuse(ego, [partner])
+    expected = merge_detections([both.detections, alone.detections], [np.eye(4)] * 2, detector.config.head)
+    assert len(alone.detections.scores) > 0 and not merged.ego_head
+    np.testing.assert_array_equal(merged.detections.boxes, expected.boxes)
+    np.testing.assert_array_equal(merged.detections.scores, expected.scores)
+    top = max(both.detections.scores.max(initial=0.0), alone.detections.scores.max())
+    assert merged.detections.scores.max() == pytest.approx(top)  # the best box of either survives
+    assert merged.merge_ms > 0 and both.merge_ms == 0.0
+    assert merged.decode_fuse_ms == pytest.approx(
+        merged.unpack_ms + merged.decode_ms + merged.fuse_ms + merged.nms_ms + merged.merge_ms)
+
+    still_alone = FusionEngine(headed, merge_ego_detections=True).fuse(ego, [NotFused.STALE])
+    assert still_alone.merge_ms == 0.0 and still_alone.ego_head
+    np.testing.assert_array_equal(still_alone.detections.boxes, alone.detections.boxes)
+    no_head = FusionEngine(tiny_model, merge_ego_detections=True).fuse(ego, [partner])
+    plain = FusionEngine(tiny_model).fuse(ego, [partner])
+    assert no_head.merge_ms == 0.0
+    np.testing.assert_array_equal(no_head.detections.boxes, plain.detections.boxes)

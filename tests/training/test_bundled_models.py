@@ -5,6 +5,7 @@ lists exactly the bundled models, and the K=64 model evaluates end to end."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,8 @@ MODELS_DIR = ROOT / "models"
 MANIFEST = yaml.safe_load((MODELS_DIR / "MANIFEST.yaml").read_text(encoding="utf-8"))
 ROLES = ("default", "baseline", "experiment")
 BUNDLED = sorted(MODELS_DIR.glob("*.pt"))
-REQUIRED = ("synthetic_k64_ctx_partner_dropout", "synthetic_gpu_k64_ctx", "synthetic_gpu_ego_ctx", "synthetic_gpu_raw_ctx",
-            "synthetic_k64", "synthetic_ego", "synthetic_raw")
+REQUIRED = ("synthetic_k64_ctx_partner_dropout", "synthetic_gpu_k64_ctx", "synthetic_gpu_ego_ctx",
+            "synthetic_gpu_raw_ctx", "synthetic_k64", "synthetic_ego", "synthetic_raw")
 MAX_BYTES = 20 * 1024 * 1024
 
 torch.set_num_threads(1)
@@ -108,3 +109,27 @@ def test_bundled_default_evaluates_under_slice_loss(tiny_root: Path) -> None:
     with pytest.raises(EvaluationError, match="codebook indices"):
         evaluate_model(load_model(MODELS_DIR / "synthetic_gpu_raw_ctx.pt"), frames, name="raw",
                        progress=False, slice_loss=SliceLoss(0.1))
+
+
+def test_bundled_default_merges_its_ego_detections_when_asked(tiny_root: Path) -> None:
+    """``merge_ego_detections``: each frame's boxes are the cooperative ones and the ego-only head's
+    on the ego's map alone, merged by NMS (every box from one of the two, the best of both kept)."""
+    loaded = load_model(ROOT / BUNDLED_MODEL)
+    reader = DairV2XReader(tiny_root, "all")
+    frames = [reader[i] for i in range(len(reader))]
+
+    def preds(result: dict) -> list[np.ndarray]:
+        return [np.asarray(f["pred"], np.float64).reshape(-1, 8) for f in result["per_frame"]]
+
+    plain = evaluate_model(loaded, frames, name="d", progress=False)
+    merged = evaluate_model(loaded, frames, name="d", progress=False, merge_ego_detections=True)
+    ego_alone = [replace(f, agents=f.agents[:1]) for f in frames]
+    alone = evaluate_model(loaded, ego_alone, name="a", progress=False)
+    assert merged["merge_ego_detections"] and not plain["merge_ego_detections"]
+    assert not alone["merge_ego_detections"]  # nothing to merge without a partner
+    pairs = zip(preds(merged), preds(plain), strict=True)
+    assert any(m.shape != p.shape or not np.array_equal(m, p) for m, p in pairs)
+    for cooperative, own, both in zip(preds(plain), preds(alone), preds(merged), strict=True):
+        pool = np.concatenate([cooperative, own])
+        assert all(np.abs(pool - row).max(axis=1).min() <= 1e-4 for row in both)
+        assert both[:, 7].max(initial=0.0) == pytest.approx(pool[:, 7].max(initial=0.0), abs=1e-4)
