@@ -236,6 +236,7 @@ def evaluate_model(
     wire = None
     if loaded.codec_state is not None:
         wire = _Wire(loaded, name, slice_loss, limits, merge_ego_detections)
+    merges = merge_ego_detections and wire is not None and loaded.detector.ego_head is not None
     packed_all: list[int] = []
     entropy_all: list[int] = []
     partner_bytes: list[tuple[int, int]] = []  # per frame: the fused partners' packed and entropy bytes
@@ -286,7 +287,7 @@ def evaluate_model(
         "partner_bytes_per_frame": {"packed": partner_packed, "entropy": partner_entropy},
         "partners_per_frame": float(np.mean([len(f["fused"]) - 1 for f in per_frame])),
         "partner_limits": limits._asdict(),
-        "merge_ego_detections": bool(merge_ego_detections and wire and loaded.detector.ego_head is not None),
+        "merge_ego_detections": merges,
         "bpp": {"packed": mean_packed * 8 / (height * width), "entropy": mean_entropy * 8 / (height * width)},
         "bev_shape": [height, width],
         "cell_size_m": config.grid.cell_size_m,

@@ -15,9 +15,9 @@ the model's ego-only head when its file has one (``CooperativeDetector.head_for`
 result says so (``ego_head``). With ``merge_ego_detections`` (``fusion.merge_ego_detections``), a
 frame that fuses partners is also detected on the ego's map alone by that head, and those boxes
 join the cooperative ones in one more rotated NMS (``postprocess.merge_detections``): a partner
-map misplaced by pose error can then no longer erase or shift what the ego sees itself
-(docs/RESULTS.md, "The ego's own detections merged in"); a model without an ego-only head
-ignores it.
+map misplaced by pose error can then no longer erase what the ego detects on its own (an
+overlapping cooperative box that scores higher still replaces it; docs/RESULTS.md, "The ego's
+own detections merged in"); a model without an ego-only head ignores it.
 """
 
 from __future__ import annotations
