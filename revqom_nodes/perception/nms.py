@@ -3,16 +3,19 @@
 The result is that of the classic loop (visit boxes by decreasing score, keep a box
 unless a kept box overlaps it by more than ``iou_threshold``), computed without it:
 
-1. candidate pairs: (higher, lower) score pairs whose intersection can exceed the
-   threshold. The intersection lies inside each box's rectangle cut by the other
-   box's extent along that box's axes, so the smaller of those two areas bounds it;
-   pairs whose bound proves IoU <= threshold are left out, the rest measured exactly
-   (``rotated_iou_aligned_torch``, the algorithm AP uses);
+1. overlapping pairs: (higher, lower) score pairs whose IoU exceeds the threshold,
+   measured exactly (``rotated_iou_aligned_torch``, the algorithm AP uses). On the
+   CPU only the pairs whose intersection can exceed the threshold are measured: the
+   intersection lies inside each box's rectangle cut by the other box's extent along
+   that box's axes, so the smaller of those two areas bounds it, and pairs whose bound
+   proves IoU <= threshold are left out. On CUDA every pair is measured (up to
+   ``EVERY_PAIR_MAX_BOXES`` boxes): finding the few that matter costs the device
+   nothing but the host dozens of small launches and waits, which dominated there;
 2. the greedy outcome is the fixed point of "kept = not overlapped by a kept,
    higher-scoring box", reached from "all kept" in as many sweeps as the longest
    chain of suppressions (a few on real candidate sets).
 
-On CUDA the host waits only to size the pair list and to test the fixed point.
+On CUDA the host waits only to compact the overlapping pairs and to test the fixed point.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from revqom_nodes.perception.errors import PerceptionError
 from revqom_nodes.perception.iou import rotated_iou, rotated_iou_aligned_torch
 
 _BOUND_MARGIN = 1e-6  # pairs are measured unless their IoU bound is this far under the threshold
+EVERY_PAIR_MAX_BOXES = 1024  # on CUDA, every pair is measured up to this many boxes (524k pairs)
 
 
 def _extent_overlap(centre: Tensor, half: Tensor, other_centre: Tensor, other_half: Tensor) -> Tensor:
@@ -74,6 +78,17 @@ def _candidate_pairs(boxes: Tensor, iou_threshold: float) -> tuple[Tensor, Tenso
     return i[maybe], j[maybe]
 
 
+def _overlapping_pairs(boxes: Tensor, iou_threshold: float, every_pair: bool) -> tuple[Tensor, Tensor]:
+    """(M, 7) boxes sorted by score -> rows i < j of the pairs whose IoU exceeds the threshold;
+    ``every_pair`` measures all M (M - 1) / 2 pairs, else only those the bound leaves in."""
+    if every_pair:
+        i, j = torch.triu_indices(len(boxes), len(boxes), 1, device=boxes.device)
+    else:
+        i, j = _candidate_pairs(boxes, iou_threshold)
+    overlapped = rotated_iou_aligned_torch(boxes[i], boxes[j]) > iou_threshold
+    return i[overlapped], j[overlapped]
+
+
 def rotated_nms(
     boxes: Tensor, scores: Tensor, *, iou_threshold: float, max_detections: int | None = None
 ) -> Tensor:
@@ -91,9 +106,8 @@ def rotated_nms(
     if len(order) == 0:
         return order
     boxes = boxes[order]
-    i, j = _candidate_pairs(boxes, iou_threshold)
-    overlapped = rotated_iou_aligned_torch(boxes[i], boxes[j]) > iou_threshold
-    i, j = i[overlapped], j[overlapped]
+    every_pair = boxes.is_cuda and len(boxes) <= EVERY_PAIR_MAX_BOXES
+    i, j = _overlapping_pairs(boxes, iou_threshold, every_pair)
     keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
     hits = torch.zeros(len(order), dtype=torch.int32, device=boxes.device)
     while True:

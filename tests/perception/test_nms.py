@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from revqom_nodes.perception.errors import PerceptionError
-from revqom_nodes.perception.nms import rotated_nms, rotated_nms_numpy
+from revqom_nodes.perception.nms import _overlapping_pairs, rotated_nms, rotated_nms_numpy
 
 FIXTURE = Path(__file__).parent / "fixtures" / "nms_candidates.npz"
 
@@ -92,6 +92,20 @@ def test_long_suppression_chain_and_exact_duplicates():
     twins = np.repeat(chain[:3], 2, axis=0)
     expected = rotated_nms_numpy(twins, np.ones(6), iou_threshold=0.5)
     assert nms(twins, np.ones(6), iou_threshold=0.5) == expected.tolist()
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.15, 0.5])
+def test_every_pair_finds_the_overlaps_the_bound_leaves_in(threshold):
+    """CUDA measures every pair, the CPU only those its bound cannot rule out: same overlaps."""
+    rng = np.random.default_rng(3)
+    sets = [b for b, _, _ in recorded_sets()[:3]] + [clusters(rng, 20, 15)[0], clusters(rng, 3, 12)[0]]
+    for boxes in sets:
+        boxes = torch.from_numpy(boxes)
+        found = [
+            sorted(zip(*(t.tolist() for t in _overlapping_pairs(boxes, threshold, every_pair)), strict=True))
+            for every_pair in (True, False)
+        ]
+        assert found[0] == found[1] and len(found[0]) > 0
 
 
 @pytest.mark.cuda
