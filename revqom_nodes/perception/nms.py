@@ -15,7 +15,7 @@ unless a kept box overlaps it by more than ``iou_threshold``), computed without 
    higher-scoring box", reached from "all kept" in as many sweeps as the longest
    chain of suppressions (a few on real candidate sets).
 
-On CUDA the host waits only to compact the overlapping pairs and to test the fixed point.
+On CUDA the host waits once, for the overlapping pairs, and sweeps to the fixed point itself.
 """
 
 from __future__ import annotations
@@ -107,15 +107,15 @@ def rotated_nms(
         return order
     boxes = boxes[order]
     every_pair = boxes.is_cuda and len(boxes) <= EVERY_PAIR_MAX_BOXES
-    i, j = _overlapping_pairs(boxes, iou_threshold, every_pair)
-    keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
-    hits = torch.zeros(len(order), dtype=torch.int32, device=boxes.device)
-    while True:
+    i, j = torch.stack(_overlapping_pairs(boxes, iou_threshold, every_pair)).cpu()
+    keep = torch.ones(len(order), dtype=torch.bool)
+    hits = torch.zeros(len(order), dtype=torch.int32)
+    while True:  # on the host: each sweep is a few small operations, cheaper there than launched
         suppressed = hits.zero_().index_add_(0, j, keep[i].int()) > 0
         if torch.equal(suppressed, ~keep):
             break
         keep = ~suppressed
-    return order[keep][:max_detections]
+    return order[keep.nonzero().squeeze(1)[:max_detections].to(order.device)]
 
 
 def rotated_nms_numpy(
