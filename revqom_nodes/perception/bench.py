@@ -176,6 +176,7 @@ def _percentiles_ms(seconds: list[float]) -> dict[str, float]:
 def run_nms(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from revqom_nodes.bench import machine
     from revqom_nodes.perception.nms import rotated_nms, rotated_nms_numpy
 
     torch.set_num_threads(args.threads)
@@ -201,8 +202,8 @@ def run_nms(args: argparse.Namespace) -> dict[str, Any]:
             "kept": len(kept["torch"]),
             "same_kept": bool(np.array_equal(kept["numpy"], kept["torch"])),
         }
-    return {"threads": args.threads, "device": args.device, "repeats": args.repeats, **kwargs,
-            "candidates": sizes}
+    return {"machine": machine(), "threads": args.threads, "device": args.device, "repeats": args.repeats,
+            **kwargs, "candidates": sizes}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -53,7 +53,8 @@ node's child process (``runtime/fusion_process.py``): ``fusion_process`` holds p
 pipe both ways (``transfer``) and of ``decode_fuse`` as the node reports it, the pipe included.
 
 Prints a table, or with ``--json`` one JSON object: ``results`` maps each device (``--device``:
-cpu, cuda, or all) to its ``agent``, ``fusion``, ``end_to_end``, ``bytes`` (and ``agents``).
+cpu, cuda, or all) to its ``agent``, ``fusion``, ``end_to_end``, ``bytes`` (and ``agents``);
+``machine`` says what ran it (``revqom_nodes.bench.machine``).
 """
 
 from __future__ import annotations
@@ -349,6 +350,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """The benchmark's JSON object (see the module docstring)."""
     import torch
 
+    from revqom_nodes.bench import machine
     from revqom_nodes.perception.sample import COMM_RANGE_M
     from revqom_nodes.runtime.model import load_runtime_model
     from revqom_nodes.scenario.demo import resolve_model_path
@@ -367,6 +369,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results[device] = bench_device(model, frame, args)
     return {
         "benchmark": "pipeline",
+        "machine": machine(),
         "scale": args.scale,
         "model": model.source,
         "weights": "random (seed 0)" if args.scale == "paper" else "trained",

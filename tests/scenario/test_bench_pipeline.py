@@ -28,6 +28,8 @@ def test_json_has_the_stages_bytes_and_the_agent_scaling(tmp_path, capsys: pytes
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert (result["scale"], result["weights"], result["threads"]) == ("today", "trained", 1)
+    machine = result["machine"]
+    assert machine["logical_cpus"] >= 1 and machine["torch"] == torch.__version__ and machine["cpu"]["name"]
     assert list(result["results"]) == ["cpu"]
     cpu = result["results"]["cpu"]
     _check_stages(cpu["agent"], AGENT_STAGES)
