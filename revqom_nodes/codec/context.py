@@ -255,15 +255,18 @@ def encode_run(indices: np.ndarray, run: CellRun, tables: ContextTables) -> byte
 
 def _encode(symbols: np.ndarray, contexts: np.ndarray, escaped: np.ndarray, models: list[Any]) -> bytes:
     """(n,) symbols, (n,) their contexts and (Q, e) the indices of the e escaped cells -> the
-    stream. Consecutive symbols of one context are coded in one call."""
+    stream. Consecutive symbols of one context are coded in one call, a lone symbol as a Python
+    int (most runs of one context are a single cell; an array view costs more than the coding)."""
     encoder = constriction.stream.queue.RangeEncoder()
+    encode = encoder.encode
     breaks = np.concatenate([[0], np.flatnonzero(np.diff(contexts)) + 1, [len(contexts)]]).tolist()
     values = symbols.astype(np.int32)
+    symbol_list, context_list = values.tolist(), contexts.tolist()
     for a, b in itertools.pairwise(breaks):
-        encoder.encode(values[a:b], models[int(contexts[a])])
+        encode(symbol_list[a] if b - a == 1 else values[a:b], models[context_list[a]])
     if escaped.size:
         for q, stage in enumerate(escaped.astype(np.int32)):
-            encoder.encode(stage, models[NUM_CONTEXTS + q])
+            encode(stage, models[NUM_CONTEXTS + q])
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
