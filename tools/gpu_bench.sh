@@ -55,6 +55,7 @@ bench() {  # NAME LIMIT_S ARGS...: `revqom bench pipeline --json` into OUT/pipel
     bench pipeline --json --device "$DEVICE" --repeats "$REPEATS" "$@"
   "$PY" -c "import json, sys; r = json.load(open(sys.argv[1]))['results']; d = next(iter(r.values()))
 print({k: d['fusion'][k]['p50_ms'] for k in d['fusion']}, 'end_to_end', d['end_to_end']['p50_ms'],
+      'agents apart', d['end_to_end_agents_apart']['p50_ms'],
       'per extra agent', (d.get('agents') or {}).get('ms_per_extra_agent'))" \
     "$OUT/pipeline_$name.json" 2> /dev/null || tail -5 "$OUT/pipeline_$name.err"
 }

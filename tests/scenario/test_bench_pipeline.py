@@ -36,6 +36,8 @@ def test_json_has_the_stages_bytes_and_the_agent_scaling(tmp_path, capsys: pytes
     _check_stages(cpu["fusion"], FUSION_STAGES)
     assert cpu["fusion"]["decode_fuse"]["p50_ms"] >= cpu["fusion"]["decode"]["p50_ms"]
     assert cpu["end_to_end"]["p50_ms"] >= cpu["fusion"]["decode_fuse"]["p50_ms"]
+    apart = cpu["end_to_end_agents_apart"]["p50_ms"]  # one agent's encode instead of both
+    assert cpu["fusion"]["decode_fuse"]["p50_ms"] < apart < cpu["end_to_end"]["p50_ms"]
     sent = cpu["bytes"]
     assert sent["encoding"] == "entropy"  # the demo's
     assert len(sent["sent_per_agent"]) == 2 and min(sent["slices_per_agent"]) >= 1
@@ -70,7 +72,7 @@ def test_table_without_json(tmp_path, capsys: pytest.CaptureFixture[str]):
     assert main(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("today scale, trained, 1 thread(s)")
-    assert sum(" p50 " in line for line in lines) == len(AGENT_STAGES) + len(FUSION_STAGES) + 1
+    assert sum(" p50 " in line for line in lines) == len(AGENT_STAGES) + len(FUSION_STAGES) + 2
 
 
 def test_paper_scale_is_the_paper_grid_with_random_weights():
