@@ -7,6 +7,7 @@
 #   PHASE1="NAME[:STEPS] ..." PHASE2="..."   configs in config/train/ (NAME may be experiments/NAME;
 #                                            default: raw + ego, then K=64 with and without slice dropout)
 #   Without :STEPS, --max-iters comes from the step time measured here (probe of 60 steps).
+#   PHASE1=" " runs no first phase; SYNTH_ARGS="--vehicles 3 --rsus 2": training frames with more agents
 #
 # Writes OUT_DIR/parity_k64.json, OUT_DIR/pytest_cuda.log, OUT_DIR/run.log and
 # OUT_DIR/results.tar (model files, provenance files, training logs and the last checkpoints,
@@ -30,7 +31,8 @@ MIN_ITERS=${MIN_ITERS:-200}
 "$PY" -c "import torch, spconv.pytorch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
 
 log "generating data"
-revqom data synth --out "$DATA/synth_train" --frames "$TRAIN_FRAMES" --seed 1 --no-progress --overwrite > "$OUT/synth_train.log" 2>&1 &
+revqom data synth --out "$DATA/synth_train" --frames "$TRAIN_FRAMES" --seed 1 ${SYNTH_ARGS:-} --no-progress \
+  --overwrite > "$OUT/synth_train.log" 2>&1 &
 SYNTH=$!
 revqom data synth --out "$DATA/synth_parity" --frames 16 --seed 7 --no-progress --overwrite > "$OUT/synth_parity.log" 2>&1
 log "CUDA tests and parity"
