@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
-import platform
-from typing import Any
 
 BENCH_MODULES: tuple[str, ...] = (
     "revqom_nodes.codec.bench",
@@ -24,28 +21,6 @@ BENCH_MODULES: tuple[str, ...] = (
     "revqom_nodes.scenario.bench_discovery",
     "revqom_nodes.trust.bench",
 )
-
-
-def machine() -> dict[str, Any]:
-    """What ran a benchmark, for comparing figures across machines: the CPU (its name, family and
-    model from /proc/cpuinfo where there is one, whether it has AVX-512), the logical CPUs, the
-    load average at the call and the torch version; speeds of the same code differed twofold
-    between machines of one kind here."""
-    import torch
-
-    cpu = {"name": platform.processor() or platform.machine(), "family": None, "model": None, "avx512": None}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            first_cpu = f.read().split("\n\n")[0].splitlines()
-        fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first_cpu if ":" in line)}
-        cpu = {"name": fields.get("model name", cpu["name"]), "family": fields.get("cpu family"),
-               "model": fields.get("model"), "avx512": "avx512f" in fields.get("flags", "").split()}
-    except OSError:
-        pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "load_average": load and [round(v, 2) for v in load],
-            "torch": torch.__version__,
-            "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

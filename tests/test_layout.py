@@ -17,6 +17,7 @@ LEVELS: dict[str, int] = {
     "share": -1,  # where the package's files are (launch/, config/, models/): under everything
     "geometry": 0,
     "defaults": 0,  # node parameter defaults, read from config/*.param.yaml
+    "machine": 0,  # what a benchmark ran on
     "codec": 1,
     "trust": 1,
     "data": 1,

@@ -176,7 +176,7 @@ def _percentiles_ms(seconds: list[float]) -> dict[str, float]:
 def run_nms(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from revqom_nodes.bench import machine
+    from revqom_nodes.machine import machine
     from revqom_nodes.perception.nms import rotated_nms, rotated_nms_numpy
 
     torch.set_num_threads(args.threads)

@@ -354,7 +354,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """The benchmark's JSON object (see the module docstring)."""
     import torch
 
-    from revqom_nodes.bench import machine
+    from revqom_nodes.machine import machine
     from revqom_nodes.perception.sample import COMM_RANGE_M
     from revqom_nodes.runtime.model import load_runtime_model
     from revqom_nodes.scenario.demo import resolve_model_path
