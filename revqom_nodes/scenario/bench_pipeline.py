@@ -46,7 +46,8 @@ p95 per stage per count, and ``ms_per_extra_agent``: per stage, the median over 
 the least-squares slope of that repeat's times against the count (``ms_per_extra_agent_iqr``:
 the slopes' 25th and 75th percentiles). Each repeat runs every count, in alternating order, so
 that the machine's drift over the run (1.5-2x here from minute to minute) moves every count
-alike instead of bending the slope.
+alike instead of bending the slope. With a model that has an ego-only head, one agent goes
+through that head instead of the cooperative one: start the counts at 2 for the cost per partner.
 Ray-cast sweeps are busier than a street's (returns in nearly every cell, most cells' codes
 outside the context model's alphabet), so their ``unpack`` costs more than real maps'.
 
