@@ -12,6 +12,7 @@ from typing import NoReturn
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 
 from revqom_nodes.runtime.errors import RuntimeConfigError
@@ -26,7 +27,9 @@ def run_node(
     """Run one node until it finishes or is interrupted; returns the exit status.
 
     ``spin(node) -> status`` defaults to ``rclpy.spin`` (status 0). Ctrl-C and an
-    external shutdown end the node cleanly with status 0; a configuration error
+    external shutdown end the node cleanly with status 0, also when the shutdown lands between
+    the executor's check of its context and its wait (rclpy then raises RCLError, "the given
+    context is not valid"; seen once in CI as a node's exit status 1); a configuration error
     (bad parameter, unreadable model) is logged and gives status 1. SIGUSR1 writes every
     thread's Python stack to stderr: what a node that does not stop is doing (the tests'
     ``stop`` sends it before they kill one).
@@ -42,6 +45,10 @@ def run_node(
         else:
             status = spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
+        status = 0
+    except rclpy_implementation.RCLError:
+        if node is None or node.context.ok():
+            raise
         status = 0
     except RuntimeConfigError as exc:
         rclpy.logging.get_logger(logger_name).error(str(exc))
