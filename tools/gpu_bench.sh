@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session of about 3 minutes on an H200 (under 12 if every step runs to its limit): the
+# One GPU session of about 2 minutes on an H200 (113-130 s; under 12 min if every step runs to its limit): the
 # CUDA tests, `revqom bench nms`, then the runtime pipeline benchmark on CUDA: at today's scale on
 # ray-cast sweeps (fusion for 1, 2, 4 and 8 agents) in both encodings, on a street frame of the
 # synthetic validation set (seed 7) with and without the ego's detections merged in, on the
