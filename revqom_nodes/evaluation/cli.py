@@ -107,6 +107,7 @@ def _run(args: argparse.Namespace) -> int:
     from revqom_nodes.evaluation.errors import EvaluationError
     from revqom_nodes.model_file import ModelFileError
     from revqom_nodes.runtime.errors import RuntimeConfigError
+    from revqom_nodes.runtime.process import configure_process
     from revqom_nodes.runtime.selection import NO_LIMITS, PartnerLimits
 
     if sum(bool(x) for x in (args.model, args.sweep, args.tabulate)) != 1:
@@ -147,8 +148,7 @@ def _run(args: argparse.Namespace) -> int:
         from revqom_nodes.evaluation.runner import SliceLoss
 
         slice_loss = SliceLoss(args.slice_loss, args.slice_bytes, args.interleave, args.loss_seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_process(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
         reader = DairV2XReader(args.data, args.split)

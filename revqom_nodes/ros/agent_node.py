@@ -17,7 +17,6 @@ import math
 import time
 from collections import deque
 
-import torch
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from revqom.msg import AgentStatus, EncodedBEV
@@ -38,6 +37,7 @@ from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.latency import RateLimiter
 from revqom_nodes.runtime.model import load_runtime_model
 from revqom_nodes.runtime.poses import PoseBuffer, static_pose
+from revqom_nodes.runtime.process import configure_process
 from revqom_nodes.runtime.security import load_signer
 
 ROLES = {"vehicle": EncodedBEV.ROLE_VEHICLE, "infrastructure": EncodedBEV.ROLE_INFRASTRUCTURE}
@@ -57,8 +57,7 @@ class AgentNode(Node):
             raise RuntimeConfigError(f"agent.role must be one of {list(ROLES)}, got {role!r}")
         if not params["model.path"]:
             raise RuntimeConfigError("parameter model.path is required")
-        if params["torch.num_threads"] > 0:
-            torch.set_num_threads(params["torch.num_threads"])
+        configure_process(params["torch.num_threads"])
         self.agent_id: str = params["agent.id"]
         self.role = ROLES[role]
         self.model = load_runtime_model(params["model.path"], params["device"])

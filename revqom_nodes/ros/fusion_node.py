@@ -40,7 +40,6 @@ import time
 from collections.abc import Callable
 
 import rclpy
-import torch
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from revqom.msg import Detection3DArray, EncodedBEV, FusionStatus
@@ -65,6 +64,7 @@ from revqom_nodes.runtime.inbox import Inbox, Screened
 from revqom_nodes.runtime.intake import Intake
 from revqom_nodes.runtime.latency import RateLimiter
 from revqom_nodes.runtime.model import load_runtime_model, resolve_device
+from revqom_nodes.runtime.process import configure_process
 from revqom_nodes.runtime.security import SecurityMode, SliceGuard, parse_security_mode
 from revqom_nodes.runtime.selection import NotFused, PartnerLimits
 from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason
@@ -87,8 +87,7 @@ class FusionNode(Node):
             raise RuntimeConfigError(
                 f"fusion.agent_ids {agent_ids} and fusion.agent_topics {topics} differ in length"
             )
-        if params["torch.num_threads"] > 0:
-            torch.set_num_threads(params["torch.num_threads"])
+        configure_process(params["torch.num_threads"])
         device = resolve_device(params["device"])  # checked here: the fusion process uses it
         comm_range_m = params["fusion.comm_range_m"]
         limits = PartnerLimits(params["fusion.max_partners"], params["fusion.max_bytes_per_frame"]).check()

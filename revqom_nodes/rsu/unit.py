@@ -17,8 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import torch
-
 from revqom_nodes.rsu.dds import (
     clock_reader,
     domain_id_from_env,
@@ -34,6 +32,7 @@ from revqom_nodes.runtime.latency import RateLimiter
 from revqom_nodes.runtime.model import load_runtime_model
 from revqom_nodes.runtime.playback import Pacer
 from revqom_nodes.runtime.poses import static_pose
+from revqom_nodes.runtime.process import configure_process
 from revqom_nodes.runtime.security import load_signer
 from revqom_nodes.trust.certificates import Role
 
@@ -57,8 +56,7 @@ class RoadsideUnit:
         role = settings["agent.role"]
         if role not in ROLES:
             raise RuntimeConfigError(f"agent.role must be one of {list(ROLES)}, got {role!r}")
-        if settings["torch.num_threads"] > 0:
-            torch.set_num_threads(settings["torch.num_threads"])
+        configure_process(settings["torch.num_threads"])
         self.settings = settings
         self.agent_id: str = settings["agent.id"]
         self.role = int(ROLES[role])

@@ -47,16 +47,14 @@ def _serve(conn: Connection) -> None:
     report ready (or the exception that prevented it), then fuse each (ego, partners) received
     until the pipe closes (the parent's end closed, or its process gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import torch
-
     from revqom_nodes.runtime.fusion import FusionEngine
     from revqom_nodes.runtime.model import load_runtime_model
+    from revqom_nodes.runtime.process import configure_process
 
     try:
         model_path, device, num_threads, comm_range_m, limits, merge_ego_detections = conn.recv()
         try:
-            if num_threads > 0:
-                torch.set_num_threads(num_threads)
+            configure_process(num_threads)
             engine = FusionEngine(load_runtime_model(model_path, device), comm_range_m, limits=limits,
                                   merge_ego_detections=merge_ego_detections)
         except Exception as exc:
