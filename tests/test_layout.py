@@ -18,6 +18,7 @@ LEVELS: dict[str, int] = {
     "geometry": 0,
     "defaults": 0,  # node parameter defaults, read from config/*.param.yaml
     "machine": 0,  # what a benchmark ran on
+    "process": 0,  # what every compute process sets first: threads, freed memory kept
     "codec": 1,
     "trust": 1,
     "data": 1,

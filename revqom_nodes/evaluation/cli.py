@@ -106,8 +106,8 @@ def _run(args: argparse.Namespace) -> int:
     from revqom_nodes.data.errors import DatasetError
     from revqom_nodes.evaluation.errors import EvaluationError
     from revqom_nodes.model_file import ModelFileError
+    from revqom_nodes.process import configure_process
     from revqom_nodes.runtime.errors import RuntimeConfigError
-    from revqom_nodes.runtime.process import configure_process
     from revqom_nodes.runtime.selection import NO_LIMITS, PartnerLimits
 
     if sum(bool(x) for x in (args.model, args.sweep, args.tabulate)) != 1:

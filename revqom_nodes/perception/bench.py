@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from revqom_nodes.process import configure_process
+
 LIDAR_HEIGHTS_M = (1.9, 6.0)  # vehicle, infrastructure
 
 
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from revqom_nodes.perception.detector import build_detector, make_frame_input
     from revqom_nodes.perception.voxelize import voxelize_batch
 
-    torch.set_num_threads(args.threads)
+    configure_process(args.threads)
     torch.manual_seed(0)
     values = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
     config = DetectorConfig.from_dict(values or {})
@@ -179,7 +181,7 @@ def run_nms(args: argparse.Namespace) -> dict[str, Any]:
     from revqom_nodes.machine import machine
     from revqom_nodes.perception.nms import rotated_nms, rotated_nms_numpy
 
-    torch.set_num_threads(args.threads)
+    configure_process(args.threads)
     rng = np.random.default_rng(0)
     kwargs = {"iou_threshold": args.iou_threshold, "max_detections": args.max_detections}
     sizes: dict[str, Any] = {}

@@ -22,6 +22,7 @@ from rclpy.node import Node
 from revqom.msg import AgentStatus, EncodedBEV
 from sensor_msgs.msg import PointCloud2
 
+from revqom_nodes.process import configure_process
 from revqom_nodes.ros.conversions import (
     cloud_to_points,
     pose_stamped_to_matrix,
@@ -37,7 +38,6 @@ from revqom_nodes.runtime.errors import RuntimeConfigError
 from revqom_nodes.runtime.latency import RateLimiter
 from revqom_nodes.runtime.model import load_runtime_model
 from revqom_nodes.runtime.poses import PoseBuffer, static_pose
-from revqom_nodes.runtime.process import configure_process
 from revqom_nodes.runtime.security import load_signer
 
 ROLES = {"vehicle": EncodedBEV.ROLE_VEHICLE, "infrastructure": EncodedBEV.ROLE_INFRASTRUCTURE}

@@ -46,6 +46,7 @@ from revqom.msg import Detection3DArray, EncodedBEV, FusionStatus
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
+from revqom_nodes.process import configure_process
 from revqom_nodes.ros.conversions import (
     boxes_to_markers,
     cdr_to_slice,
@@ -64,7 +65,6 @@ from revqom_nodes.runtime.inbox import Inbox, Screened
 from revqom_nodes.runtime.intake import Intake
 from revqom_nodes.runtime.latency import RateLimiter
 from revqom_nodes.runtime.model import load_runtime_model, resolve_device
-from revqom_nodes.runtime.process import configure_process
 from revqom_nodes.runtime.security import SecurityMode, SliceGuard, parse_security_mode
 from revqom_nodes.runtime.selection import NotFused, PartnerLimits
 from revqom_nodes.runtime.validation import Expectations, Rejected, RejectReason

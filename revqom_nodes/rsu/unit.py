@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from revqom_nodes.process import configure_process
 from revqom_nodes.rsu.dds import (
     clock_reader,
     domain_id_from_env,
@@ -32,7 +33,6 @@ from revqom_nodes.runtime.latency import RateLimiter
 from revqom_nodes.runtime.model import load_runtime_model
 from revqom_nodes.runtime.playback import Pacer
 from revqom_nodes.runtime.poses import static_pose
-from revqom_nodes.runtime.process import configure_process
 from revqom_nodes.runtime.security import load_signer
 from revqom_nodes.trust.certificates import Role
 

@@ -47,9 +47,9 @@ def _serve(conn: Connection) -> None:
     report ready (or the exception that prevented it), then fuse each (ego, partners) received
     until the pipe closes (the parent's end closed, or its process gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from revqom_nodes.process import configure_process
     from revqom_nodes.runtime.fusion import FusionEngine
     from revqom_nodes.runtime.model import load_runtime_model
-    from revqom_nodes.runtime.process import configure_process
 
     try:
         model_path, device, num_threads, comm_range_m, limits, merge_ego_detections = conn.recv()

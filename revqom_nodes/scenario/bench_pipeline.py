@@ -357,8 +357,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from revqom_nodes.machine import machine
     from revqom_nodes.perception.sample import COMM_RANGE_M
+    from revqom_nodes.process import configure_process
     from revqom_nodes.runtime.model import load_runtime_model
-    from revqom_nodes.runtime.process import configure_process
     from revqom_nodes.scenario.demo import resolve_model_path
 
     configure_process(args.threads)

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from revqom_nodes.perception.detector import CooperativeDetector, build_detector
 from revqom_nodes.perception.sample import batch_inputs
+from revqom_nodes.process import configure_process
 from revqom_nodes.training.config import ResolvedConfig, config_from_dict
 from revqom_nodes.training.dataset import CooperativeDataset, collate_samples
 from revqom_nodes.training.errors import TrainingError
@@ -91,10 +92,9 @@ def setup_distributed(device: str = "auto") -> DistInfo:
 
 
 def set_num_threads(requested: int) -> None:
-    """torch threads: the config's value, else REVQOM_NUM_THREADS, else torch's default."""
-    threads = requested or int(os.environ.get("REVQOM_NUM_THREADS", "0"))
-    if threads:
-        torch.set_num_threads(threads)
+    """torch threads: the config's value, else REVQOM_NUM_THREADS, else torch's default; and freed
+    memory kept for the next step (``process.configure_process``)."""
+    configure_process(requested or int(os.environ.get("REVQOM_NUM_THREADS", "0")))
 
 
 def epoch_batches(num_frames: int, batch_size: int, info: DistInfo, seed: int, epoch: int) -> list[list[int]]:

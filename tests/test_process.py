@@ -13,7 +13,7 @@ import pytest
 _GIVEN_BACK = """
 import json, sys
 import torch
-from revqom_nodes.runtime.process import configure_process, keep_freed_memory
+from revqom_nodes.process import configure_process, keep_freed_memory
 if sys.argv[1] == "kept":
     configure_process(1)
 def resident_mib():

@@ -1,7 +1,8 @@
-"""``configure_process``: what every compute process of the runtime sets before its first frame.
+"""``configure_process``: what every compute process sets before its first frame or step.
 
-The agent node, the fusion process, the roadside unit, ``revqom eval`` and the benchmarks call it
-with their ``torch.num_threads``. Besides PyTorch's threads it keeps freed memory in the process
+The agent node, the fusion node's child process, the roadside unit, ``revqom eval``, ``revqom
+train`` and the benchmarks call it with their thread count. Besides PyTorch's threads it keeps
+freed memory in the process
 (``keep_freed_memory``): a frame allocates and frees the same few megabyte-sized tensors each
 time, and with glibc's defaults each of them is a fresh ``mmap`` whose pages fault in again on
 first touch (blocks over the dynamic mmap threshold) or are trimmed off the heap's top when
