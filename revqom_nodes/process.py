@@ -2,13 +2,12 @@
 
 The agent node, the fusion node's child process, the roadside unit, ``revqom eval``, ``revqom
 train`` and the benchmarks call it with their thread count. Besides PyTorch's threads it keeps
-freed memory in the process
-(``keep_freed_memory``): a frame allocates and frees the same few megabyte-sized tensors each
-time, and with glibc's defaults each of them is a fresh ``mmap`` whose pages fault in again on
-first touch (blocks over the dynamic mmap threshold) or are trimmed off the heap's top when
-freed. Measured on the many-agent frame, one thread: 2.4 ms of the 7.7 ms each extra agent cost
-the fusion went to that (docs/RESULTS.md, "Freed memory kept in the process"). The price is that a
-process keeps its peak heap instead of giving it back between frames.
+freed memory in the process (``keep_freed_memory``): a frame allocates and frees the same few
+megabyte-sized tensors each time, and with glibc's defaults each of them is a fresh ``mmap``
+whose pages fault in again on first touch (blocks over the dynamic mmap threshold), or is trimmed
+off the heap's top when freed. Measured on the five-agent frame, one thread, side by side: the
+fusion 34.1 -> 29.4 ms p50 (docs/RESULTS.md, "Freed memory kept in the process"). The price is
+that a process keeps its peak heap instead of giving it back between frames.
 """
 
 from __future__ import annotations
