@@ -198,18 +198,24 @@ def learned_probe(model_path: str, data: str, frames: int, xy_m: float, yaw_deg:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    rng = np.random.default_rng(1)
-    before, after = [], []
-    with torch.no_grad():
-        for pair in test:
-            for _ in range(4):
-                x, target = noised(pair, rng)
-                before.append(target)
-                after.append(target - aligner(x)[0].numpy())
     rms = lambda v: [round(float(x), 3) for x in np.sqrt((np.array(v) ** 2).mean(axis=0)) * scale]  # noqa: E731
+
+    def residuals(frames, seed: int) -> dict[str, list[float]]:
+        """rms of the correction before and after the aligner's, four fresh draws per frame."""
+        rng = np.random.default_rng(seed)
+        before, after = [], []
+        with torch.no_grad():
+            for pair in frames:
+                for _ in range(4):
+                    x, target = noised(pair, rng)
+                    before.append(target)
+                    after.append(target - aligner(x)[0].numpy())
+        return {"rms_before": rms(before), "rms_after": rms(after)}
+
     return {"model": model_path, "data": data, "pose_noise": [xy_m, yaw_deg], "bev_channels": bev_channels,
             "steps": steps, "train_frames": len(train), "test_frames": len(test),
-            "learned": {"rms_before": rms(before), "rms_after": rms(after), "units": ["m", "m", "deg"]}}
+            "learned": {**residuals(test, 1), "units": ["m", "m", "deg"],
+                        "training_frames": residuals(train, 2)}}
 
 
 def main() -> None:
