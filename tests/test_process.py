@@ -37,7 +37,7 @@ def _run(mode: str) -> dict:
 def test_freed_memory_stays_for_the_next_frame() -> None:
     default, kept = _run("default"), _run("kept")
     # glibc's default maps a block this size on its own and unmaps it when freed: its pages fault in
-    # again at the next allocation (2,300-3,200 faults per five-agent frame in the fusion, measured)
+    # again at the next allocation (docs/RESULTS.md, "Freed memory kept in the process")
     assert default["given_back_mib"] > 20, default
     assert kept["kept"] is True
     assert kept["threads"] == 1
