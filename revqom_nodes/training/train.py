@@ -91,12 +91,6 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     )
 
 
-def set_num_threads(requested: int) -> None:
-    """torch threads: the config's value, else REVQOM_NUM_THREADS, else torch's default; and freed
-    memory kept for the next step (``process.configure_process``)."""
-    configure_process(requested or int(os.environ.get("REVQOM_NUM_THREADS", "0")))
-
-
 def epoch_batches(num_frames: int, batch_size: int, info: DistInfo, seed: int, epoch: int) -> list[list[int]]:
     """This rank's frame indices of every step of ``epoch`` (the last partial global batch is dropped)."""
     order = np.random.default_rng([seed, epoch]).permutation(num_frames)
@@ -211,7 +205,8 @@ def train(
     """
     info = info or DistInfo()
     train_cfg = config.train
-    set_num_threads(train_cfg.num_threads)
+    # torch threads: the config's value, else REVQOM_NUM_THREADS, else torch's default
+    configure_process(train_cfg.num_threads or int(os.environ.get("REVQOM_NUM_THREADS", "0")))
     steps_per_epoch = len(dataset) // (train_cfg.batch_size * info.world_size)
     if steps_per_epoch == 0:
         raise TrainingError(
