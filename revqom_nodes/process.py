@@ -6,7 +6,7 @@ freed memory in the process (``keep_freed_memory``): a frame allocates and frees
 megabyte-sized tensors each time, and with glibc's defaults each of them is a fresh ``mmap``
 whose pages fault in again on first touch (blocks over the dynamic mmap threshold), or is trimmed
 off the heap's top when freed. Measured on the five-agent frame, one thread, side by side: the
-fusion 34.1 -> 29.4 ms p50 (docs/RESULTS.md, "Freed memory kept in the process"). The price is
+fusion 34.1 -> 29.3-29.6 ms p50 (docs/RESULTS.md, "Freed memory kept in the process"). The price is
 that a process keeps its peak heap instead of giving it back between frames.
 """
 
